@@ -1,0 +1,33 @@
+# Quick start: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The CPU wheel of torch; a bare `torch` requirement would pull a multi-GB CUDA build.
+# GPU users: `make TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124" setup`
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup demo test test-all lint bench-quick clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e '.[dev,kafka,bench]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(PY) -m stream.cli demo
+
+test: setup
+	$(PY) -m pytest -q -m "not slow" stream operators connectors tests
+
+test-all: setup
+	$(PY) -m pytest -q stream operators connectors tests
+
+lint: setup
+	$(PY) -m ruff check stream operators connectors tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

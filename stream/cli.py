@@ -1,0 +1,100 @@
+"""The ``hebbstream`` command.
+
+    hebbstream run PIPELINE.toml [--resume] [--summary FILE] [--progress]
+
+Other sub-commands (``nab``, ``produce``, ``demo``, ...) come from the packages that
+register them under the ``hebbstream.commands`` entry point: a function that receives
+the sub-parsers object and adds its parser, with ``func`` set to its handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from . import registry
+from .errors import HebbstreamError
+
+EPILOG = """\
+A pipeline file names a source, operators and a sink; see examples/*.toml. For example:
+
+  hebbstream run examples/river_anomaly.toml            # score a recorded stream
+  hebbstream run examples/river_anomaly.toml --resume   # continue after a crash
+
+Checkpoints, dead-letter sinks and pacing are set in the file ([checkpoint],
+[dead_letter], [run]); command-line flags override [run].
+"""
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import config
+    from .runtime import run
+
+    spec = config.load(args.pipeline)
+    kwargs = dict(spec.run_kwargs)
+    for flag in ("batch_size", "max_events"):
+        if getattr(args, flag) is not None:
+            kwargs[flag] = getattr(args, flag)
+    if args.speed is not None:
+        kwargs["speed"] = args.speed or None
+    if args.progress is not None:
+        kwargs["progress"] = args.progress
+    if args.resume and spec.checkpoint is None:
+        raise HebbstreamError(f"{args.pipeline}: --resume needs a [checkpoint] section")
+    summary = run(spec.source, spec.pipeline, spec.sink, dead_letter=spec.dead_letter,
+                  checkpoint=spec.checkpoint, resume=args.resume, summary_path=args.summary, **kwargs)
+    lat = summary["latency_s"]
+    print(f"{summary['events']} events in {summary['seconds']:.2f} s "
+          f"({summary['events_per_s']:,.0f} events/s); latency p50 {lat['p50'] * 1e3:.1f} ms, "
+          f"p99 {lat['p99'] * 1e3:.1f} ms; dead-letter {summary['dead_letter']}; "
+          f"checkpoints {summary['checkpoints']}", file=sys.stderr)
+    if "metrics" in summary:
+        print(json.dumps(summary["metrics"], indent=2, default=str))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hebbstream",
+        description="Streaming online learning: run learning operators over recorded or live streams.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", help="log what the engine does")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    r = sub.add_parser("run", help="run a pipeline file", description="Run the pipeline described by a TOML file.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("pipeline", help="pipeline TOML file")
+    r.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    r.add_argument("--summary", metavar="FILE", help="write the JSON run summary to FILE")
+    r.add_argument("--batch-size", type=int, help="largest micro-batch (overrides [run])")
+    r.add_argument("--speed", type=float, help="pace by event time: 1 = as it happened, 0 = as fast as possible")
+    r.add_argument("--max-events", type=int, help="stop after this many events")
+    r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar (default: off)")
+    r.set_defaults(func=_run)
+    for name in registry.names("commands"):
+        try:
+            registry.lookup("commands", name)(sub)
+        except ImportError as exc:  # an optional extra is not installed
+            logging.getLogger("hebbstream").debug("command %s unavailable: %s", name, exc)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        p.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except HebbstreamError as exc:
+        print(f"hebbstream: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

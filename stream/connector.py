@@ -1,0 +1,78 @@
+"""What the runtime needs from sources and sinks.
+
+A :class:`Source` yields micro-batches from a position and can say, for any batch it
+produced, the position just after it; the runtime stores that position in a checkpoint
+and hands it back to :meth:`Source.batches` on resume. A :class:`Sink` writes batches
+and, at each checkpoint, makes what it wrote durable and returns a flush point; on
+resume it is reopened at that flush point and discards anything written after it, so
+output is neither lost nor doubled.
+
+Example (a source and sink over Python lists):
+    >>> import pyarrow as pa
+    >>> from stream.batch import Batch
+    >>> from stream.connector import Source, Sink
+    >>> class Rows(Source):
+    ...     def __init__(self, n):
+    ...         self.n = n
+    ...     def batches(self, position=None):
+    ...         start = (position or {}).get("row", 0)
+    ...         for lo in range(start, self.n, 4):
+    ...             hi = min(lo + 4, self.n)
+    ...             yield Batch(pa.record_batch({"x": list(range(lo, hi))}), source="rows", offset=lo)
+    >>> src = Rows(10)
+    >>> [b.num_rows for b in src.batches({"row": 2})]
+    [4, 4]
+    >>> src.position_after(next(src.batches()))
+    {'row': 4}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from .batch import Batch
+
+
+class Source:
+    """Base class of sources. Subclasses implement :meth:`batches`."""
+
+    #: Shown in error messages and summaries.
+    name: str = "source"
+
+    def batches(self, position: dict[str, Any] | None = None) -> Iterator[Batch]:
+        """Yield batches starting at ``position`` (``None``: the beginning)."""
+        raise NotImplementedError
+
+    def position_after(self, batch: Batch) -> dict[str, Any]:
+        """The position to resume from once ``batch`` (as read) has been processed.
+
+        The default suits row-numbered sources: one past the batch's last row.
+        """
+        return {"row": int(batch.positions()[-1]) + 1} if batch.num_rows else {}
+
+    def length(self) -> int | None:
+        """Number of events, when known (for progress bars); ``None`` for live sources."""
+        return None
+
+    def close(self) -> None:
+        """Release files, connections."""
+
+
+class Sink:
+    """Base class of sinks. Subclasses implement :meth:`write` and usually :meth:`flush`."""
+
+    name: str = "sink"
+
+    def open(self, flush_point: dict[str, Any] | None = None) -> None:
+        """Prepare for writing; ``flush_point`` comes from the checkpoint being resumed."""
+
+    def write(self, batch: Batch) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> dict[str, Any]:
+        """Make everything written so far durable; return the flush point to checkpoint."""
+        return {}
+
+    def close(self) -> None:
+        """Flush and release. Called once at the end of a run."""

@@ -1,0 +1,215 @@
+"""The operator contract and `|` pipelines.
+
+An operator turns a micro-batch into a micro-batch with its outputs appended. It is
+prequential (outputs for an event are computed before it learns from that event), keeps
+per-key state where its algorithm is per stream, and exposes ``state_dict()`` /
+``load_state_dict()`` like a PyTorch module so a checkpoint is nested state dicts.
+
+Input checks are declarative: ``requires`` maps column names to a kind (``"number"``,
+``"integer"``, ``"string"``, ``"timestamp"``, ``"tensor"``, ``"any"``); the schema is
+validated once per stream and numeric required columns are checked for NaN/inf on every
+batch. Rows that fail go to the dead-letter sink when one is configured, otherwise they
+raise :class:`~stream.errors.BadEventError` naming the row.
+
+Example:
+    >>> import pyarrow as pa
+    >>> from stream import Batch, Operator
+    >>> class Double(Operator):
+    ...     requires = {"x": "number"}
+    ...     def process(self, batch):
+    ...         return batch.with_columns({"x2": batch.numpy("x") * 2})
+    >>> class Count(Operator):
+    ...     def __init__(self):
+    ...         self.n = 0
+    ...     def process(self, batch):
+    ...         self.n += batch.num_rows
+    ...         return batch
+    ...     def state_dict(self):
+    ...         return {"n": self.n}
+    ...     def load_state_dict(self, state):
+    ...         self.n = state["n"]
+    >>> pipe = Double() | Count()
+    >>> out = pipe(Batch(pa.record_batch({"x": [1.0, 2.0]})))
+    >>> out.numpy("x2").tolist(), pipe.state_dict()
+    ([2.0, 4.0], {'0.Double': {}, '1.Count': {'n': 2}})
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .batch import Batch
+from .errors import BadEventError, SchemaError
+
+#: Called with (batch of rejected rows, one reason per row); set by the runtime when a
+#: dead-letter sink is configured.
+RejectHandler = Callable[[Batch, list[str]], None]
+
+_KIND_CHECKS: dict[str, Callable[[pa.DataType], bool]] = {
+    "number": lambda t: pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t),
+    "integer": pa.types.is_integer,
+    "string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)
+    or pa.types.is_dictionary(t),
+    "timestamp": lambda t: pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_integer(t),
+    "tensor": lambda t: isinstance(t, pa.FixedShapeTensorType) or pa.types.is_fixed_size_list(t)
+    or pa.types.is_list(t),
+    "any": lambda t: True,
+}
+
+
+class Operator:
+    """Base class of every operator. Subclasses implement :meth:`process`."""
+
+    #: column name -> kind; see the module docstring.
+    requires: dict[str, str] = {}
+
+    # -- the contract -------------------------------------------------------------
+    def process(self, batch: Batch) -> Batch:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"{self.name} keeps no state but the checkpoint holds {sorted(state)}")
+
+    def to(self, device: Any) -> Operator:
+        return self
+
+    def close(self) -> None:
+        """Release resources at the end of a run."""
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def required_columns(self) -> dict[str, str]:
+        """Columns this operator reads (override when they depend on parameters)."""
+        return dict(self.requires)
+
+    # -- input validation ---------------------------------------------------------
+    def validate_schema(self, schema: pa.Schema, source: str = "") -> None:
+        """Raise :class:`SchemaError` if a required column is missing or has a wrong type."""
+        for col, kind in self.required_columns().items():
+            idx = schema.get_field_index(col)
+            if idx < 0:
+                raise SchemaError(f"{source or '<stream>'}: {self.name} needs column {col!r}, "
+                                  f"the stream has {schema.names}")
+            typ = schema.field(idx).type
+            if not _KIND_CHECKS[kind](typ):
+                raise SchemaError(f"{source or '<stream>'}: {self.name} needs column {col!r} "
+                                  f"of kind {kind}, got {typ}")
+
+    def check_rows(self, batch: Batch) -> tuple[np.ndarray, list[str]] | None:
+        """Find bad rows. Returns ``(bad_mask, reasons_for_bad_rows)`` or ``None`` if all good.
+
+        The default rejects missing values in required columns and NaN/inf in required
+        floating-point columns.
+        """
+        bad = np.zeros(batch.num_rows, dtype=bool)
+        reasons: dict[int, str] = {}
+        for col in self.required_columns():
+            arr = batch.column(col)
+            col_bad = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else None
+            if col_bad is not None:
+                for i in np.flatnonzero(col_bad & ~bad):
+                    reasons[int(i)] = f"column {col!r} is missing (null)"
+                bad |= col_bad
+            if pa.types.is_floating(arr.type):
+                values = arr.to_numpy(zero_copy_only=False)
+                col_bad = ~np.isfinite(values)
+                if arr.null_count:
+                    col_bad &= ~arr.is_null().to_numpy(zero_copy_only=False)
+                for i in np.flatnonzero(col_bad & ~bad):
+                    reasons[int(i)] = f"column {col!r} is {values[i]!r}, not a finite number"
+                bad |= col_bad
+        if not reasons:
+            return None
+        return bad, [reasons[int(i)] for i in np.flatnonzero(bad)]
+
+    # -- running ----------------------------------------------------------------------
+    def __call__(self, batch: Batch, on_reject: RejectHandler | None = None) -> Batch:
+        """Validate (schema once per stream, rows every batch), then :meth:`process`."""
+        seen = getattr(self, "_seen_schema", None)
+        if seen is None or not seen.equals(batch.schema):
+            self.validate_schema(batch.schema, batch.source)
+            self._seen_schema = batch.schema
+        found = self.check_rows(batch)
+        if found is not None:
+            bad, reasons = found
+            if on_reject is None:
+                i = int(np.flatnonzero(bad)[0])
+                raise BadEventError(reasons[0], source=batch.source, offset=int(batch.positions()[i]),
+                                    key=batch.keys()[i] if batch.key_column in batch else None,
+                                    operator=self.name)
+            on_reject(batch.filter(bad), [f"{self.name}: {r}" for r in reasons])
+            batch = batch.filter(~bad)
+            if batch.num_rows == 0:
+                return batch
+        return self.process(batch)
+
+    def __or__(self, other: Operator) -> Pipeline:
+        return Pipeline([self, other])
+
+    def __repr__(self) -> str:
+        return f"{self.name}()"
+
+
+class Pipeline(Operator):
+    """Operators applied one after the other; itself an operator.
+
+    Records the time spent in each operator (``timings``) for the run summary.
+    """
+
+    def __init__(self, operators: Iterable[Operator]):
+        self.operators: list[Operator] = []
+        for op in operators:
+            self.operators.extend(op.operators if isinstance(op, Pipeline) else [op])
+        self.timings: dict[str, float] = {self._label(i, op): 0.0 for i, op in enumerate(self.operators)}
+
+    @staticmethod
+    def _label(i: int, op: Operator) -> str:
+        return f"{i}.{op.name}"
+
+    def __or__(self, other: Operator) -> Pipeline:
+        return Pipeline([*self.operators, other])
+
+    def __call__(self, batch: Batch, on_reject: RejectHandler | None = None) -> Batch:
+        for i, op in enumerate(self.operators):
+            if batch.num_rows == 0:
+                break
+            t0 = time.perf_counter()
+            batch = op(batch, on_reject)
+            self.timings[self._label(i, op)] += time.perf_counter() - t0
+        return batch
+
+    def process(self, batch: Batch) -> Batch:
+        return self(batch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {self._label(i, op): op.state_dict() for i, op in enumerate(self.operators)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        expected = [self._label(i, op) for i, op in enumerate(self.operators)]
+        if sorted(state) != sorted(expected):
+            raise ValueError(f"state is for operators {sorted(state)}, pipeline has {expected}")
+        for i, op in enumerate(self.operators):
+            op.load_state_dict(state[self._label(i, op)])
+
+    def to(self, device: Any) -> Pipeline:
+        for op in self.operators:
+            op.to(device)
+        return self
+
+    def close(self) -> None:
+        for op in self.operators:
+            op.close()
+
+    def __repr__(self) -> str:
+        return " | ".join(repr(op) for op in self.operators)

@@ -1,0 +1,362 @@
+"""The one loop: read → micro-batch → operators → sink, with checkpoints and metrics.
+
+A reader thread pulls batches from the source into a bounded queue (so a slow pipeline
+back-pressures the source instead of filling memory); the main thread cuts micro-batches
+by size and by delay, runs the pipeline, writes the sink and takes checkpoints at batch
+boundaries. Replays run as fast as possible or paced by event time (``speed=1.0`` is as
+it happened, ``speed=60`` a minute per second).
+
+Example:
+    >>> import numpy as np
+    >>> import pyarrow as pa
+    >>> from stream import Batch, Operator, Source, Sink, run
+    >>> class Numbers(Source):
+    ...     def batches(self, position=None):
+    ...         start = (position or {}).get("row", 0)
+    ...         for lo in range(start, 100, 30):
+    ...             x = np.arange(lo, min(lo + 30, 100), dtype=float)
+    ...             yield Batch(pa.record_batch({"x": x}), source="numbers", offset=lo)
+    ...     def length(self):
+    ...         return 100
+    >>> class Total(Sink):
+    ...     total = 0.0
+    ...     def write(self, batch):
+    ...         self.total += float(batch.numpy("x").sum())
+    >>> class Identity(Operator):
+    ...     def process(self, batch):
+    ...         return batch
+    >>> sink = Total()
+    >>> summary = run(Numbers(), Identity(), sink, batch_size=16)
+    >>> summary["events"], sink.total
+    (100, 4950.0)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .batch import Batch
+from .checkpoint import CheckpointStore
+from .checks import EventTimeOrder
+from .connector import Sink, Source
+from .errors import HebbstreamError
+from .operator import Operator, Pipeline
+
+log = logging.getLogger("hebbstream")
+
+_END = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def _reader(source: Source, position: dict | None, out: queue.Queue, stop: threading.Event,
+            speed: float | None) -> None:
+    """Reader thread body: put source batches (paced when asked) into ``out``."""
+    try:
+        batches: Iterator[Batch] = source.batches(position)
+        if speed:
+            batches = _paced(batches, speed, stop)
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            batch = replace(batch, arrival=time.monotonic())
+            while not stop.is_set():
+                try:
+                    out.put(batch, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                return
+        out.put(_END)
+    except BaseException as exc:  # handed to the main thread, which re-raises it
+        out.put(_Failure(exc))
+
+
+def _paced(batches: Iterator[Batch], speed: float, stop: threading.Event,
+           tick: float = 0.01) -> Iterator[Batch]:
+    """Release rows when their event time comes, scaled by ``speed``."""
+    origin: tuple[float, float] | None = None  # (first event time in s, wall time)
+    for batch in batches:
+        times = batch.times()
+        if times is None:
+            raise HebbstreamError(f"{batch.source}: paced replay needs a time column "
+                                  f"{batch.time_column!r}; use speed=None to replay as fast as possible")
+        seconds = np.asarray(times, dtype=np.float64)
+        if np.issubdtype(np.asarray(times).dtype, np.integer) and batch.time_column in batch and \
+                pa.types.is_timestamp(batch.column(batch.time_column).type):
+            seconds = seconds / 1e9
+        if origin is None:
+            origin = (seconds[0], time.monotonic())
+        due = origin[1] + (seconds - origin[0]) / speed
+        start = 0
+        while start < batch.num_rows and not stop.is_set():
+            wait = due[start] - time.monotonic()
+            if wait > 0:
+                time.sleep(min(wait, 0.5))
+                continue
+            # everything due within the next tick goes out together
+            end = int(np.searchsorted(due, time.monotonic() + tick, side="right"))
+            end = max(end, start + 1)
+            yield batch.slice(start, end - start)
+            start = end
+
+
+class _LatencyRecorder:
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.weights: list[int] = []
+
+    def add(self, seconds: float, rows: int) -> None:
+        self.values.append(seconds)
+        self.weights.append(rows)
+
+    def percentiles(self, qs=(50, 95, 99)) -> dict[str, float]:
+        if not self.values:
+            return {f"p{q}": float("nan") for q in qs}
+        v = np.asarray(self.values)
+        w = np.asarray(self.weights, dtype=np.float64)
+        order = np.argsort(v)
+        cum = np.cumsum(w[order]) / w.sum()
+        return {f"p{q}": float(v[order][min(np.searchsorted(cum, q / 100), len(v) - 1)]) for q in qs}
+
+
+class _DeadLetter:
+    """Turns rejected rows into dead-letter records: source, offset, key, reason, record."""
+
+    SCHEMA = pa.schema([("source", pa.string()), ("offset", pa.int64()), ("key", pa.string()),
+                        ("reason", pa.string()), ("record", pa.string())])
+
+    def __init__(self, sink: Sink):
+        self.sink = sink
+        self.count = 0
+
+    def __call__(self, batch: Batch, reasons: list[str]) -> None:
+        rows = batch.data.to_pylist()
+        keys = batch.keys()
+        rec = pa.record_batch({
+            "source": [batch.source] * batch.num_rows,
+            "offset": batch.positions(),
+            "key": [str(k) for k in keys],
+            "reason": reasons,
+            "record": [json.dumps(r, default=str) for r in rows],
+        }, schema=self.SCHEMA)
+        self.sink.write(Batch(rec, source=batch.source, row_offsets=batch.positions()))
+        self.count += batch.num_rows
+        for r, where in zip(reasons, batch.positions()):
+            log.warning("dead-letter: %s row %s: %s", batch.source, where, r)
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, GPU and library versions, for benchmark and run summaries."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+                            "numpy": np.__version__, "pyarrow": pa.__version__, "gpu": None}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
+
+
+def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
+        batch_size: int = 1024, max_delay: float = 0.05, speed: float | None = None,
+        read_ahead: int = 8, checkpoint: CheckpointStore | str | None = None,
+        checkpoint_every_batches: int | None = None, checkpoint_every_seconds: float | None = None,
+        resume: bool = False, dead_letter: Sink | None = None, check_order: bool = True,
+        device: Any = None, progress: bool = False, summary_path: str | None = None,
+        max_events: int | None = None) -> dict[str, Any]:
+    """Run ``source | pipeline | sink`` and return the run summary (also written as JSON).
+
+    Args:
+        batch_size: largest micro-batch, in events.
+        max_delay: longest time (s) an event waits for its micro-batch to fill.
+        speed: ``None`` replays as fast as possible; a number paces by event time.
+        read_ahead: source batches buffered ahead of the pipeline (back-pressure bound).
+        checkpoint: a :class:`CheckpointStore` or a folder/URI for one.
+        checkpoint_every_batches / checkpoint_every_seconds: when to checkpoint; a final
+            checkpoint is always taken when a store is given.
+        resume: continue from the latest checkpoint in the store.
+        dead_letter: sink for rejected events; without one, a bad event stops the run
+            with an error naming it.
+        check_order: reject events whose time goes backwards within their key.
+        device: moves the pipeline with ``pipeline.to(device)``.
+        progress: show a progress bar (sources of known length).
+        summary_path: also write the summary there as JSON.
+        max_events: stop after this many events (for demos and tests).
+    """
+    pipe = pipeline if isinstance(pipeline, Pipeline) else Pipeline([pipeline])
+    if check_order:
+        pipe = Pipeline([EventTimeOrder(), *pipe.operators])
+    if device is not None:
+        pipe.to(device)
+    store = CheckpointStore(checkpoint, fingerprint=repr(pipe)) if isinstance(checkpoint, str) else checkpoint
+    dl = _DeadLetter(dead_letter) if dead_letter is not None else None
+
+    position = None
+    sink_point = dl_point = None
+    done_before = 0
+    if resume:
+        if store is None:
+            raise HebbstreamError("resume needs a checkpoint store")
+        saved = store.load_latest()
+        if saved is not None:
+            try:
+                pipe.load_state_dict(saved["operators"])
+            except (ValueError, KeyError) as exc:
+                from .errors import CheckpointError
+                raise CheckpointError(f"{store.uri}: checkpoint does not match the pipeline: {exc}") from exc
+            position, sink_point, dl_point = saved["source"], saved["sink"], saved["dead_letter"]
+            done_before = saved["events"]
+            log.info("resuming from checkpoint %s at %s", store.latest(), position)
+    if sink is not None:
+        sink.open(sink_point)
+    if dead_letter is not None:
+        dead_letter.open(dl_point)
+
+    q: queue.Queue = queue.Queue(maxsize=max(1, read_ahead))
+    stop = threading.Event()
+    reader = threading.Thread(target=_reader, args=(source, position, q, stop, speed),
+                              name="hebbstream-reader", daemon=True)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=source.length(), initial=done_before, unit="ev", unit_scale=True,
+                   dynamic_ncols=True)
+
+    latency = _LatencyRecorder()
+    events = batches = checkpoints = 0
+    last_ckpt = time.monotonic()
+    last_position = position
+    t_start = time.perf_counter()
+
+    def take_checkpoint() -> None:
+        nonlocal checkpoints, last_ckpt
+        state = {
+            "operators": pipe.state_dict(),
+            "source": last_position,
+            "sink": sink.flush() if sink is not None else None,
+            "dead_letter": dead_letter.flush() if dead_letter is not None else None,
+            "events": done_before + events,
+        }
+        store.save(state)
+        checkpoints += 1
+        last_ckpt = time.monotonic()
+
+    def process(micro: Batch) -> None:
+        nonlocal events, batches, last_position
+        out = pipe(micro, dl)
+        if sink is not None and out.num_rows:
+            sink.write(out)
+        last_position = source.position_after(micro)
+        latency.add(time.monotonic() - micro.arrival, micro.num_rows)
+        events += micro.num_rows
+        batches += 1
+        if bar is not None:
+            bar.update(micro.num_rows)
+        if store is not None and (
+                (checkpoint_every_batches and batches % checkpoint_every_batches == 0)
+                or (checkpoint_every_seconds and time.monotonic() - last_ckpt >= checkpoint_every_seconds)):
+            take_checkpoint()
+
+    reader.start()
+    pending: list[Batch] = []
+    pending_rows = 0
+    try:
+        while True:
+            timeout = None
+            if pending:
+                timeout = max(0.0, pending[0].arrival + max_delay - time.monotonic())
+            try:
+                item = q.get(timeout=timeout) if timeout is None or timeout > 0 else q.get_nowait()
+            except queue.Empty:
+                item = None  # the oldest pending event waited max_delay
+            if isinstance(item, _Failure):
+                raise item.exc
+            if item is _END or item is None:
+                if pending:
+                    process(Batch.concat(pending))
+                    pending, pending_rows = [], 0
+                if item is _END:
+                    break
+                continue
+            if max_events is not None and done_before + events + pending_rows + item.num_rows > max_events:
+                item = item.slice(0, max(0, max_events - done_before - events - pending_rows))
+            # cut into full micro-batches; slices are zero-copy
+            while item.num_rows:
+                take = min(batch_size - pending_rows, item.num_rows)
+                pending.append(item.slice(0, take) if take < item.num_rows else item)
+                pending_rows += take
+                item = item.slice(take) if take < item.num_rows else item.slice(0, 0)
+                if pending_rows >= batch_size:
+                    process(Batch.concat(pending))
+                    pending, pending_rows = [], 0
+            if max_events is not None and done_before + events + pending_rows >= max_events:
+                if pending:
+                    process(Batch.concat(pending))
+                break
+        if store is not None:
+            take_checkpoint()
+    finally:
+        stop.set()
+        if bar is not None:
+            bar.close()
+        reader.join(timeout=5)
+        source.close()
+    if sink is not None:
+        sink.close()
+    if dead_letter is not None:
+        dead_letter.close()
+    pipe.close()
+
+    elapsed = time.perf_counter() - t_start
+    summary: dict[str, Any] = {
+        "events": events,
+        "events_total": done_before + events,
+        "batches": batches,
+        "seconds": elapsed,
+        "events_per_s": events / elapsed if elapsed > 0 else float("nan"),
+        "latency_s": latency.percentiles(),
+        "operator_seconds": dict(pipe.timings),
+        "dead_letter": dl.count if dl is not None else 0,
+        "checkpoints": checkpoints,
+        "resumed_from": position,
+        "machine": machine_info(),
+    }
+    metrics = {label: op.summary() for label, op in zip(pipe.timings, pipe.operators)
+               if hasattr(op, "summary")}
+    if metrics:
+        summary["metrics"] = metrics
+    if summary_path:
+        os.makedirs(os.path.dirname(os.path.abspath(summary_path)), exist_ok=True)
+        with open(summary_path, "w") as f:
+            json.dump(summary, f, indent=2, default=str)
+    return summary
