@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -137,10 +138,10 @@ class Batch:
         import torch
 
         values = self.numpy(name)
-        if not values.flags.writeable:
-            # torch.from_numpy warns on read-only memory; operators never write in place.
-            values = values.copy() if values.dtype == object else values
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():
+            # Arrow buffers are read-only; sharing them is the point, and operators
+            # never write into their inputs.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             t = torch.as_tensor(values)
         return t.to(device) if device is not None else t
 

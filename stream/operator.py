@@ -127,7 +127,7 @@ class Operator:
                 if arr.null_count:
                     col_bad &= ~arr.is_null().to_numpy(zero_copy_only=False)
                 for i in np.flatnonzero(col_bad & ~bad):
-                    reasons[int(i)] = f"column {col!r} is {values[i]!r}, not a finite number"
+                    reasons[int(i)] = f"column {col!r} is {float(values[i])}, not a finite number"
                 bad |= col_bad
         if not reasons:
             return None

@@ -1,0 +1,1 @@
+"""Shared pytest configuration. Engine test helpers live in tests/streams.py."""
