@@ -1,0 +1,213 @@
+"""File sinks with exactly-once output across crashes: committed part files.
+
+Without checkpoints a sink writes one plain file at ``path`` (under a temporary name
+until the run ends, then renamed). As soon as the run checkpoints (the runtime calls
+:meth:`FileSink.flush`), ``path`` becomes a folder of part files::
+
+    out/scored.csv/part-00000.csv      committed at checkpoint 1
+    out/scored.csv/part-00001.csv      committed at checkpoint 2
+    out/scored.csv/.part-00002.csv.inprogress   being written
+
+Each flush closes the in-progress part, fsyncs it, renames it to its final name and
+fsyncs the folder; the flush point is the number of committed parts. On resume,
+:meth:`FileSink.open` deletes parts beyond the checkpoint's flush point (written after
+the checkpoint, so they will be written again) and in-progress leftovers. The folder
+then holds exactly the output of every event up to the checkpoint, once, and the run
+appends from there: a resumed run's output equals an uninterrupted one's.
+
+Read the output back as one table with ``pyarrow.dataset`` (it skips the ``.``-names)::
+
+    import pyarrow.dataset as ds
+    table = ds.dataset("out/scored.csv", format="csv").to_table()   # or "parquet", "arrow"
+
+or with the matching hebbstream source (``CSVSource("out/scored.csv")``), which reads the
+parts in order. Within one part and across parts, rows keep the order they were written.
+
+The first batch fixes the schema; a batch with other columns or types raises
+:class:`SchemaError` naming the sink, the batch's source row and the difference, and
+nothing of it is written, so the file never mixes schemas.
+
+Example (a format writing Arrow IPC; see :mod:`connectors.arrow_ipc`):
+    >>> import os, tempfile, pyarrow as pa
+    >>> from stream.batch import Batch
+    >>> from connectors.arrow_ipc import ArrowSink
+    >>> out = os.path.join(tempfile.mkdtemp(), "out.arrow")
+    >>> sink = ArrowSink(out)
+    >>> sink.open(None)
+    >>> sink.write(Batch(pa.record_batch({"x": [1, 2]})))
+    >>> sink.flush()
+    {'parts': 1}
+    >>> sink.write(Batch(pa.record_batch({"x": [3]})))
+    >>> sink.close()
+    >>> sorted(os.listdir(out))
+    ['part-00000.arrow', 'part-00001.arrow']
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from stream.batch import Batch
+from stream.connector import Sink
+from stream.errors import CheckpointError, ConfigError, SchemaError
+
+from .file_source import schema_difference
+from .paths import filesystem
+
+_PART = re.compile(r"^part-(\d+)\.")
+
+
+class FileSink(Sink):
+    """Base class of file sinks; a format implements :meth:`_new_writer`.
+
+    Args:
+        path: output file (or folder of parts once the run checkpoints); local or a
+            ``pyarrow.fs`` URI.
+        parts: ``True`` always writes a folder of parts; ``None`` (default) switches to
+            parts at the first checkpoint.
+    """
+
+    extension = ".dat"
+
+    def __init__(self, path: str, *, parts: bool | None = None):
+        self.path = path
+        self.name = path
+        self.fs, self.where = filesystem(path)
+        self._local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.parts = parts
+        self._folder = bool(parts)
+        self._committed = 0
+        self._writer: Any = None
+        self._stream: Any = None
+        self._tmp = ""
+        self._schema: pa.Schema | None = None
+        self.rows_written = 0
+
+    # -- what a format implements ----------------------------------------------------
+    def _new_writer(self, stream: Any, schema: pa.Schema) -> Any:
+        """A pyarrow writer over ``stream`` with ``write_batch`` and ``close``."""
+        raise NotImplementedError
+
+    # -- Sink ------------------------------------------------------------------------
+    def open(self, flush_point: dict[str, Any] | None = None) -> None:
+        """Start fresh (``None``: earlier output at ``path`` is replaced) or resume."""
+        self._writer = None
+        self._schema = None
+        self._committed = int(flush_point["parts"]) if flush_point else 0
+        self._folder = bool(self.parts) or flush_point is not None
+        self._remove(self._single_tmp())
+        info = self.fs.get_file_info(self.where)
+        if info.type == pafs.FileType.File:
+            if flush_point is not None:
+                raise CheckpointError(f"{self.path}: the checkpoint expects a folder of "
+                                      f"{self._committed} part files here, found a plain file")
+            self.fs.delete_file(self.where)
+        elif info.type == pafs.FileType.Directory:
+            present = set()
+            for entry in self.fs.get_file_info(pafs.FileSelector(self.where)):
+                name = entry.base_name
+                m = _PART.match(name)
+                if name.startswith(".part-") and name.endswith(".inprogress"):
+                    self.fs.delete_file(entry.path)
+                elif m and name.endswith(self.extension):
+                    if int(m.group(1)) >= self._committed:
+                        self.fs.delete_file(entry.path)  # written after the checkpoint
+                    else:
+                        present.add(int(m.group(1)))
+            if not self._folder:
+                # a fresh run without checkpoints writes a plain file where the folder was
+                leftover = self.fs.get_file_info(pafs.FileSelector(self.where))
+                if leftover:
+                    raise ConfigError(f"{self.path}: is a folder holding other files "
+                                      f"({leftover[0].base_name}, ...); choose another sink path")
+                self.fs.delete_dir(self.where)
+            missing = sorted(set(range(self._committed)) - present)
+            if missing:
+                raise CheckpointError(f"{self.path}: the checkpoint counts {self._committed} "
+                                      f"committed part files, but part(s) {missing[:5]} are gone")
+        elif flush_point is not None and self._committed:
+            raise CheckpointError(f"{self.path}: the checkpoint counts {self._committed} committed "
+                                  "part files, but the folder is gone")
+
+    def write(self, batch: Batch) -> None:
+        rb = batch.data
+        if self._schema is None:
+            self._schema = rb.schema
+        elif not rb.schema.equals(self._schema):
+            where = batch.where(0) if batch.num_rows else batch.source or "<stream>"
+            diff = schema_difference(self._schema, rb.schema)
+            raise SchemaError(f"{self.path}: the batch from {where} has another schema than the "
+                              f"rows already written ({diff}); a file holds one schema, so nothing "
+                              "of this batch was written")
+        if self._writer is None:
+            self._start()
+        self._writer.write_batch(rb)
+        self.rows_written += rb.num_rows
+
+    def flush(self) -> dict[str, Any]:
+        """Commit what was written since the last flush as the next part file."""
+        if not self._folder:
+            self._folder = True
+            self.fs.create_dir(self.where, recursive=True)
+        if self._writer is not None:
+            self._commit(self._part_path(self._committed))
+            self._committed += 1
+        return {"parts": self._committed}
+
+    def close(self) -> None:
+        if self._writer is None:
+            return
+        if self._folder:
+            self.flush()
+        else:
+            self._commit(self.where)
+
+    # -- files -----------------------------------------------------------------------
+    def _part_path(self, n: int) -> str:
+        return f"{self.where}/part-{n:05d}{self.extension}"
+
+    def _single_tmp(self) -> str:
+        parent, base = self.where.rsplit("/", 1)
+        return f"{parent}/.{base}.inprogress"
+
+    def _start(self) -> None:
+        if self._folder:
+            self.fs.create_dir(self.where, recursive=True)
+            self._tmp = f"{self.where}/.part-{self._committed:05d}{self.extension}.inprogress"
+        else:
+            self.fs.create_dir(self.where.rsplit("/", 1)[0], recursive=True)
+            self._tmp = self._single_tmp()
+        self._stream = self.fs.open_output_stream(self._tmp)
+        try:
+            self._writer = self._new_writer(self._stream, self._schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            self._stream.close()
+            raise SchemaError(f"{self.path}: cannot write this schema as "
+                              f"{self.extension[1:]}: {exc}") from exc
+
+    def _commit(self, final: str) -> None:
+        self._writer.close()
+        self._stream.close()
+        self._writer = self._stream = None
+        if self._local:
+            _fsync(self._tmp)
+        self.fs.move(self._tmp, final)
+        if self._local:
+            _fsync(os.path.dirname(final))
+
+    def _remove(self, path: str) -> None:
+        if self.fs.get_file_info(path).type == pafs.FileType.File:
+            self.fs.delete_file(path)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,214 @@
+"""What every file source shares: files, positions, key/time checks, batch sizes.
+
+A format (Arrow IPC, Parquet, CSV) only says how to read one file from a row onwards
+(:meth:`FileSource._read`) and, when its metadata knows, how many rows a file holds
+(:meth:`FileSource._count`). This class walks the files of the path in order, checks
+the configured key and time columns and that every file has the first file's schema,
+cuts batches to ``batch_size`` rows (zero-copy slices) and keeps positions.
+
+Positions: ``{"row": n}`` for a single file; ``{"file": i, "path": name, "row": n}``
+when the path names several files (``row`` counts within file ``i``). Because the
+runtime may join the end of one file and the start of the next into one micro-batch,
+the source remembers the (file, rows) runs it handed out, and :meth:`position_after`
+walks them by row count: the runtime asks for positions in the order it read.
+
+Example (a format whose files hold a row count, for brevity):
+    >>> import os, tempfile, pyarrow as pa
+    >>> from connectors.file_source import FileSource
+    >>> class Counts(FileSource):
+    ...     extensions = (".n",)
+    ...     def _read(self, file, start_row):
+    ...         rows = list(range(int(open(file).read())))
+    ...         yield pa.record_batch({"x": rows[start_row:]}), start_row
+    >>> d = tempfile.mkdtemp()
+    >>> for name, n in (("a.n", "5"), ("b.n", "3")):
+    ...     _ = open(os.path.join(d, name), "w").write(n)
+    >>> src = Counts(d, batch_size=2)
+    >>> got = list(src.batches({"file": 0, "row": 3}))
+    >>> [(os.path.basename(b.source), b.offset, b.num_rows) for b in got]
+    [('a.n', 3, 2), ('b.n', 0, 2), ('b.n', 2, 1)]
+    >>> src.position_after(got[0]), src.position_after(got[1])
+    ({'file': 0, 'path': 'a.n', 'row': 5}, {'file': 1, 'path': 'b.n', 'row': 2})
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from stream.batch import DEFAULT_KEY, DEFAULT_TIME, Batch
+from stream.connector import Source
+from stream.errors import SchemaError, SourceError
+
+from .paths import resolve
+
+_TIME_TYPES = (pa.types.is_timestamp, pa.types.is_date, pa.types.is_integer, pa.types.is_floating)
+
+
+class FileSource(Source):
+    """Base class of file sources.
+
+    Args:
+        path: a file, folder, glob or ``pyarrow.fs`` URI.
+        key: column holding the stream key (required to exist when given).
+        time: column holding the event time (required to exist when given).
+        batch_size: largest batch handed to the runtime, in rows.
+        columns: read only these columns (the key and time columns are added).
+        files: the resolved file list (instead of resolving ``path``; for tests).
+    """
+
+    extensions: tuple[str, ...] = ()
+
+    def __init__(self, path: str, *, key: str | None = None, time: str | None = None,
+                 batch_size: int = 65536, columns: list[str] | None = None,
+                 files: list[str] | None = None):
+        if batch_size < 1:
+            raise ValueError(f"{path}: batch_size must be at least 1, got {batch_size}")
+        self.path = path
+        self.name = path
+        self.key, self.time = key, time
+        self.batch_size = int(batch_size)
+        self.columns = None if columns is None else list(dict.fromkeys(
+            [*columns, *(c for c in (key, time) if c)]))
+        if files is None:
+            self.fs, self.files = resolve(path, self.extensions)
+        else:
+            self.fs, self.files = pafs.LocalFileSystem(), list(files)
+        self._index = {file: i for i, file in enumerate(self.files)}
+        # (file, first row, rows) of batches handed out and not yet consumed
+        self._runs: collections.deque[list[int]] = collections.deque()
+        self._schema: pa.Schema | None = None
+        self._schema_file = ""
+
+    # -- what a format implements ----------------------------------------------------
+    def _read(self, file: str, start_row: int) -> Iterator[tuple[pa.RecordBatch, int]]:
+        """Yield ``(record_batch, row_of_its_first_row)`` from ``start_row`` of ``file``.
+
+        Rows before ``start_row`` must not be yielded; errors are raised as
+        :class:`SourceError` naming the file and the row or byte offset.
+        """
+        raise NotImplementedError
+
+    def _count(self, file: str) -> int | None:
+        """Rows in ``file`` when its metadata says so cheaply, else ``None``."""
+        return None
+
+    # -- Source ----------------------------------------------------------------------
+    def batches(self, position: dict[str, Any] | None = None) -> Iterator[Batch]:
+        first, start = self._parse_position(position)
+        self._runs.clear()
+        key, tcol = self.key or DEFAULT_KEY, self.time or DEFAULT_TIME
+        for index in range(first, len(self.files)):
+            file = self.files[index]
+            self._check_not_empty(file)
+            checked = False
+            for rb, row in self._read(file, start if index == first else 0):
+                if not checked:
+                    self._check_schema(file, rb.schema)
+                    checked = True
+                for lo in range(0, rb.num_rows, self.batch_size):
+                    part = rb.slice(lo, self.batch_size) if rb.num_rows > self.batch_size else rb
+                    if part.num_rows == 0:
+                        continue
+                    self._runs.append([index, row + lo, part.num_rows])
+                    yield Batch(part, source=file, offset=row + lo, key_column=key,
+                                time_column=tcol)
+
+    def position_after(self, batch: Batch) -> dict[str, Any]:
+        if batch.num_rows == 0:
+            return {}
+        if batch.row_offsets is None and batch.source in self._index:
+            # rows of one file, as read (a micro-batch never joins files contiguously)
+            index, end = self._index[batch.source], batch.offset + batch.num_rows
+        else:
+            index, end = self._walk(batch.num_rows)
+        runs = self._runs
+        while runs and (runs[0][0], runs[0][1] + runs[0][2]) <= (index, end):
+            runs.popleft()
+        if self._runs and self._runs[0][0] == index and self._runs[0][1] < end:
+            run = self._runs[0]
+            run[1], run[2] = end, run[1] + run[2] - end
+        if len(self.files) == 1:
+            return {"row": end}
+        return {"file": index, "path": os.path.basename(self.files[index]), "row": end}
+
+    def _walk(self, rows: int) -> tuple[int, int]:
+        """(file, row) just after the next ``rows`` rows handed out and not yet consumed."""
+        for index, start, n in self._runs:
+            if rows <= n:
+                return index, start + rows
+            rows -= n
+        raise SourceError(f"{self.path}: asked for a position {rows} rows past what was read")
+
+    def length(self) -> int | None:
+        total = 0
+        for file in self.files:
+            n = self._count(file)
+            if n is None:
+                return None
+            total += n
+        return total
+
+    # -- checks ----------------------------------------------------------------------
+    def _parse_position(self, position: dict[str, Any] | None) -> tuple[int, int]:
+        if not position:
+            return 0, 0
+        index, row = int(position.get("file", 0)), int(position.get("row", 0))
+        if index >= len(self.files) or row < 0:
+            raise SourceError(f"{self.path}: cannot resume at {position}: the path holds "
+                              f"{len(self.files)} file(s)")
+        name = position.get("path")
+        if name is not None and os.path.basename(self.files[index]) != name:
+            raise SourceError(f"{self.path}: cannot resume at {position}: file {index} is now "
+                              f"{os.path.basename(self.files[index])}, not {name} (files changed)")
+        return index, row
+
+    def _check_not_empty(self, file: str) -> None:
+        info = self.fs.get_file_info(file)
+        if info.type == pafs.FileType.NotFound:
+            raise SourceError(f"{file}: no such file")
+        if info.size == 0:
+            raise SourceError(f"{file}: the file is empty (0 bytes)")
+
+    def _check_schema(self, file: str, schema: pa.Schema) -> None:
+        for role, col in (("key", self.key), ("time", self.time)):
+            if col and schema.get_field_index(col) < 0:
+                raise SchemaError(f"{file}: the {role} column {col!r} is missing "
+                                  f"(columns: {', '.join(schema.names)})")
+        if self.time:
+            typ = schema.field(self.time).type
+            if not any(check(typ) for check in _TIME_TYPES):
+                raise SchemaError(f"{file}: the time column {self.time!r} holds {typ}, not "
+                                  "timestamps or numbers (for CSV set timestamp_format or "
+                                  "column_types)")
+        if self._schema is None:
+            self._schema, self._schema_file = schema, file
+        elif not schema.equals(self._schema):
+            raise SchemaError(f"{file}: schema differs from {self._schema_file}: "
+                              f"{schema_difference(self._schema, schema)}")
+
+
+def schema_difference(want: pa.Schema, got: pa.Schema) -> str:
+    """Describe how ``got`` differs from ``want``: missing, extra or retyped columns.
+
+    >>> import pyarrow as pa
+    >>> want = pa.schema([("a", pa.int64())])
+    >>> schema_difference(want, pa.schema([("a", pa.float64()), ("b", pa.string())]))
+    "column 'a' is double, expected int64; new column 'b'"
+    """
+    parts = []
+    for f in want:
+        i = got.get_field_index(f.name)
+        if i < 0:
+            parts.append(f"column {f.name!r} is missing")
+        elif got.field(i).type != f.type:
+            parts.append(f"column {f.name!r} is {got.field(i).type}, expected {f.type}")
+    parts += [f"new column {f.name!r}" for f in got if want.get_field_index(f.name) < 0]
+    if not parts and want.names != got.names:
+        parts.append(f"columns are in another order: {got.names}, expected {want.names}")
+    return "; ".join(parts) or "field metadata or nullability differ"
