@@ -39,6 +39,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from stream.errors import HebbstreamError
+
 from .nab_scorer import window_bounds
 
 WINDOWS_FILE = os.path.join("labels", "combined_windows.json")
@@ -47,7 +49,7 @@ DATA_DIR = "data"
 RESULT_COLUMNS = ("timestamp", "value", "anomaly_score", "label")
 
 
-class NABFormatError(ValueError):
+class NABFormatError(HebbstreamError, ValueError):
     """A NAB file or folder that is missing or not in NAB's format."""
 
 
