@@ -1,0 +1,34 @@
+"""Fully test-time adaptation: a trained classifier adapts on the unlabeled stream.
+
+- :class:`NHL` — soft Hebbian first convolution + entropy-trained neuro-modulator.
+- :class:`Tent` — entropy minimisation on normalisation affine parameters.
+- :class:`NormAdapt` — normalisation statistics from the stream.
+- :class:`Source` — no adaptation.
+
+All read images from a fixed-shape tensor column (default ``image``) and add
+``prediction``, ``confidence`` and ``entropy``; batch size is their own parameter
+(see :mod:`operators.tta.base`). :mod:`operators.tta.corruptions` shifts small
+grayscale images; :mod:`operators.tta.models` holds small CNNs for TOML pipelines.
+
+Example:
+    >>> import numpy as np, pyarrow as pa, torch
+    >>> from stream import Batch
+    >>> from stream.batch import to_arrow
+    >>> from operators.tta import NHL, Source
+    >>> from operators.tta.models import build_model
+    >>> _ = torch.manual_seed(0)
+    >>> model = build_model("small_cnn", width=4)
+    >>> images = np.random.default_rng(0).random((6, 8, 8), dtype=np.float32)
+    >>> batch = Batch(pa.record_batch({"image": to_arrow(images)}))
+    >>> out = (NHL(model, batch_size=2) | Source(model))(batch)
+    >>> out.column_names[:4]
+    ['image', 'prediction', 'confidence', 'entropy']
+"""
+
+from .base import TTAOperator
+from .nhl import NHL
+from .norm import NormAdapt
+from .source import Source
+from .tent import Tent
+
+__all__ = ["NHL", "NormAdapt", "Source", "TTAOperator", "Tent"]

@@ -1,0 +1,65 @@
+"""``Tent``: test entropy minimisation (Wang et al., ICLR 2021).
+
+Only the affine parameters (γ, β) of the normalisation layers are trained, by Adam on
+the mean prediction entropy of each mini-batch, one step per mini-batch; normalisation
+uses running statistics into which each mini-batch's statistics are blended
+(``norm_window``; 1 keeps only the last mini-batch's, the closest to the paper's batch
+statistics; larger windows keep batch size 1 stable). The loss is computed on the very
+forward pass whose predictions were returned (see :mod:`operators.tta.base`), so the
+step costs one backward pass; unlike the paper, no gradient flows through the batch
+statistics, since predictions never depend on the other samples of the batch.
+
+Example:
+    >>> import numpy as np, pyarrow as pa, torch
+    >>> from stream import Batch
+    >>> from stream.batch import to_arrow
+    >>> from operators.tta import Tent
+    >>> from operators.tta.models import build_model
+    >>> _ = torch.manual_seed(0)
+    >>> op = Tent(build_model("small_cnn", width=4), batch_size=4, lr=1e-3)
+    >>> images = np.random.default_rng(0).random((12, 8, 8), dtype=np.float32)
+    >>> out = op(Batch(pa.record_batch({"image": to_arrow(images)})))
+    >>> op.summary()["adapted_batches"], out.numpy("prediction").shape
+    (3, (12,))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import TTAOperator, entropy_loss
+
+
+class Tent(TTAOperator):
+    """Entropy minimisation on the normalisation affine parameters.
+
+    Args:
+        model: the trained classifier (needs BatchNorm layers with affine parameters).
+        lr: Adam learning rate (the paper: 1e-3 at batch size 128 with SGD/Adam).
+        entropy_filter: train only on samples whose entropy is below this fraction of
+            ``ln(classes)`` (``None``: all samples, as in the paper).
+        **common: ``batch_size``, ``norm_window``, ``reset``, ... of
+            :class:`~operators.tta.base.TTAOperator`.
+    """
+
+    needs_norm = True
+    needs_affine = True
+    hparams = ("lr", "entropy_filter")
+
+    def __init__(self, model: nn.Module | None = None, *, lr: float = 1e-3,
+                 entropy_filter: float | None = None, **common: Any):
+        self.lr, self.entropy_filter = lr, entropy_filter
+        super().__init__(model, **common)
+
+    def trainable(self) -> list[nn.Parameter]:
+        return [p for norm in self.norms for p in (norm.weight, norm.bias)]
+
+    def adapt(self, images: torch.Tensor, logits: torch.Tensor | None) -> None:
+        loss = entropy_loss(logits, self.entropy_filter)
+        if loss is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
