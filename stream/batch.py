@@ -163,10 +163,22 @@ class Batch:
 
     def key_groups(self) -> dict[Any, np.ndarray]:
         """Row indices of each key, in stream order within each key."""
-        keys = self.keys()
         if self.key_column not in self:
             return {"": np.arange(self.num_rows)}
-        uniq, inverse = np.unique(keys, return_inverse=True)
+        col = self.column(self.key_column)
+        typ = col.type
+        if col.null_count == 0 and (pa.types.is_string(typ) or pa.types.is_large_string(typ)
+                                    or pa.types.is_integer(typ)):
+            # hash in Arrow, sort only the distinct keys: sorting one Python string per
+            # row (np.unique on objects) cost more than everything else in a passthrough
+            enc = col.dictionary_encode()
+            uniq = enc.dictionary.to_numpy(zero_copy_only=False)
+            by_key = np.argsort(uniq, kind="stable")
+            rank = np.empty(len(uniq), dtype=np.int64)
+            rank[by_key] = np.arange(len(uniq))
+            uniq, inverse = uniq[by_key], rank[enc.indices.to_numpy()]
+        else:
+            uniq, inverse = np.unique(self.keys(), return_inverse=True)
         order = np.argsort(inverse, kind="stable")
         bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
         return {uniq[i]: order[bounds[i]:bounds[i + 1]] for i in range(len(uniq))}
