@@ -152,6 +152,14 @@ def test_cli_scores_nupic_results_like_nab(capsys):
                  "--score-only", "--thresholds", "sweep", "--profiles", "standard"]) == 0
     swept = float(last_line(capsys.readouterr().out).split()[1])
     assert swept >= float(excerpt_nab_scores().split(" / ")[0])
+    # another column of the result files: NuPIC's raw HTM score, always swept
+    assert main(["nab", "--nab-dir", EXCERPT, "--out", os.path.join(EXCERPT, "results", "numenta"),
+                 "--score-only", "--score-column", "raw_score"]) == 0
+    out = capsys.readouterr().out
+    assert "numenta[raw_score]: 2 files" in out and "swept over the corpus" in out
+    raw = score_results(os.path.join(EXCERPT, "results", "numenta"), EXCERPT, column="raw_score")
+    assert last_line(out).startswith("numenta[raw_score]: " + " / ".join(
+        f"{r.normalised:.2f}" for r in raw.values()))
 
 
 def test_cli_runs_then_scores(tmp_path, capsys):

@@ -108,6 +108,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="auto: NAB's stored thresholds for detectors in config/thresholds.json, "
                         "a corpus-wide sweep for the others (default); sweep: always sweep; "
                         "stored: only stored thresholds")
+    p.add_argument("--score-column", default="anomaly_score", metavar="COLUMN",
+                   help="result-file column to score (default anomaly_score; raw_score scores "
+                        "the raw HTM score, without the likelihood; always swept)")
     p.add_argument("--files", nargs="+", metavar="PATTERN",
                    help="only corpus files matching these patterns, e.g. 'realKnownCause/*' "
                         "(scores are then normalised over their windows only)")
@@ -218,11 +221,14 @@ def _main(args: argparse.Namespace) -> int:
         files = None
         if args.files:
             files = _select(sorted(windows), args.files)
-        table = scoring_table(folder, nab_dir, files, detector)
-        scored = score_detector(table, detector, profiles, stored_all.get(detector),
-                                args.thresholds)
-        _print(detector, table, scored)
-        results[detector] = {
+        table = scoring_table(folder, nab_dir, files, detector, args.score_column)
+        # NAB's stored thresholds belong to the detectors' anomaly_score columns
+        likelihood_column = args.score_column == "anomaly_score"
+        stored = stored_all.get(detector) if likelihood_column else None
+        label = detector if likelihood_column else f"{detector}[{args.score_column}]"
+        scored = score_detector(table, label, profiles, stored, args.thresholds)
+        _print(label, table, scored)
+        results[label] = {
             "thresholds": "stored" if scored["stored"] else "sweep",
             "profiles": {name: {"score": r.normalised, "raw": r.raw, "threshold": r.threshold,
                                 "tp": r.result.tp, "fp": r.result.fp, "fn": r.result.fn,

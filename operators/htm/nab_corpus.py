@@ -165,11 +165,13 @@ def find_detector_dirs(results_dir: str) -> dict[str, str]:
 
 
 def read_results(detector_dir: str, names: Iterable[str] | None = None,
-                 detector: str | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{"<category>/<file>.csv": (timestamps, anomaly_scores)}`` of a detector folder.
+                 detector: str | None = None, column: str = "anomaly_score",
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{"<category>/<file>.csv": (timestamps, scores)}`` of a detector folder.
 
     With ``names``, exactly those files are read (a missing one is an error);
-    otherwise every ``<category>/<detector>_*.csv`` found.
+    otherwise every ``<category>/<detector>_*.csv`` found. ``column`` picks the score
+    column (``raw_score`` scores NuPIC's raw HTM score instead of its likelihood).
     """
     detector = detector or os.path.basename(os.path.normpath(detector_dir))
     if names is None:
@@ -186,9 +188,8 @@ def read_results(detector_dir: str, names: Iterable[str] | None = None,
         if not os.path.exists(path):
             missing.append(path)
             continue
-        cols = read_csv_columns(path, ("timestamp", "anomaly_score"),
-                                {"anomaly_score": pa.float64()})
-        out[name] = (cols["timestamp"], cols["anomaly_score"])
+        cols = read_csv_columns(path, ("timestamp", column), {column: pa.float64()})
+        out[name] = (cols["timestamp"], cols[column])
     if missing:
         raise NABFormatError(f"{detector_dir}: {len(missing)} result file(s) missing, "
                              f"e.g. {missing[0]}")

@@ -220,16 +220,17 @@ def read_nab_thresholds(nab_dir: str) -> dict[str, dict[str, float]]:
 
 
 def scoring_table(detector_dir: str, nab_dir: str, files: Sequence[str] | None = None,
-                  detector: str | None = None) -> ScoringTable:
+                  detector: str | None = None, column: str = "anomaly_score") -> ScoringTable:
     """Read a detector's result files (all corpus files, or ``files``) into a scoring table."""
     windows = read_windows(nab_dir)
     names = list(files) if files is not None else sorted(windows)
-    return ScoringTable.build(read_results(detector_dir, names, detector), windows)
+    return ScoringTable.build(read_results(detector_dir, names, detector, column), windows)
 
 
 def score_results(detector_dir: str, nab_dir: str, *, files: Sequence[str] | None = None,
                   detector: str | None = None, profiles: Mapping[str, Profile] | None = None,
-                  thresholds: Mapping[str, float] | None = None) -> dict[str, ProfileReport]:
+                  thresholds: Mapping[str, float] | None = None,
+                  column: str = "anomaly_score") -> dict[str, ProfileReport]:
     """NAB scores of a detector folder: thresholds swept over the corpus unless given.
 
     ``profiles`` default to the NAB folder's ``config/profiles.json`` (NAB's three).
@@ -237,5 +238,5 @@ def score_results(detector_dir: str, nab_dir: str, *, files: Sequence[str] | Non
     if profiles is None:
         path = os.path.join(nab_dir, "config", "profiles.json")
         profiles = load_profiles(path) if os.path.exists(path) else PROFILES
-    table = scoring_table(detector_dir, nab_dir, files, detector)
+    table = scoring_table(detector_dir, nab_dir, files, detector, column)
     return evaluate(table, profiles, thresholds)
