@@ -10,14 +10,19 @@ recent raw scores are for this stream (Ahmad et al., Neurocomputing 2017):
    the last ``historic_window`` records, skipping the first ``learning_period`` of them
    (floors: mean ≥ 0.03, variance ≥ 0.0003). If the input *values* barely vary
    (variance < 1.5e-5) a very wide "null" distribution is used instead.
-3. Every record: Q = tail probability of the current moving average; a run of
-   Q ≤ 1e-5 reports only its first record as such, the rest as 1e-3; likelihood = 1 - Q.
+3. Every record: Q = P(X > m) for the current moving average m under that normal
+   distribution (upper tail, with NuPIC's erfc(z/1.4142)); a run of Q ≤ 1e-5 reports
+   only its first record as such, the rest as 1e-3; likelihood = 1 - Q.
 4. The reported score is ``log(1.0000000001 - likelihood) / log(1e-10)``, in [0, 1].
 
-This module reproduces NuPIC 1.0's arithmetic operation by operation (running totals,
-the 1.4142 in the Q function, the red-run filter that compares with the previous
-*unfiltered* Q re-evaluated under a new fit), so that NuPIC's published NAB scores are
-recovered from its raw scores to the last bit. Cost per record: a few scalar operations;
+This module reproduces NuPIC's arithmetic operation by operation (running totals, the
+1.4142 in the Q function, the red-run filter that compares with the previous
+*unfiltered* Q re-evaluated under a new fit): fed the ``value`` and ``raw_score``
+columns of NuPIC's published NAB result files, it gives their ``anomaly_score`` column
+on all 365,558 rows (to the 12 digits the files keep). Those files use the upper tail
+for averages below the mean (an unremarkable, low score gives a likelihood below 0.5);
+the last nupic-legacy code instead mirrors them onto the upper side (two-sided), which
+does not reproduce the published files. Cost per record: a few scalar operations;
 a refit every 100 records is one pass of NumPy over at most 8,640 values.
 
 :class:`SpatialAnomaly` is NAB's numenta detector's range check: a value more than 5 % of
@@ -60,9 +65,13 @@ def log_likelihood(likelihood: float) -> float:
 
 
 def tail_probability(x: float, mean: float, stdev: float) -> float:
-    """Probability of a normal sample further from ``mean`` than ``x`` (one tail).
+    """Upper tail ``P(X > x)`` of a normal distribution, as in NuPIC's published NAB runs.
 
-    NuPIC divides by 1.4142 rather than sqrt(2); kept for bit-exact scores.
+    Below the mean it is computed as ``1 - P(X > 2·mean - x)``. NuPIC divides by 1.4142
+    rather than sqrt(2); kept for bit-exact scores.
+
+    >>> tail_probability(0.5, 0.5, 0.1), round(tail_probability(0.3, 0.5, 0.1), 4)  # √2: .9772
+    (0.5, 0.9773)
     """
     if x < mean:
         return 1.0 - tail_probability(2 * mean - x, mean, stdev)
