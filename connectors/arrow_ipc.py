@@ -153,10 +153,11 @@ class ArrowSink(FileSink):
 
     extension = ".arrow"
 
-    def __init__(self, path: str, *, format: str = "file", parts: bool | None = None):
+    def __init__(self, path: str, *, format: str = "file", parts: bool | None = None,
+                 durable: bool = True):
         if format not in ("file", "stream"):
             raise ValueError(f"{path}: format must be 'file' or 'stream', got {format!r}")
-        super().__init__(path, parts=parts)
+        super().__init__(path, parts=parts, durable=durable)
         self.format = format
         if format == "stream":
             self.extension = ".arrows"

@@ -197,8 +197,9 @@ class CSVSink(FileSink):
 
     extension = ".csv"
 
-    def __init__(self, path: str, *, delimiter: str = ",", parts: bool | None = None):
-        super().__init__(path, parts=parts)
+    def __init__(self, path: str, *, delimiter: str = ",", parts: bool | None = None,
+                 durable: bool = True):
+        super().__init__(path, parts=parts, durable=durable)
         self.delimiter = delimiter
 
     def _new_writer(self, stream: Any, schema: pa.Schema) -> Any:

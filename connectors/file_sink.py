@@ -18,7 +18,11 @@ appends from there: a resumed run's output equals an uninterrupted one's.
 Read the output back as one table with ``pyarrow.dataset`` (it skips the ``.``-names)::
 
     import pyarrow.dataset as ds
-    table = ds.dataset("out/scored.csv", format="csv").to_table()   # or "parquet", "arrow"
+    table = ds.dataset("out/scored.parquet", format="parquet").to_table()  # or "arrow"
+    table = ds.dataset("out/scored.csv", format="csv", schema=schema).to_table()
+
+(CSV holds text: pass the schema, or a float column whose values are whole numbers
+comes back as integers.)
 
 or with the matching hebbstream source (``CSVSource("out/scored.csv")``), which reads the
 parts in order. Within one part and across parts, rows keep the order they were written.
@@ -70,12 +74,16 @@ class FileSink(Sink):
             ``pyarrow.fs`` URI.
         parts: ``True`` always writes a folder of parts; ``None`` (default) switches to
             parts at the first checkpoint.
+        durable: fsync each committed part and its folder (what makes a checkpoint
+            survive a power cut; a process crash needs no fsync). ``False`` for scratch
+            output and tests.
     """
 
     extension = ".dat"
 
-    def __init__(self, path: str, *, parts: bool | None = None):
+    def __init__(self, path: str, *, parts: bool | None = None, durable: bool = True):
         self.path = path
+        self.durable = durable
         self.name = path
         self.fs, self.where = filesystem(path)
         self._local = isinstance(self.fs, pafs.LocalFileSystem)
@@ -155,7 +163,7 @@ class FileSink(Sink):
             self._folder = True
             self.fs.create_dir(self.where, recursive=True)
         if self._writer is not None:
-            self._commit(self._part_path(self._committed))
+            self._commit(self._part_path(self._committed), durable=self.durable)
             self._committed += 1
         return {"parts": self._committed}
 

@@ -95,13 +95,15 @@ class ParquetSink(FileSink):
     """Write Parquet (``compression`` as in ``pyarrow.parquet.ParquetWriter``).
 
     See :mod:`connectors.file_sink` for exactly-once part files and reading them back
-    (``pyarrow.dataset.dataset(path, format="parquet")``).
+    (``pyarrow.dataset.dataset(path, format="parquet")``). Parquet has no second-resolution
+    timestamps: ``timestamp[s]`` columns come back as ``timestamp[ms]``.
     """
 
     extension = ".parquet"
 
-    def __init__(self, path: str, *, compression: str = "snappy", parts: bool | None = None):
-        super().__init__(path, parts=parts)
+    def __init__(self, path: str, *, compression: str = "snappy", parts: bool | None = None,
+                 durable: bool = True):
+        super().__init__(path, parts=parts, durable=durable)
         self.compression = compression
 
     def _new_writer(self, stream: Any, schema: pa.Schema) -> Any:
