@@ -376,10 +376,14 @@ class ScoringTable:
 
     def normalised(self, profile: Profile, raw: float) -> float:
         """NAB's final score: 0 for the null detector, 100 for a perfect one."""
-        null, perfect = self.null_score(profile), self.perfect_score(profile)
-        if perfect == null:
-            raise ValueError("the scored files hold no anomaly window: the NAB score is undefined")
-        return 100.0 * (raw - null) / (perfect - null)
+        return normalise(raw, self.null_score(profile), self.perfect_score(profile))
+
+
+def normalise(raw: float, null: float, perfect: float) -> float:
+    """``100·(raw - null)/(perfect - null)``."""
+    if perfect == null:
+        raise ValueError("the scored files hold no anomaly window: the NAB score is undefined")
+    return 100.0 * (raw - null) / (perfect - null)
 
 
 @dataclass(frozen=True)
@@ -413,5 +417,5 @@ def evaluate(table: ScoringTable, profiles: Mapping[str, Profile] | None = None,
             result = table.best(profile)
         null, perfect = table.null_score(profile), table.perfect_score(profile)
         out[name] = ProfileReport(name, result.threshold, result.score, null, perfect,
-                                  table.normalised(profile, result.score), result)
+                                  normalise(result.score, null, perfect), result)
     return out
