@@ -28,10 +28,31 @@ Example (a source and sink over Python lists):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .batch import Batch
+
+if TYPE_CHECKING:
+    from .checkpoint import CheckpointStore
+    from .operator import Pipeline
+
+
+@dataclass
+class RunContext:
+    """What a run hands its source before reading starts (see :meth:`Source.bind`).
+
+    ``checkpoint_now`` may be called from inside :meth:`Source.batches` (the reader
+    thread): it returns once every batch yielded before the call has been processed and
+    a checkpoint covering them has been taken (and :meth:`Source.checkpointed` called).
+    A partitioned source calls it before giving partitions up in a rebalance.
+    """
+
+    pipeline: Pipeline
+    sink: Sink | None
+    store: CheckpointStore | None
+    checkpoint_now: Callable[[], None]
 
 
 class Source:
@@ -54,6 +75,19 @@ class Source:
     def length(self) -> int | None:
         """Number of events, when known (for progress bars); ``None`` for live sources."""
         return None
+
+    def bind(self, run: RunContext) -> RunContext:
+        """Called once before reading; may return the run with another pipeline or store.
+
+        The default changes nothing. A partitioned source (Kafka) wraps the pipeline to
+        keep one copy per partition and splits the store into one folder per partition.
+        """
+        return run
+
+    def checkpointed(self, position: dict[str, Any] | None) -> None:
+        """Called after a checkpoint covering everything up to ``position`` (operator
+        state and the sink's output) is durable: the moment to acknowledge what was read
+        (commit Kafka offsets). The default does nothing."""
 
     def close(self) -> None:
         """Release files, connections."""

@@ -50,7 +50,7 @@ import pyarrow as pa
 from .batch import Batch
 from .checkpoint import CheckpointStore
 from .checks import EventTimeOrder
-from .connector import Sink, Source
+from .connector import RunContext, Sink, Source
 from .errors import HebbstreamError
 from .operator import Operator, Pipeline
 
@@ -62,6 +62,10 @@ _END = object()
 class _Failure:
     def __init__(self, exc: BaseException):
         self.exc = exc
+
+
+class _Barrier(threading.Event):
+    """Put in the queue by :meth:`RunContext.checkpoint_now`; set once the checkpoint is taken."""
 
 
 def _reader(source: Source, position: dict | None, out: queue.Queue, stop: threading.Event,
@@ -219,6 +223,25 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         pipe.to(device)
     store = CheckpointStore(checkpoint, fingerprint=repr(pipe)) if isinstance(checkpoint, str) else checkpoint
     dl = _DeadLetter(dead_letter) if dead_letter is not None else None
+    q: queue.Queue = queue.Queue(maxsize=max(1, read_ahead))
+    stop = threading.Event()
+
+    def checkpoint_now() -> None:
+        if threading.current_thread() is not reader:
+            raise HebbstreamError("checkpoint_now() is for the source's reader thread")
+        barrier = _Barrier()
+        while not stop.is_set():
+            try:
+                q.put(barrier, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        while not barrier.wait(0.1):
+            if stop.is_set():
+                raise HebbstreamError("the run stopped before the requested checkpoint")
+
+    bound = source.bind(RunContext(pipe, sink, store, checkpoint_now))
+    pipe, store = bound.pipeline, bound.store
 
     position = None
     sink_point = dl_point = None
@@ -241,8 +264,6 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
     if dead_letter is not None:
         dead_letter.open(dl_point)
 
-    q: queue.Queue = queue.Queue(maxsize=max(1, read_ahead))
-    stop = threading.Event()
     reader = threading.Thread(target=_reader, args=(source, position, q, stop, speed),
                               name="hebbstream-reader", daemon=True)
     bar = None
@@ -268,6 +289,7 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
             "events": done_before + events,
         }
         store.save(state)
+        source.checkpointed(last_position)
         checkpoints += 1
         last_ckpt = time.monotonic()
 
@@ -301,6 +323,14 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
                 item = None  # the oldest pending event waited max_delay
             if isinstance(item, _Failure):
                 raise item.exc
+            if isinstance(item, _Barrier):
+                if pending:
+                    process(Batch.concat(pending))
+                    pending, pending_rows = [], 0
+                if store is not None:
+                    take_checkpoint()
+                item.set()
+                continue
             if item is _END or item is None:
                 if pending:
                     process(Batch.concat(pending))
