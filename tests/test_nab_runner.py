@@ -189,6 +189,12 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     os.remove(broken / "realAdExchange" / "numenta_exchange-2_cpc_results.csv")
     assert main(["nab", "--nab-dir", EXCERPT, "--out", str(broken), "--score-only"]) == 1
     assert "1 result file(s) missing" in capsys.readouterr().err
+    rogue = broken / "realKnownCause" / "numenta_rogue_agent_key_hold.csv"
+    rogue.write_text("".join(rogue.read_text().splitlines(keepends=True)[:-5]))   # truncated
+    shutil.copy(os.path.join(EXCERPT, "results", "numenta", "realAdExchange",
+                             "numenta_exchange-2_cpc_results.csv"), broken / "realAdExchange")
+    assert main(["nab", "--nab-dir", EXCERPT, "--out", str(broken), "--score-only"]) == 1
+    assert "rogue_agent_key_hold.csv has 1877 rows, the corpus file 1882" in capsys.readouterr().err
     assert main(["nab", "--nab-dir", str(tmp_path), "--out", str(broken), "--score-only"]) == 1
     assert "combined_windows.json: no such file" in capsys.readouterr().err
     assert main(["nab", "--nab-dir", EXCERPT, "--out", str(tmp_path),

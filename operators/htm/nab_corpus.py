@@ -123,6 +123,16 @@ def read_corpus_file(nab_dir: str, name: str) -> tuple[np.ndarray, np.ndarray]:
     return cols["timestamp"], cols["value"]
 
 
+def corpus_row_count(nab_dir: str, name: str) -> int | None:
+    """Rows of a corpus file (header excluded), or ``None`` when the file is not there."""
+    path = os.path.join(nab_dir, DATA_DIR, *name.split("/"))
+    if not os.path.exists(path):
+        return None
+    with open(path, "rb") as f:
+        text = f.read()
+    return text.count(b"\n") + (0 if text.endswith(b"\n") else 1) - 1
+
+
 def window_labels(name: str, timestamps: np.ndarray, windows: Sequence[tuple]) -> np.ndarray:
     """NAB's ``label`` column: 1 for rows inside an anomaly window, else 0."""
     label = np.zeros(len(timestamps), dtype=np.int64)

@@ -53,6 +53,7 @@ from stream import Batch, Operator, Sink, Source, run
 from .nab_corpus import (
     NABFormatError,
     corpus_files,
+    corpus_row_count,
     read_corpus_file,
     read_results,
     read_windows,
@@ -224,7 +225,14 @@ def scoring_table(detector_dir: str, nab_dir: str, files: Sequence[str] | None =
     """Read a detector's result files (all corpus files, or ``files``) into a scoring table."""
     windows = read_windows(nab_dir)
     names = list(files) if files is not None else sorted(windows)
-    return ScoringTable.build(read_results(detector_dir, names, detector, column), windows)
+    results = read_results(detector_dir, names, detector, column)
+    for name, (ts, _) in results.items():
+        # NAB scores a result file against its corpus file: same rows, same probation
+        rows = corpus_row_count(nab_dir, name)
+        if rows is not None and rows != len(ts):
+            raise NABFormatError(f"{detector_dir}: the result for {name} has {len(ts)} rows, "
+                                 f"the corpus file {rows}")
+    return ScoringTable.build(results, windows)
 
 
 def score_results(detector_dir: str, nab_dir: str, *, files: Sequence[str] | None = None,
