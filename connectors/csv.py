@@ -125,6 +125,8 @@ class CSVSource(FileSource):
                     skip = max(0, start_row - row)
                     yield (rb.slice(skip) if skip else rb), row + skip
                 row += n
+        except pa.ArrowKeyError as exc:  # a column asked for is not in the header
+            raise SchemaError(f"{file}: {str(exc).strip(chr(34))}") from exc
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError, UnicodeDecodeError) as exc:
             if isinstance(exc, (FileNotFoundError, PermissionError)):
                 raise SourceError(f"{file}: cannot be opened: {exc}") from exc
