@@ -7,8 +7,7 @@ Example:
 from .batch import Batch
 from .checkpoint import CheckpointStore
 from .connector import Sink, Source
-from .errors import (BadEventError, CheckpointError, ConfigError, HebbstreamError, SchemaError,
-                     SourceError)
+from .errors import BadEventError, CheckpointError, ConfigError, HebbstreamError, SchemaError, SourceError
 from .operator import Operator, Pipeline
 from .runtime import machine_info, run
 

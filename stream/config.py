@@ -43,9 +43,10 @@ Example:
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any
+
+import tomllib
 
 from .checkpoint import CheckpointStore
 from .connector import Sink, Source
