@@ -15,11 +15,28 @@ from stream import state as codec
 from stream.errors import BadEventError, CheckpointError, ConfigError, SchemaError
 from stream.testing import check_operator
 
-TEXTS = ["the cat sat on the mat.", "def f(x):\n    return x + 1", "#include <stdio.h>",
-         "Return a new list.", "static int n = 0;", "import os", "a", "ünïcödé text"]
+TEXTS = [
+    "the cat sat on the mat.",
+    "def f(x):\n    return x + 1",
+    "#include <stdio.h>",
+    "Return a new list.",
+    "static int n = 0;",
+    "import os",
+    "a",
+    "ünïcödé text",
+]
 
-TINY = dict(dim=16, layers=1, max_tokens=24, batch_size=4, lr=1e-2, warmup_steps=2,
-            cooldown_steps=3, anneal_steps=3, seed=3)
+TINY = dict(
+    dim=16,
+    layers=1,
+    max_tokens=24,
+    batch_size=4,
+    lr=1e-2,
+    warmup_steps=2,
+    cooldown_steps=3,
+    anneal_steps=3,
+    seed=3,
+)
 
 
 def text_batch(n: int = 40, offset: int = 0, source: str = "texts") -> Batch:
@@ -30,7 +47,9 @@ def text_batch(n: int = 40, offset: int = 0, source: str = "texts") -> Batch:
 def vector_batch(n: int = 40, dim: int = 6, seed: int = 0) -> Batch:
     x = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
     # a fixed-shape tensor column: check_operator compares it as a 2-D array
-    return Batch(pa.record_batch({"x": pa.FixedShapeTensorArray.from_numpy_ndarray(x)}), source="vectors")
+    return Batch(
+        pa.record_batch({"x": pa.FixedShapeTensorArray.from_numpy_ndarray(x)}), source="vectors"
+    )
 
 
 def masked(**kw) -> ContinualPretrainer:
@@ -57,15 +76,29 @@ def same_tensors(a, b) -> bool:
 
 
 def test_contract_text_and_masked():
-    check_operator(lambda: ContinualPretrainer("text", **TINY), text_batch(), batch_size=4,
-                   rtol=1e-5, atol=1e-6)
-    check_operator(lambda: masked(replay_capacity=8, replay_per_batch=2), vector_batch(),
-                   batch_size=4, rtol=1e-5, atol=1e-6)
+    check_operator(
+        lambda: ContinualPretrainer("text", **TINY),
+        text_batch(),
+        batch_size=4,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    check_operator(
+        lambda: masked(replay_capacity=8, replay_per_batch=2),
+        vector_batch(),
+        batch_size=4,
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
-@pytest.mark.parametrize("make,data", [(lambda: ContinualPretrainer("text", **TINY), text_batch()),
-                                       (lambda: masked(replay_capacity=8, replay_per_batch=2),
-                                        vector_batch())])
+@pytest.mark.parametrize(
+    "make,data",
+    [
+        (lambda: ContinualPretrainer("text", **TINY), text_batch()),
+        (lambda: masked(replay_capacity=8, replay_per_batch=2), vector_batch()),
+    ],
+)
 def test_runtime_cut_does_not_change_results(make, data):
     ref_op = make()
     ref = feed(ref_op, data, data.num_rows)
@@ -81,11 +114,18 @@ def test_runtime_cut_does_not_change_results(make, data):
     assert ref.numpy("lr")[0] == 0.0 and ref.numpy("lr")[4] > 0
 
 
-@pytest.mark.parametrize("make,data", [
-    (lambda **kw: ContinualPretrainer("text", replay_capacity=6, replay_per_batch=2, **TINY, **kw),
-     text_batch(60)),
-    (lambda **kw: masked(replay_capacity=6, replay_per_batch=2, **kw), vector_batch(60)),
-])
+@pytest.mark.parametrize(
+    "make,data",
+    [
+        (
+            lambda **kw: ContinualPretrainer(
+                "text", replay_capacity=6, replay_per_batch=2, **TINY, **kw
+            ),
+            text_batch(60),
+        ),
+        (lambda **kw: masked(replay_capacity=6, replay_per_batch=2, **kw), vector_batch(60)),
+    ],
+)
 def test_annealed_branch_leaves_the_main_run_bit_identical(make, data, tmp_path):
     plain = make()
     ref = feed(plain, data, 5)
@@ -102,7 +142,9 @@ def test_annealed_branch_leaves_the_main_run_bit_identical(make, data, tmp_path)
     assert same_tensors(branched.main.state_dict()["model"], plain.main.state_dict()["model"])
     assert same_tensors(branched.main.optimizer.state_dict(), plain.main.optimizer.state_dict())
     assert torch.equal(branched._rng.get_state(), plain._rng.get_state())
-    assert [s.tolist() for s in branched.replay.samples] == [s.tolist() for s in plain.replay.samples]
+    assert [s.tolist() for s in branched.replay.samples] == [
+        s.tolist() for s in plain.replay.samples
+    ]
     # and the branch really trained at a lower rate: its weights differ from the main run's
     model, record = load_annealed(branched.annealed_paths[-1])
     assert record["kind"] == "branch" and record["lr"] < branched.main.lr
@@ -129,13 +171,13 @@ def test_annealed_checkpoint_file_matches_memory_and_refuses_other_files(tmp_pat
 
 def test_anneal_main_at_a_task_boundary_then_constant_again():
     op = ContinualPretrainer("text", **TINY)
-    op(text_batch(40))                                  # 10 steps: past warmup + cooldown
+    op(text_batch(40))  # 10 steps: past warmup + cooldown
     const = op.main.lr
     op.anneal_main(steps=4)
     out = op(text_batch(24))
     lrs = out.numpy("lr")[::4]
     assert lrs[0] == pytest.approx(const) and all(np.diff(lrs[:4]) < 0)
-    assert lrs[4] == pytest.approx(const) and lrs[5] == pytest.approx(const)   # no re-warm above it
+    assert lrs[4] == pytest.approx(const) and lrs[5] == pytest.approx(const)  # no re-warm above it
     assert op.annealed["kind"] == "main" and op.annealed["lr"] == pytest.approx(const)
     with pytest.raises(ConfigError, match="schedule='infinite'"):
         ContinualPretrainer("text", schedule="constant", **TINY).anneal_main()
@@ -147,14 +189,15 @@ def test_anneal_main_at_a_task_boundary_then_constant_again():
 
 def test_state_round_trip_mid_micro_batch_with_branch_in_flight(tmp_path):
     def make():
-        return ContinualPretrainer("text", replay_capacity=5, replay_per_batch=1,
-                                   anneal_every_steps=3, **TINY)
+        return ContinualPretrainer(
+            "text", replay_capacity=5, replay_per_batch=1, anneal_every_steps=3, **TINY
+        )
 
     data = text_batch(50)
     full = make()
     ref = feed(full, data, 50)
     first = make()
-    head = feed(first, data.slice(0, 27), 27)           # 6 steps + 3 pending, a branch running
+    head = feed(first, data.slice(0, 27), 27)  # 6 steps + 3 pending, a branch running
     assert first._pending and first.branches
     tree, blob = codec.dumps(first.state_dict())
     second = make()
@@ -196,16 +239,22 @@ def test_bad_input_is_named():
         masked()(Batch(pa.record_batch({"x": ["a", "b"]})))
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(objective="masked"), "needs input_dim"),
-    (dict(objective="clm"), "unknown objective"),
-    (dict(batch_size=0), "batch_size"),
-    (dict(replay_per_batch=2), "needs replay_capacity"),
-    (dict(schedule="constant", anneal_every_steps=5), "schedule='infinite'"),
-    (dict(schedule="wsd", schedule_args={"total_steps": 10, "decay_steps": 20}), "exceed total_steps"),
-    (dict(const_ratio=0.1, min_ratio=0.5), "min_ratio"),
-    (dict(model="lstm"), "unknown kind"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(objective="masked"), "needs input_dim"),
+        (dict(objective="clm"), "unknown objective"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(replay_per_batch=2), "needs replay_capacity"),
+        (dict(schedule="constant", anneal_every_steps=5), "schedule='infinite'"),
+        (
+            dict(schedule="wsd", schedule_args={"total_steps": 10, "decay_steps": 20}),
+            "exceed total_steps",
+        ),
+        (dict(const_ratio=0.1, min_ratio=0.5), "min_ratio"),
+        (dict(model="lstm"), "unknown kind"),
+    ],
+)
 def test_bad_configuration_is_refused_at_construction(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         ContinualPretrainer("text", **kwargs)
@@ -214,8 +263,11 @@ def test_bad_configuration_is_refused_at_construction(kwargs, match):
 def test_binary_and_dictionary_text_columns_train_like_strings():
     rows = [t.encode() for t in TEXTS] * 2
     outs = []
-    for arr in (pa.array([r.decode() for r in rows]), pa.array(rows, pa.binary()),
-                pa.array([r.decode() for r in rows]).dictionary_encode()):
+    for arr in (
+        pa.array([r.decode() for r in rows]),
+        pa.array(rows, pa.binary()),
+        pa.array([r.decode() for r in rows]).dictionary_encode(),
+    ):
         op = ContinualPretrainer("text", **TINY)
         outs.append(op(Batch(pa.record_batch({"text": arr}))).numpy("loss"))
     np.testing.assert_array_equal(outs[0], outs[1])
@@ -224,7 +276,9 @@ def test_binary_and_dictionary_text_columns_train_like_strings():
 
 def test_runs_in_the_engine_with_tensor_images():
     images = np.random.default_rng(1).random((30, 2, 3)).astype(np.float32)
-    table = pa.record_batch({"ts": np.arange(30), "img": pa.FixedShapeTensorArray.from_numpy_ndarray(images)})
+    table = pa.record_batch(
+        {"ts": np.arange(30), "img": pa.FixedShapeTensorArray.from_numpy_ndarray(images)}
+    )
     sink = ListSink()
     op = ContinualPretrainer("img", "masked", input_dim=6, **{**TINY, "max_tokens": 8})
     summary = run(ListSource([table], key="key"), op, sink, batch_size=7)

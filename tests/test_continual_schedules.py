@@ -8,8 +8,14 @@ import math
 import pytest
 import torch
 
-from operators.continual.schedules import (ConstantLR, InfiniteLR, RepeatedCosineLR,
-                                           WarmupStableDecayLR, make_schedule, plot_schedules)
+from operators.continual.schedules import (
+    ConstantLR,
+    InfiniteLR,
+    RepeatedCosineLR,
+    WarmupStableDecayLR,
+    make_schedule,
+    plot_schedules,
+)
 from stream.errors import ConfigError
 
 ETA_MAX = 3e-4
@@ -34,8 +40,14 @@ def _walk(sched, steps: int, events=None) -> list[float]:
 @pytest.mark.parametrize("cooldown", ["cosine", "inv_sqrt", "linear"])
 def test_infinite_schedule_matches_the_formulas(cooldown):
     nw, nc, const, alpha = 10, 40, 0.25, 10.0
-    s = InfiniteLR(_opt(), warmup_steps=nw, cooldown_steps=nc, const_ratio=const,
-                   min_ratio=0.01, cooldown=cooldown)
+    s = InfiniteLR(
+        _opt(),
+        warmup_steps=nw,
+        cooldown_steps=nc,
+        const_ratio=const,
+        min_ratio=0.01,
+        cooldown=cooldown,
+    )
     e_const = const * ETA_MAX
 
     def expected(n: int) -> float:
@@ -70,14 +82,22 @@ def test_annealing_is_exponential_to_eta_min_then_holds_or_resumes():
     for m in (0, 1, 7, 19):
         assert lrs[60 + m] == pytest.approx(const * ETA_MAX * math.exp(-lam * m), rel=1e-12)
     assert s.lr_at(60 + na) == pytest.approx(mn * ETA_MAX)
-    assert lrs[80] == lrs[99] == pytest.approx(mn * ETA_MAX)   # "hold"
+    assert lrs[80] == lrs[99] == pytest.approx(mn * ETA_MAX)  # "hold"
     assert lrs[59] == pytest.approx(const * ETA_MAX)
     assert s.anneal_done and not s.annealing
 
     r = InfiniteLR(_opt(), warmup_steps=5, cooldown_steps=5, const_ratio=const, min_ratio=mn)
-    lrs = _walk(r, 100, {30: lambda sc: sc.anneal(10, then="constant"),
-                         70: lambda sc: sc.anneal(10, then="constant")})
-    assert lrs[39] < lrs[30] and lrs[40] == pytest.approx(const * ETA_MAX)   # no re-warm above η_const
+    lrs = _walk(
+        r,
+        100,
+        {
+            30: lambda sc: sc.anneal(10, then="constant"),
+            70: lambda sc: sc.anneal(10, then="constant"),
+        },
+    )
+    assert lrs[39] < lrs[30] and lrs[40] == pytest.approx(
+        const * ETA_MAX
+    )  # no re-warm above η_const
     assert lrs[79] < lrs[70] and lrs[99] == pytest.approx(const * ETA_MAX)
     assert max(lrs[15:]) == pytest.approx(const * ETA_MAX)
 
@@ -101,26 +121,31 @@ def test_repeated_cosine_rewarms_every_cycle():
         assert lrs[50 * c + 5] == pytest.approx(ETA_MAX)
         p = (30 - 5) / 45
         assert lrs[50 * c + 30] == pytest.approx(
-            ETA_MAX * (0.1 + 0.9 * (1 + math.cos(math.pi * p)) / 2))
+            ETA_MAX * (0.1 + 0.9 * (1 + math.cos(math.pi * p)) / 2)
+        )
     assert lrs[49] == pytest.approx(ETA_MAX * (0.1 + 0.9 * (1 + math.cos(math.pi * 44 / 45)) / 2))
 
 
 def test_wsd_and_constant_values():
-    s = WarmupStableDecayLR(_opt(), total_steps=100, warmup_steps=10, decay_steps=20,
-                            decay="exp", min_ratio=0.01)
+    s = WarmupStableDecayLR(
+        _opt(), total_steps=100, warmup_steps=10, decay_steps=20, decay="exp", min_ratio=0.01
+    )
     lrs = _walk(s, 120)
     assert lrs[5] == pytest.approx(ETA_MAX / 2) and lrs[50] == pytest.approx(ETA_MAX)
-    assert lrs[90] == pytest.approx(ETA_MAX * 0.01 ** 0.5)
+    assert lrs[90] == pytest.approx(ETA_MAX * 0.01**0.5)
     assert lrs[110] == pytest.approx(ETA_MAX * 0.01)
     c = _walk(ConstantLR(_opt(), warmup_steps=4), 10)
     assert c[2] == pytest.approx(ETA_MAX / 2) and c[9] == pytest.approx(ETA_MAX)
 
 
-@pytest.mark.parametrize("name,kwargs", [
-    ("infinite", dict(warmup_steps=7, cooldown_steps=13, cooldown="inv_sqrt")),
-    ("repeated_cosine", dict(cycle_steps=[20, 30, 25], warmup_steps=3)),
-    ("wsd", dict(total_steps=60, warmup_steps=5, decay_steps=10)),
-])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("infinite", dict(warmup_steps=7, cooldown_steps=13, cooldown="inv_sqrt")),
+        ("repeated_cosine", dict(cycle_steps=[20, 30, 25], warmup_steps=3)),
+        ("wsd", dict(total_steps=60, warmup_steps=5, decay_steps=10)),
+    ],
+)
 def test_state_round_trip_resumes_exactly(name, kwargs):
     a = make_schedule(name, _opt(), **kwargs)
     if name == "infinite":
@@ -140,17 +165,24 @@ def test_state_round_trip_resumes_exactly(name, kwargs):
     assert head + tail == full
 
 
-@pytest.mark.parametrize("cls,kwargs,match", [
-    (WarmupStableDecayLR, dict(total_steps=100, warmup_steps=60, decay_steps=50), "exceed total_steps"),
-    (RepeatedCosineLR, dict(cycle_steps=[50, 5], warmup_steps=10), "cycle 1 has 5 steps"),
-    (RepeatedCosineLR, dict(cycle_steps=[]), "empty"),
-    (InfiniteLR, dict(warmup_steps=-1), "warmup_steps"),
-    (InfiniteLR, dict(cooldown_steps=2.5), "cooldown_steps"),
-    (InfiniteLR, dict(const_ratio=0.1, min_ratio=0.2), "min_ratio"),
-    (InfiniteLR, dict(const_ratio=1.5), "const_ratio"),
-    (InfiniteLR, dict(anneal_steps=0), "anneal_steps"),
-    (InfiniteLR, dict(cooldown="step"), "unknown cooldown"),
-])
+@pytest.mark.parametrize(
+    "cls,kwargs,match",
+    [
+        (
+            WarmupStableDecayLR,
+            dict(total_steps=100, warmup_steps=60, decay_steps=50),
+            "exceed total_steps",
+        ),
+        (RepeatedCosineLR, dict(cycle_steps=[50, 5], warmup_steps=10), "cycle 1 has 5 steps"),
+        (RepeatedCosineLR, dict(cycle_steps=[]), "empty"),
+        (InfiniteLR, dict(warmup_steps=-1), "warmup_steps"),
+        (InfiniteLR, dict(cooldown_steps=2.5), "cooldown_steps"),
+        (InfiniteLR, dict(const_ratio=0.1, min_ratio=0.2), "min_ratio"),
+        (InfiniteLR, dict(const_ratio=1.5), "const_ratio"),
+        (InfiniteLR, dict(anneal_steps=0), "anneal_steps"),
+        (InfiniteLR, dict(cooldown="step"), "unknown cooldown"),
+    ],
+)
 def test_inconsistent_phases_are_refused_at_construction(cls, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         cls(_opt(), **kwargs)

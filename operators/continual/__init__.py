@@ -8,9 +8,26 @@ operator).
 from .models import ByteLM, MaskedAutoencoder, build_model
 from .pretrainer import ContinualPretrainer, load_annealed
 from .replay import ReplayBuffer
-from .schedules import (ConstantLR, InfiniteLR, RepeatedCosineLR, WarmupStableDecayLR,
-                        make_schedule, plot_schedules)
+from .schedules import (
+    ConstantLR,
+    InfiniteLR,
+    RepeatedCosineLR,
+    WarmupStableDecayLR,
+    make_schedule,
+    plot_schedules,
+)
 
-__all__ = ["ContinualPretrainer", "load_annealed", "ByteLM", "MaskedAutoencoder", "build_model",
-           "ReplayBuffer", "InfiniteLR", "RepeatedCosineLR", "WarmupStableDecayLR", "ConstantLR",
-           "make_schedule", "plot_schedules"]
+__all__ = [
+    "ContinualPretrainer",
+    "load_annealed",
+    "ByteLM",
+    "MaskedAutoencoder",
+    "build_model",
+    "ReplayBuffer",
+    "InfiniteLR",
+    "RepeatedCosineLR",
+    "WarmupStableDecayLR",
+    "ConstantLR",
+    "make_schedule",
+    "plot_schedules",
+]

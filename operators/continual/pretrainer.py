@@ -79,8 +79,13 @@ OBJECTIVES = ("next_token", "masked")
 class _Trainer:
     """One training run: model, AdamW optimizer and LR scheduler, stepped together."""
 
-    def __init__(self, model: StreamModel, optimizer: torch.optim.Optimizer,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler, clip: float | None):
+    def __init__(
+        self,
+        model: StreamModel,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        clip: float | None,
+    ):
         self.model, self.optimizer, self.scheduler, self.clip = model, optimizer, scheduler, clip
 
     @property
@@ -101,15 +106,18 @@ class _Trainer:
         return loss.detach()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict()}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         # the scheduler's state does not touch the optimizer: set the rate it implies
-        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_lr()):
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_lr(), strict=True):
             group["lr"] = lr
 
 
@@ -155,39 +163,77 @@ class ContinualPretrainer(Operator):
 
     batch_size_dependent = True
 
-    def __init__(self, column: str = "text", objective: str = "next_token", *,
-                 input_dim: int | None = None, model: str = "gru", dim: int = 64, layers: int = 2,
-                 max_tokens: int = 128, mask_ratio: float = 0.5, batch_size: int = 16,
-                 lr: float = 3e-3, weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.95),
-                 clip_grad_norm: float | None = 1.0, schedule: str = "infinite",
-                 warmup_steps: int = 100, cooldown_steps: int = 400, cooldown: str = "cosine",
-                 const_ratio: float = 0.25, min_ratio: float = 0.01, anneal_steps: int = 100,
-                 schedule_args: dict[str, Any] | None = None,
-                 anneal_every_steps: int | None = None, anneal_every_seconds: float | None = None,
-                 checkpoint_dir: str | None = None, replay_capacity: int = 0,
-                 replay_per_batch: int = 0, seed: int = 0, device: str = "auto",
-                 loss_column: str = "loss", lr_column: str = "lr"):
+    def __init__(
+        self,
+        column: str = "text",
+        objective: str = "next_token",
+        *,
+        input_dim: int | None = None,
+        model: str = "gru",
+        dim: int = 64,
+        layers: int = 2,
+        max_tokens: int = 128,
+        mask_ratio: float = 0.5,
+        batch_size: int = 16,
+        lr: float = 3e-3,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.95),
+        clip_grad_norm: float | None = 1.0,
+        schedule: str = "infinite",
+        warmup_steps: int = 100,
+        cooldown_steps: int = 400,
+        cooldown: str = "cosine",
+        const_ratio: float = 0.25,
+        min_ratio: float = 0.01,
+        anneal_steps: int = 100,
+        schedule_args: dict[str, Any] | None = None,
+        anneal_every_steps: int | None = None,
+        anneal_every_seconds: float | None = None,
+        checkpoint_dir: str | None = None,
+        replay_capacity: int = 0,
+        replay_per_batch: int = 0,
+        seed: int = 0,
+        device: str = "auto",
+        loss_column: str = "loss",
+        lr_column: str = "lr",
+    ):
         me = "ContinualPretrainer"
         if objective not in OBJECTIVES:
             raise ConfigError(f"{me}: unknown objective {objective!r}; choose one of {OBJECTIVES}")
         if objective == "masked" and input_dim is None:
             raise ConfigError(f"{me}: objective 'masked' needs input_dim (entries per sample)")
-        for name, v, low in (("batch_size", batch_size, 1), ("replay_capacity", replay_capacity, 0),
-                             ("replay_per_batch", replay_per_batch, 0), ("anneal_steps", anneal_steps, 1)):
+        for name, v, low in (
+            ("batch_size", batch_size, 1),
+            ("replay_capacity", replay_capacity, 0),
+            ("replay_per_batch", replay_per_batch, 0),
+            ("anneal_steps", anneal_steps, 1),
+        ):
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ConfigError(f"{me}: {name} must be a whole number ≥ {low}, got {v!r}")
         if replay_per_batch and not replay_capacity:
-            raise ConfigError(f"{me}: replay_per_batch={replay_per_batch} needs replay_capacity > 0")
+            raise ConfigError(
+                f"{me}: replay_per_batch={replay_per_batch} needs replay_capacity > 0"
+            )
         if not (isinstance(lr, (int, float)) and lr > 0):
             raise ConfigError(f"{me}: lr must be > 0, got {lr!r}")
         if schedule not in SCHEDULES:
-            raise ConfigError(f"{me}: unknown schedule {schedule!r}; choose one of {sorted(SCHEDULES)}")
+            raise ConfigError(
+                f"{me}: unknown schedule {schedule!r}; choose one of {sorted(SCHEDULES)}"
+            )
         if schedule != "infinite" and (anneal_every_steps or anneal_every_seconds):
-            raise ConfigError(f"{me}: annealed checkpoints need schedule='infinite', not {schedule!r}")
-        if anneal_every_steps is not None and (not isinstance(anneal_every_steps, int) or anneal_every_steps < 1):
-            raise ConfigError(f"{me}: anneal_every_steps must be a whole number ≥ 1, got {anneal_every_steps!r}")
+            raise ConfigError(
+                f"{me}: annealed checkpoints need schedule='infinite', not {schedule!r}"
+            )
+        if anneal_every_steps is not None and (
+            not isinstance(anneal_every_steps, int) or anneal_every_steps < 1
+        ):
+            raise ConfigError(
+                f"{me}: anneal_every_steps must be a whole number ≥ 1, got {anneal_every_steps!r}"
+            )
         if anneal_every_seconds is not None and not anneal_every_seconds > 0:
-            raise ConfigError(f"{me}: anneal_every_seconds must be > 0, got {anneal_every_seconds!r}")
+            raise ConfigError(
+                f"{me}: anneal_every_seconds must be > 0, got {anneal_every_seconds!r}"
+            )
         self.column, self.objective, self.input_dim = column, objective, input_dim
         self.model_kind, self.dim, self.layers = model, dim, layers
         self.max_tokens, self.mask_ratio = max_tokens, mask_ratio
@@ -196,16 +242,32 @@ class ContinualPretrainer(Operator):
         self.clip_grad_norm = clip_grad_norm
         self.schedule = schedule
         self.schedule_kwargs = self._schedule_kwargs(
-            schedule, dict(warmup_steps=warmup_steps, cooldown_steps=cooldown_steps, cooldown=cooldown,
-                           const_ratio=const_ratio, min_ratio=min_ratio, anneal_steps=anneal_steps),
-            schedule_args or {})
+            schedule,
+            dict(
+                warmup_steps=warmup_steps,
+                cooldown_steps=cooldown_steps,
+                cooldown=cooldown,
+                const_ratio=const_ratio,
+                min_ratio=min_ratio,
+                anneal_steps=anneal_steps,
+            ),
+            schedule_args or {},
+        )
         self.anneal_steps = anneal_steps
-        self.anneal_every_steps, self.anneal_every_seconds = anneal_every_steps, anneal_every_seconds
+        self.anneal_every_steps, self.anneal_every_seconds = (
+            anneal_every_steps,
+            anneal_every_seconds,
+        )
         self.checkpoint_dir = checkpoint_dir
         self.replay_per_batch, self.seed = replay_per_batch, seed
         self.loss_column, self.lr_column = loss_column, lr_column
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
-                                   else "cpu" if device == "auto" else device)
+        self.device = torch.device(
+            "cuda"
+            if device == "auto" and torch.cuda.is_available()
+            else "cpu"
+            if device == "auto"
+            else device
+        )
 
         self.model = self._new_model()
         self.main = self._new_trainer(self.model)  # validates the schedule arguments now
@@ -224,7 +286,9 @@ class ContinualPretrainer(Operator):
 
     # -- construction -----------------------------------------------------------------
     @staticmethod
-    def _schedule_kwargs(schedule: str, infinite: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    def _schedule_kwargs(
+        schedule: str, infinite: dict[str, Any], extra: dict[str, Any]
+    ) -> dict[str, Any]:
         if schedule == "infinite":
             return {**infinite, **extra}
         base = {"warmup_steps": infinite["warmup_steps"]}
@@ -237,18 +301,28 @@ class ContinualPretrainer(Operator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             if self.objective == "next_token":
-                model: StreamModel = ByteLM(dim=self.dim, layers=self.layers, max_tokens=self.max_tokens,
-                                            kind=self.model_kind)
+                model: StreamModel = ByteLM(
+                    dim=self.dim,
+                    layers=self.layers,
+                    max_tokens=self.max_tokens,
+                    kind=self.model_kind,
+                )
             else:
-                model = MaskedAutoencoder(self.input_dim, dim=self.dim, layers=self.layers,
-                                          mask_ratio=self.mask_ratio)
+                model = MaskedAutoencoder(
+                    self.input_dim, dim=self.dim, layers=self.layers, mask_ratio=self.mask_ratio
+                )
         return model.to(self.device)
 
     def _new_trainer(self, model: StreamModel) -> _Trainer:
-        opt = torch.optim.AdamW(model.parameters(), lr=self.lr, betas=self.betas,
-                                weight_decay=self.weight_decay)
-        return _Trainer(model, opt, make_schedule(self.schedule, opt, **self.schedule_kwargs),
-                        self.clip_grad_norm)
+        opt = torch.optim.AdamW(
+            model.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay
+        )
+        return _Trainer(
+            model,
+            opt,
+            make_schedule(self.schedule, opt, **self.schedule_kwargs),
+            self.clip_grad_norm,
+        )
 
     def config(self) -> dict[str, Any]:
         """What a checkpoint must match: the objective and the model architecture."""
@@ -264,38 +338,55 @@ class ContinualPretrainer(Operator):
         where = f"{source or '<stream>'}: {self.name}"
         if self.objective == "next_token":
             if not _is_text(typ):
-                raise SchemaError(f"{where} (next_token) needs column {self.column!r} of text "
-                                  f"(string or binary), got {typ}")
+                raise SchemaError(
+                    f"{where} (next_token) needs column {self.column!r} of text "
+                    f"(string or binary), got {typ}"
+                )
             return
         value_type, size = _vector_type(typ)
-        if value_type is None or not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
-            raise SchemaError(f"{where} (masked) needs column {self.column!r} of numeric vectors "
-                              f"(list, fixed-size list or fixed-shape tensor), got {typ}")
+        if value_type is None or not (
+            pa.types.is_floating(value_type) or pa.types.is_integer(value_type)
+        ):
+            raise SchemaError(
+                f"{where} (masked) needs column {self.column!r} of numeric vectors "
+                f"(list, fixed-size list or fixed-shape tensor), got {typ}"
+            )
         if size is not None and size != self.input_dim:
-            raise SchemaError(f"{where}: column {self.column!r} holds vectors of {size} values, "
-                              f"the model takes input_dim={self.input_dim}")
+            raise SchemaError(
+                f"{where}: column {self.column!r} holds vectors of {size} values, "
+                f"the model takes input_dim={self.input_dim}"
+            )
 
     def check_rows(self, batch: Batch) -> tuple[np.ndarray, list[str]] | None:
         found = super().check_rows(batch)
         reasons: dict[int, str] = {}
         if found is not None:
-            reasons = dict(zip(np.flatnonzero(found[0]).tolist(), found[1]))
+            reasons = dict(zip(np.flatnonzero(found[0]).tolist(), found[1], strict=True))
         col = self.column
         if self.objective == "next_token":
             lengths = _text_lengths(batch.column(col))
             for i in np.flatnonzero(lengths == 0).tolist():
-                reasons.setdefault(i, f"column {col!r} is empty: a text sample needs at least one byte")
+                reasons.setdefault(
+                    i, f"column {col!r} is empty: a text sample needs at least one byte"
+                )
         else:
             arr = batch.column(col)
-            if not isinstance(arr.type, pa.FixedShapeTensorType) and not pa.types.is_fixed_size_list(arr.type):
+            if not isinstance(
+                arr.type, pa.FixedShapeTensorType
+            ) and not pa.types.is_fixed_size_list(arr.type):
                 lengths = pa.compute.list_value_length(arr).to_numpy(zero_copy_only=False)
                 for i in np.flatnonzero(lengths != self.input_dim).tolist():
-                    reasons.setdefault(i, f"column {col!r} has {lengths[i]} values, "
-                                          f"the model takes input_dim={self.input_dim}")
+                    reasons.setdefault(
+                        i,
+                        f"column {col!r} has {lengths[i]} values, "
+                        f"the model takes input_dim={self.input_dim}",
+                    )
             if not reasons:
                 values = self._vectors(batch)
                 for i in np.flatnonzero(~np.isfinite(values).all(axis=1)).tolist():
-                    reasons.setdefault(i, f"column {col!r} holds a value that is not a finite number")
+                    reasons.setdefault(
+                        i, f"column {col!r} holds a value that is not a finite number"
+                    )
         if not reasons:
             return None
         bad = np.zeros(batch.num_rows, dtype=bool)
@@ -325,15 +416,15 @@ class ContinualPretrainer(Operator):
         i = 0
         while i < n:
             take = min(self.batch_size - len(self._pending), n - i)
-            items = [self.model.prepare(s, self._rng) for s in samples[i:i + take]]
-            lrs[i:i + take] = self.main.lr
+            items = [self.model.prepare(s, self._rng) for s in samples[i : i + take]]
+            lrs[i : i + take] = self.main.lr
             if len(self._pending) + take == self.batch_size:
                 before = len(self._pending)
-                losses[i:i + take] = self._train(self._pending + items)[before:]
+                losses[i : i + take] = self._train(self._pending + items)[before:]
                 self._pending = []
             else:
                 with torch.no_grad():
-                    losses[i:i + take] = self.model.losses(items)[0].cpu().numpy()
+                    losses[i : i + take] = self.model.losses(items)[0].cpu().numpy()
                 self._pending.extend(items)
             i += take
         self.events += n
@@ -346,14 +437,17 @@ class ContinualPretrainer(Operator):
         replay = [self.model.prepare(s, self._rng) for s in self.replay.sample(k, self._rng)]
         losses = self.main.step(items + replay)[: len(items)].cpu().numpy()
         for br in self.branches:
-            br_replay = [self.model.prepare(s, br.generator) for s in self.replay.sample(k, br.generator)]
+            br_replay = [
+                self.model.prepare(s, br.generator) for s in self.replay.sample(k, br.generator)
+            ]
             br.trainer.step(items + br_replay)
             br.steps_left -= 1
         self.replay.add([it[0] for it in items], self._rng)
         self.steps += 1
         self.samples_trained += len(items)
-        self.weight_trained += float(sum(len(it[-1]) if self.objective == "next_token"
-                                         else int(it[1].sum()) for it in items))
+        self.weight_trained += float(
+            sum(len(it[-1]) if self.objective == "next_token" else int(it[1].sum()) for it in items)
+        )
         for br in [b for b in self.branches if b.steps_left == 0]:
             self.branches.remove(br)
             self._finish("branch", br.trainer, br.branched_at)
@@ -362,7 +456,10 @@ class ContinualPretrainer(Operator):
             self._finish("main", self.main, self.main.scheduler.anneal_start)
         if self.anneal_every_steps and self.steps % self.anneal_every_steps == 0:
             self._start_branch(strict=False)
-        if self.anneal_every_seconds and time.monotonic() - self._last_branch_time >= self.anneal_every_seconds:
+        if (
+            self.anneal_every_seconds
+            and time.monotonic() - self._last_branch_time >= self.anneal_every_seconds
+        ):
             self._start_branch(strict=False)
         self.train_seconds += time.perf_counter() - t0
         return losses
@@ -370,7 +467,9 @@ class ContinualPretrainer(Operator):
     # -- annealing ----------------------------------------------------------------------
     def _need_infinite(self, what: str) -> InfiniteLR:
         if not isinstance(self.main.scheduler, InfiniteLR):
-            raise ConfigError(f"{self.name}: {what} needs schedule='infinite', this one is {self.schedule!r}")
+            raise ConfigError(
+                f"{self.name}: {what} needs schedule='infinite', this one is {self.schedule!r}"
+            )
         return self.main.scheduler
 
     def request_annealed_checkpoint(self) -> None:
@@ -389,8 +488,10 @@ class ContinualPretrainer(Operator):
         sched = self._need_infinite("an annealed checkpoint")
         self._last_branch_time = time.monotonic()
         if sched.annealing:
-            msg = (f"{self.name}: the main run is annealing (since step {sched.anneal_start}); "
-                   "its end is the annealed checkpoint, no branch taken")
+            msg = (
+                f"{self.name}: the main run is annealing (since step {sched.anneal_start}); "
+                "its end is the annealed checkpoint, no branch taken"
+            )
             if strict:
                 raise ConfigError(msg)
             log.info(msg)
@@ -410,9 +511,14 @@ class ContinualPretrainer(Operator):
 
     def _finish(self, kind: str, trainer: _Trainer, branched_at: int | None) -> None:
         record = {
-            "format": ANNEALED_FORMAT, "kind": kind, "config": self.config(),
-            "branched_at": branched_at, "step": self.steps, "anneal_steps": self.steps - (branched_at or 0),
-            "lr": trainer.lr, "events": self.events,
+            "format": ANNEALED_FORMAT,
+            "kind": kind,
+            "config": self.config(),
+            "branched_at": branched_at,
+            "step": self.steps,
+            "anneal_steps": self.steps - (branched_at or 0),
+            "lr": trainer.lr,
+            "events": self.events,
             "model": {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()},
             "optimizer": _to_cpu(copy.deepcopy(trainer.optimizer.state_dict())),
         }
@@ -430,12 +536,16 @@ class ContinualPretrainer(Operator):
         """The latest annealed model (in eval mode), or ``None`` before the first one."""
         return None if self.annealed is None else _model_from_record(self.annealed, self.device)
 
-    def evaluate(self, samples: list[Any], model: StreamModel | None = None,
-                 batch_size: int = 64) -> float:
+    def evaluate(
+        self, samples: list[Any], model: StreamModel | None = None, batch_size: int = 64
+    ) -> float:
         """Held-out loss (weighted by tokens or hidden entries) of texts or vectors, without
         learning; the masked objective uses masks from a fixed seed so calls are comparable."""
-        return held_out_loss(model or self.model, [_as_sample(s, self.objective) for s in samples],
-                             batch_size=batch_size)
+        return held_out_loss(
+            model or self.model,
+            [_as_sample(s, self.objective) for s in samples],
+            batch_size=batch_size,
+        )
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -445,11 +555,23 @@ class ContinualPretrainer(Operator):
             "rng": self._rng.get_state(),
             "pending": _pack_items(self._pending),
             "replay": self.replay.state_dict(),
-            "branches": [{"trainer": b.trainer.state_dict(), "rng": b.generator.get_state(),
-                          "branched_at": b.branched_at, "steps_left": b.steps_left} for b in self.branches],
-            "counters": {"steps": self.steps, "events": self.events, "samples_trained": self.samples_trained,
-                         "weight_trained": self.weight_trained, "branch_count": self.branch_count,
-                         "main_annealing": self.main_annealing},
+            "branches": [
+                {
+                    "trainer": b.trainer.state_dict(),
+                    "rng": b.generator.get_state(),
+                    "branched_at": b.branched_at,
+                    "steps_left": b.steps_left,
+                }
+                for b in self.branches
+            ],
+            "counters": {
+                "steps": self.steps,
+                "events": self.events,
+                "samples_trained": self.samples_trained,
+                "weight_trained": self.weight_trained,
+                "branch_count": self.branch_count,
+                "main_annealing": self.main_annealing,
+            },
             "annealed_paths": list(self.annealed_paths),
         }
 
@@ -457,9 +579,13 @@ class ContinualPretrainer(Operator):
         saved = state.get("config") if isinstance(state, dict) else None
         mine = self.config()
         if saved != mine:
-            diff = sorted(k for k in set(mine) | set(saved or {}) if (saved or {}).get(k) != mine.get(k))
-            raise CheckpointError(f"{self.name}: checkpoint is for another model: differs in {diff} "
-                                  f"(checkpoint {saved}, operator {mine})")
+            diff = sorted(
+                k for k in set(mine) | set(saved or {}) if (saved or {}).get(k) != mine.get(k)
+            )
+            raise CheckpointError(
+                f"{self.name}: checkpoint is for another model: differs in {diff} "
+                f"(checkpoint {saved}, operator {mine})"
+            )
         self.main.load_state_dict(state["main"])
         self._rng.set_state(state["rng"])
         self._pending = _unpack_items(state["pending"])
@@ -473,7 +599,10 @@ class ContinualPretrainer(Operator):
             self.branches.append(_Branch(trainer, gen, int(b["branched_at"]), int(b["steps_left"])))
         c = state["counters"]
         self.steps, self.events = int(c["steps"]), int(c["events"])
-        self.samples_trained, self.weight_trained = int(c["samples_trained"]), float(c["weight_trained"])
+        self.samples_trained, self.weight_trained = (
+            int(c["samples_trained"]),
+            float(c["weight_trained"]),
+        )
         self.branch_count, self.main_annealing = int(c["branch_count"]), bool(c["main_annealing"])
         self.annealed_paths = list(state["annealed_paths"])
 
@@ -488,13 +617,24 @@ class ContinualPretrainer(Operator):
     def summary(self) -> dict[str, Any]:
         """Figures for the run summary."""
         unit = "tokens" if self.objective == "next_token" else "masked_values"
-        return {"steps": self.steps, "events": self.events, "samples_trained": self.samples_trained,
-                unit: self.weight_trained, "lr": self.main.lr, "train_seconds": self.train_seconds,
-                f"{unit}_per_s": self.weight_trained / self.train_seconds if self.train_seconds else None,
-                "annealed_checkpoints": self.annealed_paths, "branches_running": len(self.branches)}
+        return {
+            "steps": self.steps,
+            "events": self.events,
+            "samples_trained": self.samples_trained,
+            unit: self.weight_trained,
+            "lr": self.main.lr,
+            "train_seconds": self.train_seconds,
+            f"{unit}_per_s": self.weight_trained / self.train_seconds
+            if self.train_seconds
+            else None,
+            "annealed_checkpoints": self.annealed_paths,
+            "branches_running": len(self.branches),
+        }
 
     def __repr__(self) -> str:
-        return f"ContinualPretrainer({self.column!r}, {self.objective!r}, schedule={self.schedule!r})"
+        return (
+            f"ContinualPretrainer({self.column!r}, {self.objective!r}, schedule={self.schedule!r})"
+        )
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -506,8 +646,12 @@ def _branch_seed(seed: int, n: int) -> int:
 def _is_text(typ: pa.DataType) -> bool:
     if pa.types.is_dictionary(typ):
         return _is_text(typ.value_type)
-    return (pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_binary(typ)
-            or pa.types.is_large_binary(typ))
+    return (
+        pa.types.is_string(typ)
+        or pa.types.is_large_string(typ)
+        or pa.types.is_binary(typ)
+        or pa.types.is_large_binary(typ)
+    )
 
 
 def _vector_type(typ: pa.DataType) -> tuple[pa.DataType | None, int | None]:
@@ -535,7 +679,7 @@ def _text_offsets(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     arr = _as_binary(arr)
     off_type = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
     bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=off_type)[arr.offset: arr.offset + len(arr) + 1]
+    offsets = np.frombuffer(bufs[1], dtype=off_type)[arr.offset : arr.offset + len(arr) + 1]
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
     return offsets, data
 
@@ -548,7 +692,7 @@ def _text_lengths(arr: pa.Array) -> np.ndarray:
 def _text_bytes(arr: pa.Array) -> list[np.ndarray]:
     """The bytes of each row of a string/binary column, as uint8 views (no copy)."""
     offsets, data = _text_offsets(arr)
-    return [data[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+    return [data[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
 def _as_sample(s: Any, objective: str) -> np.ndarray:
@@ -562,13 +706,15 @@ def _as_sample(s: Any, objective: str) -> np.ndarray:
 
 def _pack_items(items: list[Item]) -> dict[str, Any]:
     fields = len(items[0]) if items else 0
-    return {"count": len(items),
-            "fields": [pack_arrays([it[j] for it in items], items[0][j].dtype) for j in range(fields)]}
+    return {
+        "count": len(items),
+        "fields": [pack_arrays([it[j] for it in items], items[0][j].dtype) for j in range(fields)],
+    }
 
 
 def _unpack_items(packed: dict[str, Any]) -> list[Item]:
     columns = [unpack_arrays(f) for f in packed["fields"]]
-    return list(zip(*columns)) if columns else []
+    return list(zip(*columns, strict=True)) if columns else []
 
 
 def _to_cpu(obj: Any) -> Any:
@@ -581,8 +727,9 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
-def held_out_loss(model: StreamModel, samples: list[np.ndarray], batch_size: int = 64,
-                  seed: int = 12345) -> float:
+def held_out_loss(
+    model: StreamModel, samples: list[np.ndarray], batch_size: int = 64, seed: int = 12345
+) -> float:
     """Loss of ``model`` on held-out samples, weighted by tokens (or hidden entries).
 
     Uses its own generator (masks of the masked objective), never a training run's.
@@ -595,7 +742,7 @@ def held_out_loss(model: StreamModel, samples: list[np.ndarray], batch_size: int
     model.eval()
     with torch.no_grad():
         for lo in range(0, len(samples), batch_size):
-            items = [model.prepare(s, gen) for s in samples[lo:lo + batch_size]]
+            items = [model.prepare(s, gen) for s in samples[lo : lo + batch_size]]
             loss, w = model.losses(items)
             total += float((loss * w).sum())
             weight += float(w.sum())

@@ -46,7 +46,7 @@ def unpack_arrays(packed: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Inverse of :func:`pack_arrays`."""
     data = np.asarray(packed["data"])
     bounds = np.concatenate([[0], np.cumsum(np.asarray(packed["lengths"], dtype=np.int64))])
-    return [data[bounds[i]:bounds[i + 1]].copy() for i in range(len(bounds) - 1)]
+    return [data[bounds[i] : bounds[i + 1]].copy() for i in range(len(bounds) - 1)]
 
 
 class ReplayBuffer:
@@ -54,7 +54,9 @@ class ReplayBuffer:
 
     def __init__(self, capacity: int):
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
-            raise ConfigError(f"ReplayBuffer: capacity must be a whole number ≥ 0, got {capacity!r}")
+            raise ConfigError(
+                f"ReplayBuffer: capacity must be a whole number ≥ 0, got {capacity!r}"
+            )
         self.capacity = capacity
         self.samples: list[np.ndarray] = []
         self.seen = 0
@@ -84,11 +86,17 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict[str, Any]:
         dtype = self.samples[0].dtype if self.samples else np.uint8
-        return {"capacity": self.capacity, "seen": self.seen, "dtype": np.dtype(dtype).str,
-                **pack_arrays(self.samples, dtype)}
+        return {
+            "capacity": self.capacity,
+            "seen": self.seen,
+            "dtype": np.dtype(dtype).str,
+            **pack_arrays(self.samples, dtype),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["capacity"] != self.capacity:
-            raise ValueError(f"replay buffer: checkpoint capacity {state['capacity']} != {self.capacity}")
+            raise ValueError(
+                f"replay buffer: checkpoint capacity {state['capacity']} != {self.capacity}"
+            )
         self.seen = int(state["seen"])
         self.samples = [a.astype(np.dtype(state["dtype"])) for a in unpack_arrays(state)]

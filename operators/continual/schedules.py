@@ -116,10 +116,18 @@ class InfiniteLR(_FactorLR):
     never re-warm.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int = 0,
-                 cooldown_steps: int = 0, const_ratio: float = 0.25, min_ratio: float = 0.01,
-                 cooldown: str = "cosine", alpha: float = 10.0, anneal_steps: int = 100,
-                 last_epoch: int = -1):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        warmup_steps: int = 0,
+        cooldown_steps: int = 0,
+        const_ratio: float = 0.25,
+        min_ratio: float = 0.01,
+        cooldown: str = "cosine",
+        alpha: float = 10.0,
+        anneal_steps: int = 100,
+        last_epoch: int = -1,
+    ):
         owner = type(self).__name__
         _check_steps(owner, warmup_steps=warmup_steps, cooldown_steps=cooldown_steps)
         _check_steps(owner, anneal_steps=anneal_steps)
@@ -178,10 +186,14 @@ class InfiniteLR(_FactorLR):
         if steps == 0:
             raise ConfigError(f"{type(self).__name__}: an annealing phase needs ≥ 1 step")
         if then not in ANNEAL_THEN:
-            raise ConfigError(f"{type(self).__name__}: then must be one of {ANNEAL_THEN}, got {then!r}")
+            raise ConfigError(
+                f"{type(self).__name__}: then must be one of {ANNEAL_THEN}, got {then!r}"
+            )
         if self.annealing:
-            raise ConfigError(f"{type(self).__name__}: already annealing since step "
-                              f"{self.anneal_start} (until step {self.anneal_start + self.anneal_length})")
+            raise ConfigError(
+                f"{type(self).__name__}: already annealing since step "
+                f"{self.anneal_start} (until step {self.anneal_start + self.anneal_length})"
+            )
         from_factor = self.factor(self.last_epoch)
         self.anneal_start, self.anneal_length = self.last_epoch, steps
         self.anneal_from, self.anneal_then = from_factor, then
@@ -189,7 +201,10 @@ class InfiniteLR(_FactorLR):
     @property
     def annealing(self) -> bool:
         """True while an annealing phase is under way (not yet at its last step)."""
-        return self.anneal_start is not None and self.last_epoch < self.anneal_start + self.anneal_length
+        return (
+            self.anneal_start is not None
+            and self.last_epoch < self.anneal_start + self.anneal_length
+        )
 
     @property
     def anneal_done(self) -> bool:
@@ -212,8 +227,14 @@ class RepeatedCosineLR(_FactorLR):
     [0.0, 0.5, 1.0, 0.55, 0.0, 0.5, 1.0, 0.55, 0.1, 0.1]
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, cycle_steps: int | Sequence[int],
-                 warmup_steps: int = 0, min_ratio: float = 0.01, last_epoch: int = -1):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        cycle_steps: int | Sequence[int],
+        warmup_steps: int = 0,
+        min_ratio: float = 0.01,
+        last_epoch: int = -1,
+    ):
         owner = type(self).__name__
         cycles = [cycle_steps] if isinstance(cycle_steps, int) else list(cycle_steps)
         if not cycles:
@@ -222,8 +243,10 @@ class RepeatedCosineLR(_FactorLR):
         for i, c in enumerate(cycles):
             _check_steps(owner, **{f"cycle_steps[{i}]": c})
             if c <= warmup_steps:
-                raise ConfigError(f"{owner}: cycle {i} has {c} steps, not more than its "
-                                  f"warmup_steps={warmup_steps}")
+                raise ConfigError(
+                    f"{owner}: cycle {i} has {c} steps, not more than its "
+                    f"warmup_steps={warmup_steps}"
+                )
         _check_ratio(owner, "min_ratio", min_ratio)
         self.cycles, self.repeat = cycles, isinstance(cycle_steps, int)
         self.warmup_steps, self.min_ratio = warmup_steps, float(min_ratio)
@@ -264,19 +287,33 @@ class WarmupStableDecayLR(_FactorLR):
 
     DECAYS = ("exp", "linear", "cosine")
 
-    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
-                 decay_steps: int = 0, decay: str = "exp", min_ratio: float = 0.01,
-                 last_epoch: int = -1):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        total_steps: int,
+        warmup_steps: int = 0,
+        decay_steps: int = 0,
+        decay: str = "exp",
+        min_ratio: float = 0.01,
+        last_epoch: int = -1,
+    ):
         owner = type(self).__name__
-        _check_steps(owner, total_steps=total_steps, warmup_steps=warmup_steps,
-                     decay_steps=decay_steps)
+        _check_steps(
+            owner, total_steps=total_steps, warmup_steps=warmup_steps, decay_steps=decay_steps
+        )
         if warmup_steps + decay_steps > total_steps:
-            raise ConfigError(f"{owner}: warmup_steps ({warmup_steps}) + decay_steps "
-                              f"({decay_steps}) exceed total_steps ({total_steps})")
+            raise ConfigError(
+                f"{owner}: warmup_steps ({warmup_steps}) + decay_steps "
+                f"({decay_steps}) exceed total_steps ({total_steps})"
+            )
         if decay not in self.DECAYS:
             raise ConfigError(f"{owner}: unknown decay {decay!r}; choose one of {self.DECAYS}")
         _check_ratio(owner, "min_ratio", min_ratio)
-        self.total_steps, self.warmup_steps, self.decay_steps = total_steps, warmup_steps, decay_steps
+        self.total_steps, self.warmup_steps, self.decay_steps = (
+            total_steps,
+            warmup_steps,
+            decay_steps,
+        )
         self.decay, self.min_ratio = decay, float(min_ratio)
         super().__init__(optimizer, last_epoch)
 
@@ -304,8 +341,9 @@ class ConstantLR(_FactorLR):
     [0.5, 2.0, 2.0]
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int = 0,
-                 last_epoch: int = -1):
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, warmup_steps: int = 0, last_epoch: int = -1
+    ):
         _check_steps(type(self).__name__, warmup_steps=warmup_steps)
         self.warmup_steps = warmup_steps
         super().__init__(optimizer, last_epoch)
@@ -366,39 +404,51 @@ def plot_schedules(path: str, steps: int = 3000, tasks: int = 3) -> str:
     task = steps // tasks
     warm, cool, anneal = task // 20, task // 5, task // 5
     inf_kw = dict(warmup_steps=warm, cooldown_steps=cool, const_ratio=0.25, min_ratio=0.01)
-    ends = {t * task - anneal: (lambda s: s.anneal(anneal, then="constant")) for t in range(1, tasks + 1)}
+    ends = {
+        t * task - anneal: (lambda s: s.anneal(anneal, then="constant"))
+        for t in range(1, tasks + 1)
+    }
     curves = {
-        "infinite (cosine cooldown, anneal at task end)": _curve(InfiniteLR(opt(), **inf_kw), steps, ends),
-        "infinite (inverse-sqrt cooldown, never annealed)":
-            _curve(InfiniteLR(opt(), cooldown="inv_sqrt", **inf_kw), steps),
-        "repeated cosine (re-warm per task)":
-            _curve(RepeatedCosineLR(opt(), cycle_steps=task, warmup_steps=warm, min_ratio=0.01), steps),
-        "warmup-stable-decay": _curve(WarmupStableDecayLR(opt(), total_steps=steps, warmup_steps=warm,
-                                                          decay_steps=steps // 10), steps),
+        "infinite (cosine cooldown, anneal at task end)": _curve(
+            InfiniteLR(opt(), **inf_kw), steps, ends
+        ),
+        "infinite (inverse-sqrt cooldown, never annealed)": _curve(
+            InfiniteLR(opt(), cooldown="inv_sqrt", **inf_kw), steps
+        ),
+        "repeated cosine (re-warm per task)": _curve(
+            RepeatedCosineLR(opt(), cycle_steps=task, warmup_steps=warm, min_ratio=0.01), steps
+        ),
+        "warmup-stable-decay": _curve(
+            WarmupStableDecayLR(
+                opt(), total_steps=steps, warmup_steps=warm, decay_steps=steps // 10
+            ),
+            steps,
+        ),
         "constant": _curve(ConstantLR(opt(), warmup_steps=warm), steps),
     }
     branch_at = task + task // 2
     branch = InfiniteLR(opt(), **inf_kw)
     branch.last_epoch = branch_at
     branch.anneal(anneal)
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
     for label, ys in curves.items():
         ax.plot(range(steps), ys, label=label, lw=1.6)
     xs = list(range(branch_at, branch_at + anneal + 1))
-    ax.plot(xs, [branch.lr_at(n) for n in xs], "k--", lw=1.4, label="annealed branch (copy of the main run)")
+    ax.plot(
+        xs,
+        [branch.lr_at(n) for n in xs],
+        "k--",
+        lw=1.4,
+        label="annealed branch (copy of the main run)",
+    )
     for t in range(1, tasks):
         ax.axvline(t * task, color="grey", lw=0.6, ls=":")
     ax.set_xlabel("step (dotted lines: new task / domain)")
     ax.set_ylabel("learning rate / η_max")
     ax.set_title("Learning-rate schedules for continual pre-training")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
-
-if __name__ == "__main__":  # python -m operators.continual.schedules [path]
-    import sys
-
-    print(plot_schedules(sys.argv[1] if len(sys.argv) > 1 else "docs/schedules.png"))
