@@ -1,0 +1,197 @@
+"""Write a stream to a Kafka topic: idempotent by default, transactional for exactly-once.
+
+Each row becomes one message (``json``, ``raw``, or a one-row Arrow IPC stream with
+``format="arrow"``); the ``key`` column becomes the message key (so a key's outputs keep
+their order in one partition) and a timestamp ``time`` column the message timestamp.
+
+Delivery:
+
+- default: an idempotent producer (``enable.idempotence``, ``acks=all``); each
+  checkpoint waits until every message written so far is acknowledged (``flush``),
+  and only then are the consumed offsets committed: at-least-once.
+- ``exactly_once=True``: a transactional producer. Outputs go into a transaction that
+  the checkpoint commits together with the consumed offsets
+  (``send_offsets_to_transaction``), after the operator state is saved; read the topic
+  with ``isolation.level=read_committed``. Needs a :class:`KafkaSource` in the same run.
+
+Every librdkafka setting passes through ``config`` (``"security.protocol"``,
+``"sasl.mechanism"``, ``"linger.ms"``, ...).
+
+Example (not run: needs a broker)::
+
+    [sink]
+    type = "kafka"
+    topic = "scores"
+    exactly_once = true
+    config = { "bootstrap.servers" = "broker:9092", "linger.ms" = 5 }
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from stream.batch import Batch
+from stream.connector import Sink
+from stream.errors import ConfigError, HebbstreamError
+
+from .kafka_codec import Codec
+
+log = logging.getLogger("hebbstream.kafka")
+
+#: Header naming the transaction a message was written in (exactly-once mode).
+TXN_HEADER = "hebbstream-txn"
+
+
+def client_config(bootstrap_servers: str | None, config: dict[str, Any] | None,
+                  defaults: dict[str, Any], where: str) -> dict[str, Any]:
+    """librdkafka settings: ``defaults``, then the user's ``config``; servers from the
+    argument, the config or ``$KAFKA_BOOTSTRAP_SERVERS``."""
+    conf = {**defaults, **(config or {})}
+    servers = bootstrap_servers or conf.get("bootstrap.servers") or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not servers and "test.mock.num.brokers" not in conf:
+        raise ConfigError(f"{where}: no Kafka brokers: set bootstrap_servers, config "
+                          "'bootstrap.servers' or $KAFKA_BOOTSTRAP_SERVERS")
+    if servers:
+        conf["bootstrap.servers"] = servers
+    return conf
+
+
+class KafkaSink(Sink):
+    """Produce every output row to ``topic``.
+
+    Args:
+        topic: the output topic.
+        bootstrap_servers: ``host:port,...`` (else from ``config`` or the environment).
+        format: ``"json"`` (default), ``"arrow"`` or ``"raw"`` (a ``value`` column).
+        key / time: columns for the message key and timestamp (skipped when absent).
+        columns: write only these columns.
+        exactly_once: transactions committed with the consumed offsets.
+        transactional_id: the producer's ``transactional.id`` (default: unique per process).
+        config: further librdkafka settings.
+        flush_timeout: seconds a checkpoint waits for acknowledgements before failing.
+    """
+
+    def __init__(self, topic: str, *, bootstrap_servers: str | None = None, format: str = "json",
+                 key: str | None = "key", time: str | None = "ts", columns: list[str] | None = None,
+                 exactly_once: bool = False, transactional_id: str | None = None,
+                 config: dict[str, Any] | None = None, flush_timeout: float = 30.0):
+        self.topic = topic
+        self.name = f"kafka:{topic}"
+        self.codec = Codec(format)
+        self.key, self.time, self.columns = key, time, columns
+        self.exactly_once = exactly_once
+        defaults: dict[str, Any] = {"enable.idempotence": True, "acks": "all", "linger.ms": 5,
+                                    "delivery.report.only.error": True}
+        if exactly_once:
+            defaults["transactional.id"] = transactional_id or f"hebbstream-{topic}-{uuid.uuid4().hex[:12]}"
+        self.conf = client_config(bootstrap_servers, config, defaults, f"Kafka sink {topic!r}")
+        self.flush_timeout = flush_timeout
+        self.producer: Any = None
+        self.produced = 0
+        self.transactions = 0
+        self._errors: list[str] = []
+        self._in_txn = False
+
+    # -- Sink ----------------------------------------------------------------------
+    def open(self, flush_point: dict[str, Any] | None = None) -> None:
+        from confluent_kafka import Producer
+
+        self.producer = Producer({**self.conf, "error_cb": self._on_error})
+        if self.exactly_once:
+            self.producer.init_transactions(self.flush_timeout)
+            self._begin()
+
+    def write(self, batch: Batch) -> None:
+        rb = batch.data.select(self.columns) if self.columns else batch.data
+        values = self.codec.encode(rb)
+        keys = self._keys(rb)
+        stamps = self._timestamps(rb)
+        headers = [(TXN_HEADER, f"{self.conf['transactional.id']}:{self.transactions}")] \
+            if self.exactly_once else None
+        produce, topic, report = self.producer.produce, self.topic, self._on_delivery
+        for i, value in enumerate(values):
+            kwargs: dict[str, Any] = {"key": keys[i] if keys is not None else None, "on_delivery": report}
+            if stamps is not None:
+                kwargs["timestamp"] = stamps[i]
+            if headers:
+                kwargs["headers"] = headers
+            while True:
+                try:
+                    produce(topic, value, **kwargs)
+                    break
+                except BufferError:  # local queue full: let librdkafka send, then retry
+                    self.producer.poll(0.05)
+        self.producer.poll(0)
+        self.produced += len(values)
+        if self._errors:
+            self._raise()
+
+    def flush(self) -> dict[str, Any]:
+        """Wait until every message written so far is acknowledged."""
+        left = self.producer.flush(self.flush_timeout)
+        if left:
+            raise HebbstreamError(f"{self.name}: {left} message(s) not acknowledged after "
+                                  f"{self.flush_timeout} s")
+        if self._errors:
+            self._raise()
+        return {"messages": self.produced}
+
+    def commit_transaction(self, offsets: list[Any], group_metadata: Any) -> None:
+        """Commit the open transaction with the consumed ``offsets`` (exactly-once mode)."""
+        if offsets:
+            self.producer.send_offsets_to_transaction(offsets, group_metadata, self.flush_timeout)
+        self.producer.commit_transaction(self.flush_timeout)
+        self.transactions += 1
+        self._in_txn = False
+        self._begin()
+
+    def close(self) -> None:
+        if self.producer is None:
+            return
+        if self._in_txn:
+            # whatever was written after the final checkpoint is not covered by one
+            self.producer.abort_transaction(self.flush_timeout)
+            self._in_txn = False
+        else:
+            self.producer.flush(self.flush_timeout)
+        self.producer = None
+
+    # -- helpers -------------------------------------------------------------------
+    def _begin(self) -> None:
+        self.producer.begin_transaction()
+        self._in_txn = True
+
+    def _keys(self, rb: pa.RecordBatch) -> list[bytes | None] | None:
+        if not self.key or self.key not in rb.schema.names:
+            return None
+        return [None if k is None else (k if isinstance(k, bytes) else str(k).encode())
+                for k in rb.column(rb.schema.get_field_index(self.key)).to_pylist()]
+
+    def _timestamps(self, rb: pa.RecordBatch) -> list[int] | None:
+        if not self.time or self.time not in rb.schema.names:
+            return None
+        col = rb.column(rb.schema.get_field_index(self.time))
+        if not pa.types.is_timestamp(col.type) or col.null_count:
+            return None
+        ms = col.cast(pa.timestamp("ms", col.type.tz)).to_numpy(zero_copy_only=False).view(np.int64)
+        return ms.tolist()
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._errors.append(f"partition {msg.partition()}: {err}")
+
+    def _on_error(self, err: Any) -> None:
+        if err.fatal():
+            self._errors.append(f"fatal: {err}")
+        else:
+            log.warning("%s: %s", self.name, err)
+
+    def _raise(self) -> None:
+        errors, self._errors = self._errors, []
+        raise HebbstreamError(f"{self.name}: {len(errors)} message(s) failed: {'; '.join(errors[:3])}")

@@ -1,0 +1,381 @@
+"""Read a stream from Kafka topics as one worker of a consumer group.
+
+Start the same pipeline N times with one ``group_id``: Kafka splits the partitions
+between the workers, and each worker keeps the state of its partitions (one pipeline copy
+per partition, see :mod:`connectors.kafka_tasks`) in the shared checkpoint store.
+
+- **Assignment**: for each new partition the worker reads the committed offset, whose
+  commit metadata names the partition's checkpoint; it loads that state (at-least-once:
+  the newest checkpoint) and resumes reading right after it.
+- **Checkpoint**: the state of every partition that moved is saved, the sink's output
+  is flushed, and only then are the offsets committed (inside the sink's transaction in
+  exactly-once mode).
+- **Revocation**: before giving partitions up the worker processes what it read,
+  checkpoints and commits, then drops their pipeline copies.
+- **Back-pressure**: when more than ``max_inflight`` rows are read but not processed, the
+  assigned partitions are paused (the consumer keeps polling, so it stays in the group)
+  and resumed once the pipeline has caught up to half of that.
+
+Messages become rows (see :mod:`connectors.kafka_codec`); the message key becomes the
+``key`` column and the message timestamp the ``ts`` column, unless the payload has them.
+A message that cannot be decoded, lacks a key or does not fit the schema goes to
+``dead_letter_topic`` (value and key as they were, the reason in the
+``hebbstream-reason`` header) or stops the run with an error naming topic, partition,
+offset and key.
+
+Example (not run: needs a broker)::
+
+    [source]
+    type = "kafka"
+    topic = "metrics"
+    group_id = "detectors"
+    dead_letter_topic = "metrics-rejected"
+    config = { "bootstrap.servers" = "broker:9092", "security.protocol" = "SASL_SSL" }
+
+    [checkpoint]
+    path = "s3://bucket/hebbstream/detectors"   # shared by every worker
+    every_seconds = 5
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time as _time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from stream.batch import DEFAULT_KEY, DEFAULT_TIME, Batch
+from stream.connector import RunContext, Source
+from stream.errors import BadEventError, CheckpointError, ConfigError, SourceError
+
+from .kafka_codec import Codec, parse_schema
+from .kafka_sink import KafkaSink, client_config
+from .kafka_tasks import TASK_COLUMN, PartitionedPipeline, PartitionStore, _groups
+
+log = logging.getLogger("hebbstream.kafka")
+
+_TASK_BITS = 20  # task id = topic index << 20 | partition
+_META = "hebbstream:"  # offset commit metadata: "hebbstream:<checkpoint seq>"
+
+
+class KafkaSource(Source):
+    """Consume ``topic`` as a member of consumer group ``group_id``.
+
+    Args:
+        topic: a topic or a list of topics.
+        group_id: the consumer group; workers sharing it share the partitions.
+        bootstrap_servers: ``host:port,...`` (else from ``config`` or the environment).
+        format: payload format, ``"json"`` (default), ``"arrow"`` or ``"raw"``.
+        schema: expected payload columns ``{name: arrow type}``; default: the first messages'.
+        key / time: stream key and event-time columns (message key and timestamp when the
+            payload lacks them); ``""`` for none.
+        dead_letter_topic: where bad messages go; without one they stop the run.
+        on_error: ``"dead_letter"`` (default when a topic is given) or ``"stop"``.
+        batch_size: messages per poll.
+        max_inflight: rows read ahead of the pipeline before partitions are paused.
+        idle_timeout: stop after this many seconds without a message (``None``: never).
+        config: further librdkafka settings, passed through unchanged.
+    """
+
+    def __init__(self, topic: str | list[str], *, group_id: str, bootstrap_servers: str | None = None,
+                 format: str = "json", schema: dict[str, str] | None = None, key: str = "key",
+                 time: str = "ts", dead_letter_topic: str | None = None, on_error: str | None = None,
+                 batch_size: int = 1000, poll_timeout: float = 0.1, max_inflight: int = 5000,
+                 idle_timeout: float | None = None, config: dict[str, Any] | None = None):
+        self.topics = [topic] if isinstance(topic, str) else list(topic)
+        self.name = f"kafka:{','.join(self.topics)}"
+        self.codec = Codec(format, parse_schema(schema))
+        self.key, self.time = key, time
+        self.on_error = on_error or ("dead_letter" if dead_letter_topic else "stop")
+        if self.on_error not in ("dead_letter", "stop"):
+            raise ConfigError(f"{self.name}: on_error must be 'dead_letter' or 'stop', got {on_error!r}")
+        if self.on_error == "dead_letter" and not dead_letter_topic:
+            raise ConfigError(f"{self.name}: on_error = 'dead_letter' needs a dead_letter_topic")
+        self.dead_letter_topic = dead_letter_topic
+        self.batch_size, self.poll_timeout = batch_size, poll_timeout
+        self.max_inflight, self.idle_timeout = max_inflight, idle_timeout
+        self.conf = client_config(bootstrap_servers, config, {
+            "group.id": group_id, "enable.auto.commit": False, "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest", "isolation.level": "read_committed"}, self.name)
+        self.conf["group.id"] = group_id
+        self.cooperative = "cooperative" in str(self.conf.get("partition.assignment.strategy", ""))
+        # run state
+        self.consumer: Any = None
+        self._dlq: Any = None
+        self._pipe: PartitionedPipeline | None = None
+        self._store: PartitionStore | None = None
+        self._checkpoint_now: Any = None
+        self._txn_sink: KafkaSink | None = None
+        self._names: dict[int, str] = {}          # task id -> "topic-partition"
+        self._assigned: dict[str, Any] = {}        # name -> TopicPartition
+        self._pos: dict[str, list[int]] = {}       # name -> [next offset, rows done of it]
+        self._skip: dict[int, tuple[int, int]] = {}  # task -> (offset, rows already processed)
+        self._msg_rows: dict[tuple[int, int], int] = {}  # multi-row messages: rows in each
+        self._read = self._done = 0
+        self._closing = False
+        self._lock = threading.Lock()
+        self.dead_lettered = 0
+        self.pauses = 0
+        self.restored: dict[str, list[int]] = {}   # name -> position restored on assignment
+
+    # -- run hooks -----------------------------------------------------------------
+    def bind(self, run: RunContext) -> RunContext:
+        if run.store is None:
+            raise ConfigError(f"{self.name}: a Kafka source needs a checkpoint store ([checkpoint] "
+                              "path, a folder or pyarrow.fs URI shared by all workers)")
+        self._pipe = PartitionedPipeline(run.pipeline)
+        self._store = PartitionStore(run.store, self._names)
+        self._checkpoint_now = run.checkpoint_now
+        if isinstance(run.sink, KafkaSink) and run.sink.exactly_once:
+            self._txn_sink = run.sink
+        return replace(run, pipeline=self._pipe, store=self._store)
+
+    def checkpointed(self, position: dict[str, Any] | None) -> None:
+        """Commit the offsets the checkpoint covers (in the sink's transaction if exactly-once)."""
+        from confluent_kafka import TopicPartition
+
+        if self._dlq is not None:
+            self._dlq.flush(30)
+        with self._lock:
+            offsets = [TopicPartition(tp.topic, tp.partition, int(position[name][0]),
+                                      f"{_META}{self._store.last_seqs.get(name, 0)}")
+                       for name, tp in self._assigned.items() if position and name in position]
+        if self._txn_sink is not None:
+            self._txn_sink.commit_transaction(offsets, self.consumer.consumer_group_metadata())
+        elif offsets:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+
+    # -- reading -------------------------------------------------------------------
+    def batches(self, position: dict[str, Any] | None = None) -> Iterator[Batch]:
+        from confluent_kafka import Consumer
+
+        if self._pipe is None:
+            raise ConfigError(f"{self.name}: run it with stream.run (the source needs the pipeline)")
+        self.consumer = Consumer({**self.conf, "error_cb": self._on_client_error})
+        self.consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+        last_message = _time.monotonic()
+        pending: list[Any] = []
+        while True:
+            if self._read - self._done > self.max_inflight:
+                pending = self._wait_for_pipeline()
+            msgs = pending or self.consumer.consume(self.batch_size, self.poll_timeout)
+            pending = []
+            if not msgs:
+                if not self._assigned:
+                    last_message = _time.monotonic()  # idle counts from the first assignment
+                elif self.idle_timeout is not None and \
+                        _time.monotonic() - last_message > self.idle_timeout:
+                    return
+                continue
+            last_message = _time.monotonic()
+            yield from self._to_batches(msgs)
+
+    def _wait_for_pipeline(self) -> list[Any]:
+        """Pause the partitions until the pipeline has caught up; keep polling meanwhile."""
+        parts = self.consumer.assignment()
+        self.consumer.pause(parts)
+        self.pauses += 1
+        held: list[Any] = []
+        while self._read - self._done > self.max_inflight // 2:
+            held.extend(self.consumer.consume(self.batch_size, 0.05))
+        self.consumer.resume(self.consumer.assignment())
+        return held
+
+    def _to_batches(self, msgs: list[Any]) -> Iterator[Batch]:
+        by_task: dict[int, list[Any]] = {}
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == -191:  # _PARTITION_EOF (enable.partition.eof)
+                    continue
+                if err.fatal() or not err.retriable():
+                    raise SourceError(f"{self.name}: {m.topic()}[{m.partition()}]: {err}")
+                log.warning("%s: %s", self.name, err)
+                continue
+            by_task.setdefault(self._task(m.topic(), m.partition()), []).append(m)
+        for task, group in by_task.items():
+            batch = self._decode(task, group)
+            if batch is not None:
+                self._read += batch.num_rows
+                yield batch
+
+    def _decode(self, task: int, msgs: list[Any]) -> Batch | None:
+        name = self._names[task]
+        rb, counts, bad = self.codec.decode([m.value() for m in msgs])
+        keep = np.repeat(np.ones(len(msgs), dtype=bool), counts)
+        keys = [m.key() for m in msgs]
+        if self.key and self.key not in rb.schema.names:
+            missing = [i for i, k in enumerate(keys) if k is None and counts[i]]
+            if missing:
+                bad += [(i, f"the message has no key (the stream key {self.key!r})") for i in missing]
+                keep &= np.repeat(np.array([k is not None for k in keys]), counts)
+        skip = self._skip.pop(task, None)
+        if skip is not None and counts[0] > 0 and msgs[0].offset() == skip[0]:
+            keep[:skip[1]] = False  # rows of a multi-row message processed before the restore
+        if bad:
+            self._reject(name, msgs, bad)
+        offsets = np.repeat(np.fromiter((m.offset() for m in msgs), np.int64, len(msgs)), counts)
+        columns: dict[str, Any] = {}
+        if self.key and self.key not in rb.schema.names:
+            columns[self.key] = pa.array([None if k is None else k.decode("utf-8", "replace")
+                                          for k in keys], pa.string()).take(_row_owner(counts))
+        if self.time and self.time not in rb.schema.names:
+            ms = np.fromiter((m.timestamp()[1] for m in msgs), np.int64, len(msgs))
+            columns[self.time] = pa.array(np.repeat(ms, counts), pa.timestamp("ms", tz="UTC"))
+        columns[TASK_COLUMN] = np.full(rb.num_rows, task, dtype=np.int64)
+        for name_, values in columns.items():
+            rb = rb.append_column(name_, values if isinstance(values, pa.Array) else pa.array(values))
+        for i in np.flatnonzero(counts > 1):
+            self._msg_rows[(task, msgs[i].offset())] = int(counts[i])
+        if not keep.all():
+            rb, offsets = rb.filter(pa.array(keep)), offsets[keep]
+        if rb.num_rows == 0:
+            return None
+        return Batch(rb, source=name, row_offsets=offsets, key_column=self.key or DEFAULT_KEY,
+                     time_column=self.time or DEFAULT_TIME)
+
+    def _reject(self, name: str, msgs: list[Any], bad: list[tuple[int, str]]) -> None:
+        if self.on_error == "stop":
+            i, reason = bad[0]
+            m = msgs[i]
+            key = m.key().decode("utf-8", "replace") if m.key() is not None else None
+            raise BadEventError(f"{reason} (set dead_letter_topic to route bad messages there)",
+                                source=f"{m.topic()}[{m.partition()}]", offset=m.offset(), key=key)
+        if self._dlq is None:
+            from confluent_kafka import Producer
+
+            self._dlq = Producer({k: v for k, v in self.conf.items() if not k.startswith(
+                ("group.", "enable.auto", "auto.offset", "isolation", "partition.assignment",
+                 "session.", "heartbeat.", "max.poll"))} | {"enable.idempotence": True})
+        for i, reason in bad:
+            m = msgs[i]
+            log.warning("dead-letter: %s offset %d: %s", name, m.offset(), reason)
+            self._dlq.produce(self.dead_letter_topic, m.value(), key=m.key(), headers=[
+                ("hebbstream-reason", reason), ("hebbstream-topic", m.topic()),
+                ("hebbstream-partition", str(m.partition())), ("hebbstream-offset", str(m.offset()))])
+            self.dead_lettered += 1
+        self._dlq.poll(0)
+
+    def position_after(self, batch: Batch) -> dict[str, Any]:
+        """Per partition: the next offset, and how many rows of it were processed already
+        (non-zero only inside a multi-row Arrow message)."""
+        offsets = batch.positions()
+        with self._lock:
+            for task, rows in _groups(batch.numpy(TASK_COLUMN)):
+                offs = offsets if rows is None else offsets[rows]
+                name, last = self._names[task], int(offs[-1])
+                total = self._msg_rows.get((task, last), 1)
+                done = 1 if total == 1 else int((offs == last).sum())
+                prev = self._pos.get(name)
+                if total > 1 and prev is not None and prev[0] == last:
+                    done += prev[1]
+                if done >= total:
+                    self._msg_rows.pop((task, last), None)
+                    self._pos[name] = [last + 1, 0]
+                else:
+                    self._pos[name] = [last, done]
+            self._done += batch.num_rows
+            return {name: list(p) for name, p in self._pos.items()}
+
+    # -- rebalancing ---------------------------------------------------------------
+    def _task(self, topic: str, partition: int) -> int:
+        task = (self.topics.index(topic) << _TASK_BITS) | partition
+        self._names.setdefault(task, f"{topic}-{partition}")
+        return task
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        committed = consumer.committed(partitions, timeout=30) if partitions else []
+        for tp, done in zip(partitions, committed, strict=True):
+            task = self._task(tp.topic, tp.partition)
+            name = self._names[task]
+            saved = self._restore(name, done)
+            self._pipe.add(task, name, saved["operators"] if saved else None)
+            with self._lock:
+                self._assigned[name] = tp
+                if saved:
+                    offset, rows = saved["position"]
+                    tp.offset = int(offset)
+                    self._pos[name] = [int(offset), int(rows)]
+                    if rows:
+                        self._skip[task] = (int(offset), int(rows))
+                    self.restored[name] = [int(offset), int(rows)]
+            log.info("%s: assigned %s from %s", self.name, name,
+                     f"offset {tp.offset}" if saved else "the committed/reset offset")
+        if self.cooperative:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+
+    def _restore(self, name: str, committed: Any) -> dict[str, Any] | None:
+        """The checkpoint a new owner of partition ``name`` resumes from."""
+        offset = committed.offset if committed is not None else -1
+        meta = (committed.metadata or "") if committed is not None else ""
+        seq = int(meta[len(_META):]) if meta.startswith(_META) else None
+        if self._txn_sink is not None:
+            # exactly-once: exactly the state the committed transaction covered
+            if offset < 0:
+                return None
+            if seq is None:
+                raise CheckpointError(f"{self.name}: {name} has committed offset {offset} without a "
+                                      "hebbstream checkpoint reference; use a new group id")
+            saved = self._store.restore(name, seq)
+        else:
+            saved = self._store.restore(name, None)  # at-least-once: the newest state
+        if saved is None:
+            if offset >= 0:
+                raise CheckpointError(f"{self.name}: {name} has committed offset {offset} but "
+                                      f"{self._store.uri} holds no checkpoint for it (lost store?)")
+            return None
+        if offset >= 0 and int(saved["position"][0]) < offset:
+            raise CheckpointError(f"{self.name}: {name}: the newest checkpoint ends at offset "
+                                  f"{saved['position'][0]}, before the committed offset {offset}")
+        return saved
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        if not self._closing and self._assigned:
+            self._checkpoint_now()  # process, checkpoint and commit what was read
+        self._release(partitions)
+        if self.cooperative:
+            consumer.incremental_unassign(partitions)
+        else:
+            consumer.unassign()
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        log.warning("%s: lost %s (another worker owns them now)", self.name,
+                    [f"{tp.topic}-{tp.partition}" for tp in partitions])
+        self._release(partitions)
+
+    def _release(self, partitions: list[Any]) -> None:
+        for tp in partitions:
+            task = self._task(tp.topic, tp.partition)
+            name = self._names[task]
+            self._pipe.remove(task)
+            with self._lock:
+                self._assigned.pop(name, None)
+                self._pos.pop(name, None)
+                self._skip.pop(task, None)
+            self._store.forget(name)
+
+    def _on_client_error(self, err: Any) -> None:
+        if err.fatal():
+            raise SourceError(f"{self.name}: fatal Kafka error: {err}")
+        log.info("%s: %s", self.name, err)
+
+    def close(self) -> None:
+        self._closing = True
+        if self.consumer is not None:
+            self.consumer.close()
+            self.consumer = None
+        if self._dlq is not None:
+            self._dlq.flush(30)
+
+
+def _row_owner(counts: np.ndarray) -> pa.Array:
+    """Index of the message each row came from."""
+    return pa.array(np.repeat(np.arange(len(counts)), counts))
