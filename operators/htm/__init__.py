@@ -1,0 +1,17 @@
+"""HTM sequence-memory anomaly detection (NuPIC's NAB detector, batched across keys).
+
+Modules: :mod:`.encoders` (RDSE, time of day), :mod:`.spatial_pooler`,
+:mod:`.temporal_memory`, :mod:`.model` (the three in lockstep over keys),
+:mod:`.detector` (the ``HTMDetector`` operator), :mod:`.likelihood` (anomaly likelihood
+and the spatial check), :mod:`.river_wrapper` (River anomaly detector), and the NAB
+tools (:mod:`.nab_scorer`, :mod:`.nab_runner`, :mod:`.nab_cli`).
+
+Example:
+    >>> from operators.htm import HTMDetector
+    >>> HTMDetector(seed=3)
+    HTMDetector(seed=3, resolution='auto')
+"""
+
+from .detector import HTMDetector
+
+__all__ = ["HTMDetector"]

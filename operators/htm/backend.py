@@ -1,0 +1,156 @@
+"""One array API over NumPy (CPU) and torch (CPU or GPU) for the batched HTM kernels.
+
+The spatial pooler and temporal memory are written once against :class:`Backend`; the
+few calls whose spelling differs between NumPy and torch live here. Randomness is a
+counter-based integer hash (:meth:`Backend.hash32`), not a stateful generator: a random
+draw is a pure function of (seed, key's step, column, slot, ...), so a key gives the
+same draws alone or batched with others, on either backend, and the model's state needs
+no generator state to resume bit-exactly.
+
+Example:
+    >>> import numpy as np
+    >>> be = Backend("numpy")
+    >>> h = be.hash32(be.asarray(np.arange(4), be.i64))
+    >>> be.to_numpy(h).tolist() == be.to_numpy(Backend("torch").hash32(
+    ...     Backend("torch").asarray(np.arange(4), Backend("torch").i64))).tolist()
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+_M32 = 0xFFFFFFFF
+
+
+class Backend:
+    """Array operations on ``"numpy"`` or ``"torch"`` (with a torch ``device``)."""
+
+    def __init__(self, kind: str = "numpy", device: Any = None):
+        if kind not in ("numpy", "torch"):
+            raise ValueError(f"backend must be 'numpy' or 'torch', got {kind!r}")
+        self.kind = kind
+        if kind == "numpy":
+            self.xp = np
+            self.device = "cpu"
+            self.i16, self.i32, self.i64 = np.int16, np.int32, np.int64
+            self.f32, self.f64, self.b = np.float32, np.float64, np.bool_
+        else:
+            import torch
+
+            self.xp = torch
+            self.device = torch.device(device or "cpu")
+            self.i16, self.i32, self.i64 = torch.int16, torch.int32, torch.int64
+            self.f32, self.f64, self.b = torch.float32, torch.float64, torch.bool
+
+    # -- creation -----------------------------------------------------------------
+    def zeros(self, shape, dtype) -> Any:
+        if self.kind == "numpy":
+            return np.zeros(shape, dtype=dtype)
+        return self.xp.zeros(shape, dtype=dtype, device=self.device)
+
+    def full(self, shape, value, dtype) -> Any:
+        if self.kind == "numpy":
+            return np.full(shape, value, dtype=dtype)
+        return self.xp.full(shape, value, dtype=dtype, device=self.device)
+
+    def arange(self, n: int, dtype=None) -> Any:
+        dtype = dtype or self.i64
+        if self.kind == "numpy":
+            return np.arange(n, dtype=dtype)
+        return self.xp.arange(n, dtype=dtype, device=self.device)
+
+    def asarray(self, a: Any, dtype=None) -> Any:
+        if self.kind == "numpy":
+            return np.asarray(a, dtype=dtype)
+        if isinstance(a, np.ndarray):
+            t = self.xp.from_numpy(np.ascontiguousarray(a))
+        else:
+            t = self.xp.as_tensor(a)
+        return t.to(device=self.device, dtype=dtype) if dtype is not None else t.to(self.device)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        if self.kind == "numpy":
+            return np.asarray(a)
+        return a.detach().cpu().numpy()
+
+    def astype(self, a: Any, dtype) -> Any:
+        return a.astype(dtype) if self.kind == "numpy" else a.to(dtype)
+
+    def copy(self, a: Any) -> Any:
+        return a.copy() if self.kind == "numpy" else a.clone()
+
+    # -- reshaping and selection --------------------------------------------------------
+    def cat(self, arrays, axis: int = 0) -> Any:
+        return np.concatenate(arrays, axis) if self.kind == "numpy" else self.xp.cat(arrays, axis)
+
+    def stack(self, arrays, axis: int = 0) -> Any:
+        return np.stack(arrays, axis) if self.kind == "numpy" else self.xp.stack(arrays, axis)
+
+    def nonzero(self, a: Any) -> tuple:
+        return np.nonzero(a) if self.kind == "numpy" else self.xp.nonzero(a, as_tuple=True)
+
+    def take_along(self, a: Any, idx: Any, axis: int) -> Any:
+        if self.kind == "numpy":
+            return np.take_along_axis(a, idx, axis)
+        return self.xp.gather(a, axis, idx)
+
+    def argsort(self, a: Any, axis: int = -1) -> Any:
+        """Sort order; callers make keys unique, so stability never matters."""
+        if self.kind == "numpy":
+            return np.argsort(a, axis=axis)
+        return self.xp.argsort(a, dim=axis)
+
+    def amax(self, a: Any, axis: int) -> Any:
+        return a.max(axis) if self.kind == "numpy" else a.amax(axis)
+
+    def amin(self, a: Any, axis: int) -> Any:
+        return a.min(axis) if self.kind == "numpy" else a.amin(axis)
+
+    def minimum(self, a: Any, b: Any) -> Any:
+        return np.minimum(a, b) if self.kind == "numpy" else self.xp.minimum(a, b)
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        return np.maximum(a, b) if self.kind == "numpy" else self.xp.maximum(a, b)
+
+    # -- randomness ------------------------------------------------------------------------
+    def hash32(self, x: Any) -> Any:
+        """A 32-bit integer hash (lowbias32) of int64 values, identical on both backends.
+
+        Products of two 32-bit numbers wrap in int64 on both NumPy and torch; masking
+        keeps the low 32 bits, which is all the hash needs.
+        """
+        x = x & _M32
+        x = x ^ (x >> 16)
+        x = (x * 0x7FEB352D) & _M32
+        x = x ^ (x >> 15)
+        x = (x * 0x846CA68B) & _M32
+        return x ^ (x >> 16)
+
+    def mix(self, *parts: Any) -> Any:
+        """Hash several integer arrays (or ints) together into one 32-bit value each."""
+        h = self.hash32(parts[0])
+        for p in parts[1:]:
+            h = self.hash32(((h * 0x9E3779B1) & _M32) + p)
+        return h
+
+
+def resolve_backend(device: Any) -> Backend:
+    """``"auto"``: torch on CUDA when available, else NumPy. ``"numpy"`` / ``"cpu"``:
+    NumPy. ``"torch"``: torch on CPU. Anything else is a torch device (``"cuda:0"``)."""
+    if device in (None, "auto"):
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                return Backend("torch", "cuda")
+        except ImportError:
+            pass
+        return Backend("numpy")
+    if device in ("numpy", "cpu"):
+        return Backend("numpy")
+    if device == "torch":
+        return Backend("torch", "cpu")
+    return Backend("torch", device)

@@ -1,0 +1,283 @@
+"""``HTMDetector``: HTM anomaly detection as a keyed, batched, prequential operator.
+
+One HTM model (RDSE + time-of-day encoder → spatial pooler → temporal memory) per key;
+a key seen for the first time mid-stream gets a fresh model. Within a micro-batch the
+records of all keys advance in lockstep, so one tensor program serves every key (NumPy
+on CPU; torch when ``device`` is a torch device, CUDA under ``device="auto"``). Each
+record is scored before the model learns from it.
+
+Outputs (default names):
+- ``anomaly_score``: the raw HTM score, fraction of active columns not predicted.
+- ``anomaly_likelihood``: NuPIC's reported score: the log-scaled anomaly likelihood, or
+  1.0 when the value leaves the running range by more than 5 % (spatial check).
+- ``alert`` (when ``alert_threshold`` is set): ``anomaly_likelihood >= alert_threshold``.
+
+The value encoder's resolution is ``resolution``: a number; a ``{key: number}`` dict;
+``"minmax"`` with ``value_range={key: (min, max)}`` (NuPIC's NAB rule, which uses the
+whole file's min and max); or ``"auto"`` (default): NuPIC's rule applied to the first
+``warmup`` records of the key, which the model then learns from. Records of the warm-up
+are scored when they arrive (raw score 1.0: nothing can be predicted yet), so the
+detector never looks ahead.
+
+Bad input: a missing value or timestamp, NaN or infinity is rejected with
+:class:`~stream.errors.BadEventError` naming the source, row and key (or goes to the
+dead-letter sink); a constant stream is fine (its raw scores fall to 0 and the
+likelihood uses NuPIC's wide null distribution); time going backwards is rejected by the
+engine's ``EventTimeOrder`` check before the operator sees it.
+
+Example:
+    >>> import numpy as np, pyarrow as pa
+    >>> from stream import Batch
+    >>> from operators.htm import HTMDetector
+    >>> from operators.htm.model import HTMConfig
+    >>> n = 60
+    >>> ts = np.arange(n, dtype="int64") * 300 * 10**9
+    >>> data = pa.record_batch({"key": ["a"] * n, "timestamp": pa.array(ts, pa.timestamp("ns")),
+    ...                         "value": np.sin(np.arange(n) / 3.0)})
+    >>> det = HTMDetector(config=HTMConfig.small(), resolution=0.1, probationary_period=20)
+    >>> out = det(Batch(data, time_column="timestamp"))
+    >>> out.column_names
+    ['key', 'timestamp', 'value', 'anomaly_score', 'anomaly_likelihood']
+    >>> float(out.numpy("anomaly_score")[0]), float(out.numpy("anomaly_likelihood")[0])
+    (1.0, 0.0301029996658834)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from stream import Batch, Operator
+
+from .encoders import nab_resolution
+from .likelihood import NumentaScore
+from .model import HTMConfig, HTMModel
+
+RESOLUTION_MODES = ("auto", "minmax")
+
+
+class HTMDetector(Operator):
+    """HTM anomaly detector, one model per key, many keys batched.
+
+    Args:
+        config: model hyper-parameters (:class:`~operators.htm.model.HTMConfig`; default
+            NuPIC's NAB detector).
+        resolution: RDSE resolution: a number, ``{key: number}``, ``"minmax"`` or
+            ``"auto"`` (see the module docstring).
+        value_range: ``{key: (min, max)}`` for ``resolution="minmax"``.
+        warmup: records used to choose the resolution under ``"auto"``.
+        probationary_period: records before the likelihood is estimated: an int, or
+            ``{key: int}``; ``rows={key: n}`` instead sets NAB's ``min(0.15 n, 750)``.
+        rows: stream lengths, when known (NAB).
+        spatial_tolerance: the range check's margin (``None``: off).
+        alert_threshold: add an ``alert`` column (``anomaly_likelihood >= threshold``).
+        value_column / time_column: input columns.
+        raw_column / score_column: output names of the raw score and the reported score.
+        device: ``"auto"``, ``"numpy"``, ``"torch"`` (CPU) or a torch device.
+    """
+
+    def __init__(self, config: HTMConfig | None = None, *, resolution: Any = "auto",
+                 value_range: Mapping[Any, tuple[float, float]] | None = None, warmup: int = 100,
+                 probationary_period: int | Mapping[Any, int] = 750,
+                 rows: Mapping[Any, int] | None = None, spatial_tolerance: float | None = 0.05,
+                 alert_threshold: float | None = None, value_column: str = "value",
+                 time_column: str | None = "timestamp", raw_column: str = "anomaly_score",
+                 score_column: str = "anomaly_likelihood", device: Any = "auto",
+                 seed: int | None = None):
+        self.config = config or HTMConfig()
+        if seed is not None:
+            self.config = HTMConfig.from_dict({**self.config.to_dict(), "seed": seed})
+        if isinstance(resolution, str) and resolution not in RESOLUTION_MODES:
+            raise ValueError(f"resolution must be a number, a dict or one of {RESOLUTION_MODES}")
+        if resolution == "minmax" and value_range is None:
+            raise ValueError('resolution="minmax" needs value_range={key: (min, max)}')
+        if self.config.time_of_day and time_column is None:
+            raise ValueError("the time-of-day encoder needs a time_column")
+        self.resolution, self.value_range, self.warmup = resolution, value_range, int(warmup)
+        self.probationary_period, self.rows = probationary_period, rows
+        self.spatial_tolerance, self.alert_threshold = spatial_tolerance, alert_threshold
+        self.value_column, self.time_column = value_column, time_column
+        self.raw_column, self.score_column = raw_column, score_column
+        self.device = device
+        self.model = HTMModel(self.config, device)
+        self._reset_keys()
+
+    def _reset_keys(self) -> None:
+        self.slot: dict[Any, int] = {}
+        self.keys: list[Any] = []
+        self.res: list[float] = []            # per slot; NaN while warming up
+        self.pending: list[list[tuple[float, int]]] = []   # warm-up records per slot
+        self.scorers: list[NumentaScore] = []
+
+    # -- construction for NAB ----------------------------------------------------------
+    @classmethod
+    def for_nab(cls, streams: Mapping[str, Any], seed: int = 0, *, minmax: bool = True,
+                **kwargs: Any) -> HTMDetector:
+        """The NAB configuration: ``streams`` maps file names to objects with ``rows``,
+        ``min`` and ``max`` (``nab_runner.NABStream``). Output columns follow NAB's
+        result files: ``anomaly_score`` is the reported score, ``raw_score`` the raw one."""
+        args: dict[str, Any] = dict(rows={k: s.rows for k, s in streams.items()},
+                                    raw_column="raw_score", score_column="anomaly_score",
+                                    seed=seed)
+        if minmax:
+            args.update(resolution="minmax",
+                        value_range={k: (s.min, s.max) for k, s in streams.items()})
+        args.update(kwargs)
+        return cls(**args)
+
+    # -- the operator contract ------------------------------------------------------------
+    def required_columns(self) -> dict[str, str]:
+        req = {self.value_column: "number"}
+        if self.config.time_of_day:
+            req[self.time_column] = "timestamp"
+        return req
+
+    def _slot_of(self, key: Any) -> int:
+        slot = self.slot.get(key)
+        if slot is not None:
+            return slot
+        slot = len(self.keys)
+        self.slot[key] = slot
+        self.keys.append(key)
+        self.res.append(self._initial_resolution(key))
+        self.pending.append([])
+        self.scorers.append(self._new_scorer(key))
+        if self.model.slots <= slot:
+            self.model.add_slots(max(1, self.model.slots))   # double the capacity
+        return slot
+
+    def _initial_resolution(self, key: Any) -> float:
+        r = self.resolution
+        if isinstance(r, Mapping):
+            if key not in r:
+                raise KeyError(f"no resolution for key {key!r} in the resolution dict")
+            return float(r[key])
+        if r == "minmax":
+            if key not in self.value_range:
+                raise KeyError(f"no value_range for key {key!r}")
+            lo, hi = self.value_range[key]
+            return nab_resolution(lo, hi)
+        if r == "auto":
+            return float("nan")
+        return float(r)
+
+    def _new_scorer(self, key: Any) -> NumentaScore:
+        if self.rows is not None and key in self.rows:
+            return NumentaScore(int(self.rows[key]), spatial_tolerance=self.spatial_tolerance)
+        p = self.probationary_period
+        p = int(p[key]) if isinstance(p, Mapping) else int(p)
+        learning = p // 2
+        return NumentaScore(spatial_tolerance=self.spatial_tolerance, learning_period=learning,
+                            estimation_samples=p - learning)
+
+    def _times(self, batch: Batch) -> np.ndarray:
+        if not self.config.time_of_day:
+            return np.zeros(batch.num_rows, dtype=np.int64)
+        arr = batch.column(self.time_column)
+        if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
+            arr = arr.cast(pa.timestamp("ns"))
+        return arr.to_numpy(zero_copy_only=False).astype("int64", copy=False)
+
+    def process(self, batch: Batch) -> Batch:
+        values = np.asarray(batch.numpy(self.value_column), dtype=np.float64)
+        times = self._times(batch)
+        groups = batch.key_groups()
+        raw = np.empty(batch.num_rows)
+        # rows that go through the model now: (slot, row); warm-up rows wait
+        slot_rows: list[tuple[int, np.ndarray]] = []
+        for key, idx in groups.items():
+            slot = self._slot_of(key)
+            if np.isnan(self.res[slot]):
+                idx = self._warm_up(slot, idx, values, times, raw)
+            if len(idx):
+                slot_rows.append((slot, idx))
+        self._run_lockstep(slot_rows, values, times, raw)
+        score = np.empty(batch.num_rows)
+        for key, idx in groups.items():
+            scorer = self.scorers[self.slot[key]]
+            for i in idx:
+                score[i] = scorer.update(float(values[i]), float(raw[i]))[0]
+        out = {self.raw_column: raw, self.score_column: score}
+        if self.alert_threshold is not None:
+            out["alert"] = score >= self.alert_threshold
+        return batch.with_columns(out)
+
+    def _warm_up(self, slot: int, idx: np.ndarray, values: np.ndarray, times: np.ndarray,
+                 raw: np.ndarray) -> np.ndarray:
+        """Hold records until ``warmup`` are seen, then fix the resolution and learn them."""
+        pend = self.pending[slot]
+        need = max(1, self.warmup) - len(pend)
+        held, rest = idx[:need], idx[need:]
+        pend.extend((float(values[i]), int(times[i])) for i in held)
+        raw[held] = 1.0
+        if len(pend) >= max(1, self.warmup):
+            v = np.array([p[0] for p in pend])
+            self.res[slot] = nab_resolution(v.min(), v.max())
+            t = np.array([p[1] for p in pend], dtype=np.int64)
+            for j in range(len(v)):   # learn the warm-up records, one step each
+                self.model.step(np.array([slot]), v[j:j + 1], np.array([self.res[slot]]),
+                                t[j:j + 1])
+            self.pending[slot] = []
+        return rest
+
+    def _run_lockstep(self, slot_rows: list[tuple[int, np.ndarray]], values: np.ndarray,
+                      times: np.ndarray, raw: np.ndarray) -> None:
+        """Step j advances every key that has a j-th row in this batch, all at once."""
+        if not slot_rows:
+            return
+        lengths = np.array([len(r) for _, r in slot_rows])
+        slots = np.array([s for s, _ in slot_rows])
+        rows = np.full((len(slot_rows), lengths.max()), -1, dtype=np.int64)
+        for i, (_, r) in enumerate(slot_rows):
+            rows[i, :len(r)] = r
+        res = np.array(self.res)
+        for j in range(lengths.max()):
+            live = lengths > j
+            s, r = slots[live], rows[live, j]
+            raw[r] = self.model.step(s, values[r], res[s], times[r])
+
+    # -- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "keys": list(self.keys),
+            "resolution": np.array(self.res, dtype=np.float64),
+            "pending": [np.array(p, dtype=np.float64).reshape(-1, 2)[:, 0] for p in self.pending],
+            "pending_t": [np.array([t for _, t in p], dtype=np.int64) for p in self.pending],
+            "scorers": [s.state_dict() for s in self.scorers],
+            "model": self.model.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if HTMConfig.from_dict(state["config"]) != self.config:
+            raise ValueError("the checkpoint's HTM configuration differs from this detector's")
+        self._reset_keys()
+        self.model = HTMModel(self.config, self.device)
+        keys = list(state["keys"])
+        for key in keys:
+            self._slot_of(key)
+        self.res = [float(r) for r in np.asarray(state["resolution"])]
+        self.pending = [[(float(v), int(t)) for v, t in zip(vs, ts)]
+                        for vs, ts in zip(state["pending"], state["pending_t"])]
+        for scorer, s in zip(self.scorers, state["scorers"]):
+            scorer.load_state_dict(s)
+        self.model.load_state_dict(state["model"])
+
+    def to(self, device: Any) -> HTMDetector:
+        state = self.model.state_dict()
+        self.device = device
+        self.model = HTMModel(self.config, device)
+        self.model.load_state_dict(state)
+        return self
+
+    def summary(self) -> dict[str, Any]:
+        """Run-summary metrics: keys, state size, segment capacity, backend."""
+        return {"keys": len(self.keys), "state_bytes": self.model.memory_bytes(),
+                "segments_per_column": self.model.tm.segments_per_column,
+                "backend": f"{self.model.be.kind}:{self.model.be.device}"}
+
+    def __repr__(self) -> str:
+        return f"HTMDetector(seed={self.config.seed}, resolution={self.resolution!r})"

@@ -1,0 +1,136 @@
+"""Spatial pooler for many keys at once: sparse input bits → 40 of 2048 active columns.
+
+NuPIC's NAB parameters: every column sees a random 80 % of the input bits
+(``potential_pct``), half of them start connected (permanence uniform in
+``[connected, 1]``, the others uniform in ``[0, connected)``); global inhibition keeps
+the ``num_active`` columns with the largest overlap (count of connected synapses on
+active bits), ties broken by a fixed random rank per column; learning moves the
+permanences of the winning columns up by ``syn_perm_active_inc`` on active bits and
+down by ``syn_perm_inactive_dec`` on the rest, clipped to ``[0, 1]`` with values below
+``syn_perm_active_inc / 2`` trimmed to 0. Boosting is off (NAB's ``boostStrength=0``).
+
+State is one permanence tensor ``perm[key, column, input]`` (float32; ``-1`` marks a
+bit outside the column's potential pool), with a derived bitmap ``conn[key, input,
+column]`` of connected synapses: the overlap gathers the ~42 active input rows of the
+bitmap, learning rewrites the 40 winning columns' rows of ``perm`` (contiguous) and
+flips the few bitmap entries whose permanence crossed the threshold.
+
+Example:
+    >>> import numpy as np
+    >>> from operators.htm.backend import Backend
+    >>> be = Backend("numpy")
+    >>> sp = SpatialPooler(be, input_size=64, columns=128, num_active=8, seed=0)
+    >>> sp.add_slots(2)
+    >>> bits = np.array([[1, 2, 3, 4], [1, 2, 3, 4]])
+    >>> ok = np.ones((2, 4), bool)
+    >>> a = sp.compute(np.array([0, 1]), bits, ok, learn=True)
+    >>> a.shape, bool((a[0] == a[1]).all())      # same seed, same input, same columns
+    ((2, 8), True)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .backend import Backend
+
+
+class SpatialPooler:
+    """Batched spatial pooler; slot ``i`` of every state tensor belongs to one key."""
+
+    def __init__(self, be: Backend, input_size: int, columns: int = 2048, num_active: int = 40,
+                 potential_pct: float = 0.8, connected: float = 0.2, active_inc: float = 0.003,
+                 inactive_dec: float = 0.0005, init_connected_pct: float = 0.5, seed: int = 1956):
+        if not 0 < num_active <= columns:
+            raise ValueError(f"num_active must be in 1..{columns}, got {num_active}")
+        self.be = be
+        self.input_size, self.columns, self.num_active = input_size, columns, num_active
+        self.connected, self.active_inc, self.inactive_dec = connected, active_inc, inactive_dec
+        self.trim = active_inc / 2
+        rng = np.random.default_rng(seed)
+        perm = np.full((input_size, columns), -1.0, dtype=np.float32)
+        n_pot = int(round(potential_pct * input_size))
+        for c in range(columns):
+            pool = rng.choice(input_size, n_pot, replace=False)
+            conn = rng.random(n_pot) < init_connected_pct
+            r = rng.random(n_pot)
+            p = np.where(conn, connected + (1.0 - connected) * r, connected * r)
+            p[p < self.trim] = 0.0
+            perm[pool, c] = p
+        self._initial = np.ascontiguousarray(perm.T)                   # (columns, inputs)
+        # unique integer tie-break per column: score = overlap * columns + rank
+        self._rank = be.asarray(rng.permutation(columns), be.i64)
+        self.perm = be.zeros((0, columns, input_size), be.f32)
+        self.conn = be.zeros((0, input_size + 1, columns), be.b)
+
+    @property
+    def slots(self) -> int:
+        return self.perm.shape[0]
+
+    def add_slots(self, n: int) -> None:
+        """Append ``n`` fresh (initial-state) slots."""
+        fresh = self.be.asarray(np.broadcast_to(self._initial, (n, *self._initial.shape)).copy())
+        self.perm = self.be.cat([self.perm, fresh], 0)
+        self.conn = self.be.cat([self.conn, self._connected(fresh)], 0)
+
+    def _connected(self, perm: Any) -> Any:
+        """``conn[key, input, column]``, plus an always-off input row for padding bits."""
+        be = self.be
+        conn = perm >= self.connected
+        conn = conn.permute(0, 2, 1) if be.kind == "torch" else conn.transpose(0, 2, 1)
+        pad = be.zeros((conn.shape[0], 1, self.columns), be.b)
+        out = be.cat([conn, pad], 1)
+        return out.contiguous() if be.kind == "torch" else np.ascontiguousarray(out)
+
+    def compute(self, slots: Any, bits: Any, valid: Any, learn: bool = True) -> Any:
+        """Active columns ``(len(slots), num_active)``, ascending, for input bit indices."""
+        be = self.be
+        slots = be.asarray(slots, be.i64)
+        bits = be.asarray(bits, be.i64)
+        valid = be.asarray(valid, be.b)
+        # duplicate bits point at the always-off row so they count once
+        gather = be.xp.where(valid, bits, self.input_size)
+        rows = self.conn[slots[:, None], gather]                       # (B, w, C)
+        overlap = be.astype(rows.sum(1), be.i64)
+        score = overlap * self.columns + self._rank[None, :]
+        if be.kind == "numpy":
+            top = np.argpartition(-score, self.num_active - 1, axis=1)[:, :self.num_active]
+        else:
+            top = be.xp.topk(score, self.num_active, dim=1).indices
+        cols = be.xp.sort(top, axis=1) if be.kind == "numpy" else be.xp.sort(top, dim=1).values
+        if learn:
+            self._learn(slots, bits, cols)
+        return cols
+
+    def _learn(self, slots: Any, bits: Any, cols: Any) -> None:
+        be = self.be
+        b = slots.shape[0]
+        # an invalid entry only repeats an earlier bit of its row, so every entry is "on"
+        on = be.zeros((b, self.input_size), be.b)
+        on[be.arange(b)[:, None], bits] = True
+        ki = slots[:, None]
+        p = self.perm[ki, cols]                                         # (B, A, I)
+        delta = be.xp.where(on[:, None, :], be.asarray(self.active_inc, be.f32),
+                            be.asarray(-self.inactive_dec, be.f32))
+        q = (p + delta).clip(0.0, 1.0)
+        q = be.xp.where(q < self.trim, be.asarray(0.0, be.f32), q)
+        q = be.xp.where(p >= 0, q, p)
+        self.perm[ki, cols] = q
+        # keep the (input, column) connection bitmap in step: only crossings change it
+        now = q >= self.connected
+        cb, ca, ci = be.nonzero(now != (p >= self.connected))
+        if ci.shape[0]:
+            self.conn[slots[cb], ci, cols[cb, ca]] = now[cb, ca, ci]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"perm": self.be.to_numpy(self.perm).copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        perm = np.asarray(state["perm"], dtype=np.float32)
+        if perm.shape[1:] != self._initial.shape:
+            raise ValueError(f"spatial pooler state has shape {perm.shape[1:]}, "
+                             f"model expects {self._initial.shape}")
+        self.perm = self.be.asarray(perm.copy())
+        self.conn = self._connected(self.perm)

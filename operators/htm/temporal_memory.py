@@ -1,0 +1,366 @@
+"""Temporal memory for many keys at once: sequence learning on the active columns.
+
+The algorithm is NuPIC's/htm.core's temporal memory with NAB's parameters (32 cells per
+column, activation threshold 13, min threshold 10, 20 new synapses, initial permanence
+0.21, increment and decrement 0.1, connected at 0.5):
+
+1. A column whose cells had an *active* segment (≥ ``activation_threshold`` connected
+   synapses onto cells active at t-1) is predicted: those cells become active and
+   winners, and their active segments learn.
+2. Any other active column bursts (all cells active). Its best *matching* segment
+   (≥ ``min_threshold`` potential synapses onto active cells) learns; without one, the
+   cell with the fewest segments (random tie-break) grows a new segment onto the
+   previous winner cells.
+3. Learning segments reinforce synapses onto previously active cells, weaken the
+   others, and grow ``new_synapse_count - active potential synapses`` new synapses to
+   randomly chosen previous winner cells (replacing the weakest when the segment is
+   full at ``max_synapses_per_segment``).
+4. With ``predicted_segment_decrement > 0``, matching segments in columns that were
+   predicted but did not become active are punished (this needs every segment's
+   activity each step, so it is the slow path).
+5. Raw anomaly score = fraction of active columns that were not predicted.
+
+Optional backtracking (NuPIC's ``BacktrackingTM`` inference, ``max_backtrack > 0``):
+when fewer than half of the active columns were predicted, the model replays the last
+few inputs (at most ``max_backtrack``) starting from each one in turn, from the first
+cell of each column ("start cells"), and adopts the first start point whose replay stays
+in sequence up to now. Its active cells then make the prediction for the next step, so a
+sequence entered at an unexpected point is picked up again after one input instead of
+bursting until the model relearns the context.
+
+Data layout (why it is fast across keys): segments live in fixed-capacity per-column
+buckets, ``pre[key, column, segment, synapse]`` (presynaptic cell) and
+``perm[key, column, segment, synapse]`` (permanence in units of 1/10000, int16, 0 =
+no synapse). A step only needs the segments of the ~40 active columns, so it gathers
+``(keys, 40, S, 32)`` blocks and looks their presynaptic cells up in the active-cell
+bitmap of t-1. When a column's bucket is full its least recently used segment is
+replaced (NuPIC caps segments per cell instead; here the cap is per column,
+``max_segments_per_column``). Capacity grows by doubling as needed.
+
+Example:
+    >>> import numpy as np
+    >>> from operators.htm.backend import Backend
+    >>> tm = TemporalMemory(Backend("numpy"), columns=64, cells_per_column=4,
+    ...                     activation_threshold=3, min_threshold=2, new_synapse_count=4)
+    >>> tm.add_slots(1)
+    >>> seq = [np.array([[0, 1, 2, 3]]), np.array([[10, 11, 12, 13]]), np.array([[20, 21, 22, 23]])]
+    >>> scores = [float(tm.compute(np.array([0]), s)[0]) for _ in range(20) for s in seq]
+    >>> scores[:3], scores[-3:]
+    ([1.0, 1.0, 1.0], [0.0, 0.0, 0.0])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .backend import Backend
+
+PERM_SCALE = 10000  # permanences are stored as int16 multiples of 1/PERM_SCALE
+
+
+def _units(p: float) -> int:
+    return int(round(p * PERM_SCALE))
+
+
+class TemporalMemory:
+    """Batched temporal memory; slot ``i`` of every state tensor belongs to one key."""
+
+    def __init__(self, be: Backend, columns: int = 2048, cells_per_column: int = 32,
+                 activation_threshold: int = 13, min_threshold: int = 10,
+                 new_synapse_count: int = 20, initial_permanence: float = 0.21,
+                 connected_permanence: float = 0.5, permanence_increment: float = 0.1,
+                 permanence_decrement: float = 0.1, predicted_segment_decrement: float = 0.0,
+                 max_synapses_per_segment: int = 32, max_segments_per_column: int = 64,
+                 initial_segments_per_column: int = 8, max_backtrack: int = 0, seed: int = 1960):
+        self.be = be
+        self.columns, self.cells = columns, cells_per_column
+        self.activation_threshold, self.min_threshold = activation_threshold, min_threshold
+        self.new_synapse_count = new_synapse_count
+        self.init_perm = _units(initial_permanence)
+        self.connected = _units(connected_permanence)
+        self.inc, self.dec = _units(permanence_increment), _units(permanence_decrement)
+        self.punish = _units(predicted_segment_decrement)
+        self.max_syn = max_synapses_per_segment
+        self.max_seg = max_segments_per_column
+        self.max_backtrack = max_backtrack
+        self.seed = seed
+        s0 = min(initial_segments_per_column, max_segments_per_column)
+        self.num_active: int | None = None
+        self._alloc(0, s0, 0)
+
+    # -- state ---------------------------------------------------------------------
+    def _alloc(self, k: int, s: int, a: int) -> None:
+        be, c, m = self.be, self.columns, self.max_syn
+        self.seg_cell = be.full((k, c, s), -1, be.i16)
+        self.seg_last = be.zeros((k, c, s), be.i64)
+        self.pre = be.zeros((k, c, s, m), be.i32)
+        self.perm = be.zeros((k, c, s, m), be.i16)
+        self.active = be.zeros((k, c * self.cells), be.b)
+        self.prev_cols = be.zeros((k, a), be.i64)
+        self.winners = be.full((k, a), -1, be.i64)
+        self.step = be.zeros((k,), be.i64)
+        # backtracking: the last inputs (active columns) of each key, oldest first
+        self.history = be.full((k, self.max_backtrack, a), -1, be.i64)
+
+    @property
+    def slots(self) -> int:
+        return self.step.shape[0]
+
+    @property
+    def segments_per_column(self) -> int:
+        return self.seg_cell.shape[2]
+
+    def add_slots(self, n: int) -> None:
+        """Append ``n`` empty slots (new keys)."""
+        be = self.be
+        a = self.num_active or 0
+        fresh = TemporalMemory.__new__(TemporalMemory)
+        fresh.__dict__.update(self.__dict__)
+        fresh._alloc(n, self.segments_per_column, a)
+        for name in self._STATE:
+            setattr(self, name, be.cat([getattr(self, name), getattr(fresh, name)], 0))
+
+    _STATE = ("seg_cell", "seg_last", "pre", "perm", "active", "prev_cols", "winners", "step",
+              "history")
+
+    def _grow_segments(self) -> None:
+        """Double the per-column segment capacity of every slot."""
+        be, s = self.be, self.segments_per_column
+        new = min(2 * s, self.max_seg)
+        k, c = self.slots, self.columns
+
+        def pad(x, fill, shape):
+            return be.cat([x, be.full(shape, fill, x.dtype)], 2)
+
+        self.seg_cell = pad(self.seg_cell, -1, (k, c, new - s))
+        self.seg_last = pad(self.seg_last, 0, (k, c, new - s))
+        self.pre = pad(self.pre, 0, (k, c, new - s, self.max_syn))
+        self.perm = pad(self.perm, 0, (k, c, new - s, self.max_syn))
+
+    def _set_num_active(self, a: int) -> None:
+        if self.num_active is None:
+            self.num_active = a
+            k = self.slots
+            self.prev_cols = self.be.zeros((k, a), self.be.i64)
+            self.winners = self.be.full((k, a), -1, self.be.i64)
+            self.history = self.be.full((k, self.max_backtrack, a), -1, self.be.i64)
+        elif a != self.num_active:
+            raise ValueError(f"temporal memory expects {self.num_active} active columns, got {a}")
+
+    def state_dict(self) -> dict[str, Any]:
+        out = {name: self.be.to_numpy(getattr(self, name)).copy() for name in self._STATE}
+        out["num_active"] = -1 if self.num_active is None else int(self.num_active)
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        a = int(state["num_active"])
+        self.num_active = None if a < 0 else a
+        for name in self._STATE:
+            setattr(self, name, self.be.asarray(np.asarray(state[name]).copy()))
+
+    # -- one step --------------------------------------------------------------------------
+    def _segment_activity(self, ki: Any, cols: Any, active: Any,
+                          rows: Any = None) -> tuple[Any, ...]:
+        """For the segments of ``cols`` of slots ``ki``: counts of active connected and
+        active potential synapses, given the flat active-cell bitmap ``active`` whose
+        row ``rows`` (default: the slot) belongs to each slot."""
+        be = self.be
+        pre = self.pre[ki, cols]                                        # (B, A, S, M)
+        perm = self.perm[ki, cols]
+        base = ((ki if rows is None else rows) * (self.columns * self.cells))[:, :, None, None]
+        act = active[base + be.astype(pre, be.i64)] & (perm > 0)
+        npot = act.sum(-1)
+        nconn = (act & (perm >= self.connected)).sum(-1)
+        return pre, perm, act, npot, nconn
+
+    def _predicted(self, ki: Any, cols: Any, active: Any, rows: Any) -> tuple[Any, Any]:
+        """Active segments (B, A, S) and cell-in-column of each segment, for inference."""
+        _, _, _, _, nconn = self._segment_activity(ki, cols, active, rows)
+        scell = self.seg_cell[ki, cols]
+        return (scell >= 0) & (nconn >= self.activation_threshold), scell
+
+    def compute(self, slots: Any, cols: Any, learn: bool = True) -> Any:
+        """One record per slot: active columns ``cols`` (B, A) → raw anomaly scores (B,)."""
+        be = self.be
+        slots = be.asarray(slots, be.i64)
+        cols = be.asarray(cols, be.i64)
+        b, a = cols.shape
+        self._set_num_active(a)
+        n, s_cap = self.cells, self.segments_per_column
+        ki = slots[:, None]
+        flat_active = self.active.reshape(-1)
+        pre, perm, act, npot, nconn = self._segment_activity(ki, cols, flat_active)
+        scell = self.seg_cell[ki, cols]                                 # (B, A, S)
+        slast = self.seg_last[ki, cols]
+        valid = scell >= 0
+        active_seg = valid & (nconn >= self.activation_threshold)
+        matching = valid & (npot >= self.min_threshold)
+        predicted = active_seg.any(-1)                                  # (B, A)
+        scores = 1.0 - be.astype(predicted.sum(-1), be.f64) / a
+        step = self.step[slots]
+        has_prev = (step > 0)[:, None]
+
+        cell_ids = be.arange(n)
+        onehot = (be.astype(scell, be.i64)[..., None] == cell_ids)      # (B, A, S, N)
+        pred_cells = (onehot & active_seg[..., None]).any(2)            # (B, A, N)
+        burst = ~predicted
+        any_match = matching.any(-1)
+        seg_ids = be.arange(s_cap)
+        best = (be.xp.where(matching, npot * 1024 + (1023 - seg_ids), -1)).argmax(-1)
+        # least-used cell with a random tie-break, for columns without a matching segment
+        counts = be.astype((onehot & valid[..., None]).sum(2), be.i64)  # (B, A, N)
+        rnd = be.mix(self.seed, step[:, None, None], cols[:, :, None], cell_ids[None, None, :])
+        least = (counts * (1 << 32) + rnd).argmin(-1)
+        best_cell = be.astype(be.take_along(scell, best[..., None], 2)[..., 0], be.i64)
+        first_pred = be.astype(pred_cells, be.i64).argmax(-1)
+        winner_cell = be.xp.where(predicted, first_pred, be.xp.where(any_match, best_cell, least))
+        new_seg = burst & ~any_match & has_prev
+        if learn and s_cap < self.max_seg and bool((new_seg & valid.all(-1)).any()):
+            self._grow_segments()
+            return self._recompute(slots, cols, learn)
+
+        # new active cells and winners
+        new_active = be.xp.where(burst[..., None], True, pred_cells)
+        if self.max_backtrack > 0:
+            new_active = self._backtrack(slots, cols, predicted, new_active)
+        winners = cols * n + winner_cell
+        if learn:
+            self._learn(slots, cols, step, pre, perm, act, npot, scell, slast, active_seg,
+                        predicted, any_match, best, new_seg, winner_cell, seg_ids)
+            if self.punish > 0:
+                self._punish(slots, cols, step, flat_active)
+        # advance: clear the cells of last step's columns, set this step's
+        ar_n = cell_ids[None, None, :]
+        rows = slots[:, None, None]
+        self.active[rows, self.prev_cols[slots][:, :, None] * n + ar_n] = False
+        self.active[rows, cols[:, :, None] * n + ar_n] = new_active
+        self.prev_cols[slots] = cols
+        self.winners[slots] = winners
+        self.step[slots] = step + 1
+        if self.max_backtrack > 0:
+            hist = self.history[slots]
+            self.history[slots] = be.cat([hist[:, 1:], cols[:, None, :]], 1)
+        return scores
+
+    def _recompute(self, slots: Any, cols: Any, learn: bool) -> Any:
+        return self.compute(slots, cols, learn)
+
+    def _learn(self, slots, cols, step, pre, perm, act, npot, scell, slast, active_seg,
+               predicted, any_match, best, new_seg, winner_cell, seg_ids) -> None:
+        be = self.be
+        b, a, s_cap = scell.shape
+        burst = ~predicted
+        best_hot = best[..., None] == seg_ids
+        # slot for a new segment: a free one, else the least recently used
+        free = scell < 0
+        slot_key = be.xp.where(free, seg_ids - s_cap, be.astype(slast, be.i64) * s_cap + seg_ids)
+        new_slot = slot_key.argmin(-1)
+        new_hot = (new_slot[..., None] == seg_ids) & new_seg[..., None]
+        learning = ((predicted[..., None] & active_seg)
+                    | ((burst & any_match)[..., None] & best_hot) | new_hot)
+        lk, la, ls = be.nonzero(learning)
+        if lk.shape[0] == 0:
+            return
+        is_new = new_hot[lk, la, ls]
+        pre_l = pre[lk, la, ls]                                          # (L, M)
+        perm_l = perm[lk, la, ls]
+        act_l = act[lk, la, ls]
+        zero16 = be.asarray(0, be.i16)
+        perm_l = be.xp.where(is_new[:, None], zero16, perm_l)
+        act_l = act_l & ~is_new[:, None]
+        # reinforce synapses onto previously active cells, weaken the others
+        delta = be.xp.where(act_l, self.inc, -self.dec)
+        adapted = be.astype((be.astype(perm_l, be.i32) + delta).clip(0, PERM_SCALE), be.i16)
+        perm_l = be.xp.where(perm_l > 0, adapted, perm_l)
+        # grow synapses onto previous winner cells not yet on the segment
+        n_grow = be.xp.where(is_new, self.new_synapse_count,
+                             (self.new_synapse_count - npot[lk, la, ls]).clip(0, None))
+        cand = self.winners[slots[lk]]                                  # (L, W)
+        w = cand.shape[1]
+        present = ((be.astype(pre_l, be.i64)[:, None, :] == cand[:, :, None])
+                   & (perm_l > 0)[:, None, :]).any(-1)
+        ok = (cand >= 0) & ~present
+        cidx = be.arange(w)
+        rnd = be.mix(self.seed + 1, step[lk][:, None], cols[lk, la][:, None], ls[:, None],
+                     cand)
+        order = be.argsort(be.xp.where(ok, rnd * 1024 + cidx, (1 << 50) + cidx), 1)
+        chosen = be.take_along(cand, order, 1)
+        n_ok = ok.sum(-1)
+        g = min(w, self.max_syn)
+        n_take = be.minimum(n_grow, n_ok).clip(0, g)
+        slot_order = be.argsort(be.astype(perm_l, be.i64) * self.max_syn + be.arange(self.max_syn), 1)
+        take = be.arange(g)[None, :] < n_take[:, None]                   # (L, g)
+        rows = be.xp.where(take, be.arange(lk.shape[0])[:, None], -1)
+        sel_rows = rows[take]
+        sel_slots = slot_order[:, :g][take]
+        pre_l[sel_rows, sel_slots] = be.astype(chosen[:, :g][take], be.i32)
+        perm_l[sel_rows, sel_slots] = self.init_perm
+        # write back only the learning segments
+        key, col = slots[lk], cols[lk, la]
+        self.pre[key, col, ls] = pre_l
+        self.perm[key, col, ls] = perm_l
+        self.seg_last[key, col, ls] = step[lk]
+        new_cell = be.astype(winner_cell[lk, la], be.i16)
+        self.seg_cell[key, col, ls] = be.xp.where(is_new, new_cell, scell[lk, la, ls])
+
+    def _punish(self, slots: Any, cols: Any, step: Any, flat_active: Any) -> None:
+        """Weaken matching segments of columns that did not become active (slow path)."""
+        be = self.be
+        b = slots.shape[0]
+        all_cols = be.arange(self.columns)[None, :].expand(b, -1) if be.kind == "torch" \
+            else np.broadcast_to(np.arange(self.columns), (b, self.columns))
+        ki = slots[:, None]
+        _, perm, act, npot, _ = self._segment_activity(ki, all_cols, flat_active)
+        valid = self.seg_cell[ki, all_cols] >= 0
+        inactive = be.full((b, self.columns), True, be.b)
+        inactive[be.arange(b)[:, None], cols] = False
+        hit = valid & (npot >= self.min_threshold) & inactive[:, :, None]
+        pk, pc, ps = be.nonzero(hit)
+        if pk.shape[0] == 0:
+            return
+        p = perm[pk, pc, ps]
+        q = be.astype((be.astype(p, be.i32) - self.punish).clip(0, PERM_SCALE), be.i16)
+        self.perm[slots[pk], pc, ps] = be.xp.where(act[pk, pc, ps] & (p > 0), q, p)
+
+    def _backtrack(self, slots: Any, cols: Any, predicted: Any, new_active: Any) -> Any:
+        """Replace the active cells of keys that lost the sequence (see module doc)."""
+        be = self.be
+        n = self.cells
+        lost = be.astype(predicted, be.i64).sum(-1) * 2 < predicted.shape[1]
+        lost = lost & (self.step[slots] > 0)
+        idx = be.nonzero(lost)[0]
+        if idx.shape[0] == 0:
+            return new_active
+        ks = slots[idx]
+        hist = self.history[ks]                                          # (L, T, A)
+        seq = be.cat([hist, cols[idx][:, None, :]], 1)
+        t_len = seq.shape[1]
+        found = be.full((idx.shape[0],), False, be.b)
+        result = new_active[idx]
+        cell_ids = be.arange(n)
+        for start in range(t_len - 1):
+            todo = ~found & (seq[:, start, 0] >= 0)
+            if not bool(todo.any()):
+                continue
+            # a private bitmap for the replay: start cells of the first input
+            bitmap = be.zeros((idx.shape[0], self.columns * n), be.b)
+            rows = be.arange(idx.shape[0])[:, None]
+            bitmap[rows, seq[:, start] * n] = True
+            ok = be.full((idx.shape[0],), True, be.b)
+            cells = None
+            for t in range(start + 1, t_len):
+                act_seg, scell = self._predicted(ks[:, None], seq[:, t], bitmap.reshape(-1), rows)
+                pred = act_seg.any(-1)
+                ok = ok & (be.astype(pred, be.i64).sum(-1) * 2 >= pred.shape[1])
+                onehot = be.astype(scell, be.i64)[..., None] == cell_ids
+                cells = be.xp.where((~pred)[..., None], True, (onehot & act_seg[..., None]).any(2))
+                bitmap = be.zeros((idx.shape[0], self.columns * n), be.b)
+                bitmap[rows[:, :, None], seq[:, t][:, :, None] * n + cell_ids] = cells
+            take = todo & ok
+            result = be.xp.where(take[:, None, None], cells, result)
+            found = found | take
+        new_active = be.copy(new_active)
+        new_active[idx] = result
+        return new_active
