@@ -123,7 +123,7 @@ class CheckpointStore:
         folder = f"{self.root}/ckpt-{seq:08d}"
         try:
             manifest = json.loads(self._read(f"{folder}/MANIFEST.json"))
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError for flipped bytes
             raise CheckpointError(f"{folder}/MANIFEST.json is not valid JSON: {exc}") from exc
         if manifest.get("format") != FORMAT:
             raise CheckpointError(f"{folder}/MANIFEST.json: unknown format {manifest.get('format')!r}")

@@ -5,8 +5,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from river import datasets
+from running_sum import RunningSum
 from streams import make_stream
-from test_connectors_sinks import RunningSum
 
 from connectors.memory import MemorySink, MemorySource
 from stream import CheckpointStore, SchemaError, run

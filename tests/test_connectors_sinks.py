@@ -6,34 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from connector_data import FORMATS, read_all, source
+from running_sum import RunningSum
 from streams import make_stream
 
-from stream import Batch, CheckpointError, CheckpointStore, Operator, SchemaError, run
-
-
-class RunningSum(Operator):
-    """Per-key running sum of x (the state a resumed run must carry on exactly)."""
-
-    requires = {"x": "number"}
-
-    def __init__(self):
-        self.sums: dict = {}
-
-    def process(self, batch):
-        out = np.empty(batch.num_rows)
-        x = batch.numpy("x")
-        for key, idx in batch.key_groups().items():
-            # accumulate from the carried sum, so batch boundaries change no bit
-            running = np.cumsum(np.concatenate([[self.sums.get(key, 0.0)], x[idx]]))[1:]
-            out[idx] = running
-            self.sums[key] = float(running[-1])
-        return batch.with_columns({"sum": out})
-
-    def state_dict(self):
-        return {"sums": dict(self.sums)}
-
-    def load_state_dict(self, state):
-        self.sums = dict(state["sums"])
+from stream import Batch, CheckpointError, CheckpointStore, SchemaError, run
 
 
 def test_running_sum_meets_the_operator_contract():

@@ -1,0 +1,57 @@
+"""The job the reliability test runs (and kills) in a subprocess.
+
+    python tests/reliability_job.py INPUT.csv OUTPUT CHECKPOINTS [--resume] [--pause S]
+
+A recorded CSV stream → per-key running sum → CSV sink (committed part files), with a
+checkpoint every few small batches. ``--pause`` slows each batch down so the test can
+kill the run part-way. Prints the run summary as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from running_sum import RunningSum  # noqa: E402
+
+from connectors.csv import CSVSink, CSVSource  # noqa: E402
+from stream import Operator, run  # noqa: E402
+
+
+class Pause(Operator):
+    """Sleeps per batch: stands in for a slow model."""
+
+    def __init__(self, seconds: float = 0.0):
+        self.seconds = seconds
+
+    def process(self, batch):
+        time.sleep(self.seconds)
+        return batch
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("checkpoints")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--pause", type=float, default=0.0)
+    p.add_argument("--batch-size", type=int, default=40)
+    p.add_argument("--every", type=int, default=20, help="checkpoint every N batches")
+    args = p.parse_args()
+    summary = run(CSVSource(args.input, key="key", time="ts", batch_size=args.batch_size),
+                  RunningSum() | Pause(args.pause), CSVSink(args.output),
+                  batch_size=args.batch_size, checkpoint=args.checkpoints,
+                  checkpoint_every_batches=args.every, resume=args.resume)
+    print(json.dumps({k: summary[k] for k in ("events", "events_total", "checkpoints",
+                                              "resumed_from")}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
