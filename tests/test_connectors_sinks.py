@@ -132,3 +132,30 @@ def test_run_stopped_and_resumed_writes_every_row_once(tmp_path, fmt):
     for k in set(keys):
         np.testing.assert_allclose(full.column("sum").to_numpy()[keys == k],
                                    np.cumsum(data.column("x").to_numpy()[keys == k]))
+
+
+def test_built_from_a_pipeline_file(tmp_path):
+    """The [source] / [sink] sections pass their keys to the constructors."""
+    from stream.config import build, parse
+
+    inp = tmp_path / "in.csv"
+    inp.write_text("when;device;x\n2024-01-01T00:00:00;a;1\n2024-01-01T00:01:00;a;2\n")
+    spec = parse(f"""
+[source]
+type = "csv"
+path = "{inp}"
+key = "device"
+time = "when"
+delimiter = ";"
+batch_size = 1
+column_types = {{ x = "float64" }}
+[sink]
+type = "parquet"
+path = "file://{tmp_path}/out.parquet"
+""")
+    built = build(spec)
+    summary = run(built.source, RunningSum(), built.sink, checkpoint=str(tmp_path / "ck"))
+    assert summary["events"] == 2
+    got, _ = read_all(source("parquet", str(tmp_path / "out.parquet")))
+    assert got.column("sum").to_pylist() == [1.0, 3.0]
+    assert os.listdir(tmp_path / "out.parquet") == ["part-00000.parquet"]
