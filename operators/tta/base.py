@@ -224,6 +224,8 @@ class TTAOperator(Operator):
         self._shape = chw
 
     def check_rows(self, batch: Batch) -> tuple[np.ndarray, list[str]] | None:
+        if batch.num_rows == 0:
+            return None
         arr = batch.column(self.column)
         bad = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else \
             np.zeros(batch.num_rows, dtype=bool)
