@@ -161,10 +161,11 @@ class Batch:
             return arr.to_numpy(zero_copy_only=False).view(np.int64)
         return arr.to_numpy(zero_copy_only=False)
 
-    def key_groups(self) -> dict[Any, np.ndarray]:
-        """Row indices of each key, in stream order within each key."""
-        if self.key_column not in self:
-            return {"": np.arange(self.num_rows)}
+    def key_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct keys (sorted) and each row's index into them, like ``np.unique``.
+
+        Requires a key column (see :meth:`key_groups` for streams without one).
+        """
         col = self.column(self.key_column)
         typ = col.type
         if col.null_count == 0 and (pa.types.is_string(typ) or pa.types.is_large_string(typ)
@@ -176,9 +177,14 @@ class Batch:
             by_key = np.argsort(uniq, kind="stable")
             rank = np.empty(len(uniq), dtype=np.int64)
             rank[by_key] = np.arange(len(uniq))
-            uniq, inverse = uniq[by_key], rank[enc.indices.to_numpy()]
-        else:
-            uniq, inverse = np.unique(self.keys(), return_inverse=True)
+            return uniq[by_key], rank[enc.indices.to_numpy()]
+        return np.unique(self.keys(), return_inverse=True)
+
+    def key_groups(self) -> dict[Any, np.ndarray]:
+        """Row indices of each key, in stream order within each key."""
+        if self.key_column not in self:
+            return {"": np.arange(self.num_rows)}
+        uniq, inverse = self.key_codes()
         order = np.argsort(inverse, kind="stable")
         bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
         return {uniq[i]: order[bounds[i]:bounds[i + 1]] for i in range(len(uniq))}

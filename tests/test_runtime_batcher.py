@@ -76,3 +76,37 @@ def test_stop_and_resume_equals_uninterrupted(stream, batch_size, every, stop):
     got = sink.table()
     assert got.column("ts").to_pylist() == full.table().column("ts").to_pylist()
     assert got.column("x").equals(full.table().column("x"))
+
+
+def reference_order_check(batches):
+    """Per-row reference of the event-time check: bad rows per batch, last time per key."""
+    last, bad = {}, []
+    for keys, times in batches:
+        flags = []
+        for k, t in zip(keys, times, strict=True):
+            flags.append(k in last and t < last[k])
+            last[k] = max(last.get(k, t), t)
+        bad.append(flags)
+    return bad, last
+
+
+@SETTINGS
+@given(chunks=st.lists(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 30)), min_size=1,
+                         max_size=20), min_size=1, max_size=6),
+       sort=st.booleans(), int_keys=st.booleans())
+def test_event_time_check_matches_a_per_row_reference(chunks, sort, int_keys):
+    from stream.batch import Batch
+    from stream.checks import EventTimeOrder
+
+    if sort:  # the fast path: times in order overall
+        flat = sorted(t for c in chunks for _, t in c)
+        it = iter(flat)
+        chunks = [[(k, next(it)) for k, _ in c] for c in chunks]
+    batches = [([ord(k) if int_keys else k for k, _ in c], [t for _, t in c]) for c in chunks]
+    want_bad, want_last = reference_order_check(batches)
+    op = EventTimeOrder()
+    for (keys, times), want in zip(batches, want_bad, strict=True):
+        found = op.check_rows(Batch(pa.record_batch({"key": keys, "ts": pa.array(times, pa.int64())})))
+        got = np.zeros(len(keys), bool) if found is None else found[0]
+        assert got.tolist() == want
+    assert {k: int(v) for k, v in op.last.items()} == want_last
