@@ -14,6 +14,7 @@ its stream has no time column).
 
     python benchmarks/passthrough.py            # 10 M rows
     python benchmarks/passthrough.py --quick    # 1 M rows
+    taskset -c 0 python benchmarks/passthrough.py   # on one core (cores_used says so)
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def main() -> None:
                            "pyarrow_events_per_s": base, "ratio_vs_pyarrow": eps / base,
                            "events_per_s_time_checked": rows / best["time_checked"],
                            "engine_seconds": best["engine"], "pyarrow_seconds": best["pyarrow"],
-                           "repeat": args.repeat}, quick=args.quick)
+                           "repeat": args.repeat, "cores_used": len(os.sched_getaffinity(0))},
+           quick=args.quick)
 
 
 if __name__ == "__main__":
