@@ -115,6 +115,25 @@ class Backend:
     def maximum(self, a: Any, b: Any) -> Any:
         return np.maximum(a, b) if self.kind == "numpy" else self.xp.maximum(a, b)
 
+    def index(self, base: Any, offset: Any) -> Any:
+        """``base + offset`` as an index array (int32 on NumPy when it fits: less memory)."""
+        if self.kind == "numpy" and int(base.max(initial=0)) + int(offset.max(initial=0)) < 2**31 - 1:
+            return base.astype(np.int32) + offset.astype(np.int32, copy=False)
+        return self.astype(base, self.i64) + self.astype(offset, self.i64)
+
+    def count_true(self, a: Any) -> Any:
+        """Number of True values along the last axis (int64)."""
+        if self.kind == "numpy" and a.shape[-1] % 8 == 0 and a.flags.c_contiguous:
+            # eight booleans are one uint64 whose set bits count the True values
+            words = a.view(np.uint64)
+            return np.bitwise_count(words).sum(-1, dtype=np.int64)
+        return a.sum(-1)
+
+    def bincount(self, x: Any, minlength: int) -> Any:
+        if self.kind == "numpy":
+            return np.bincount(x.reshape(-1), minlength=minlength)
+        return self.xp.bincount(x.reshape(-1), minlength=minlength)
+
     # -- randomness ------------------------------------------------------------------------
     def hash32(self, x: Any) -> Any:
         """A 32-bit integer hash (lowbias32) of int64 values, identical on both backends.

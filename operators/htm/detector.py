@@ -239,6 +239,20 @@ class HTMDetector(Operator):
             s, r = slots[live], rows[live, j]
             raw[r] = self.model.step(s, values[r], res[s], times[r])
 
+    def peek(self, key: Any, value: float, time_ns: int = 0) -> tuple[float, float]:
+        """``(raw, reported)`` scores the next record of ``key`` would get, changing nothing
+        (River's ``score_one``). A key not seen yet, or still warming up, gets raw 1.0."""
+        import copy
+
+        slot = self.slot.get(key)
+        scorer = copy.deepcopy(self.scorers[slot]) if slot is not None else self._new_scorer(key)
+        if slot is None or np.isnan(self.res[slot]):
+            raw = 1.0
+        else:
+            raw = float(self.model.peek(np.array([slot]), np.array([float(value)]),
+                                        np.array([self.res[slot]]), np.array([int(time_ns)]))[0])
+        return raw, scorer.update(float(value), raw)[0]
+
     # -- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -110,6 +110,14 @@ class HTMModel:
         cols = self.sp.compute(slots, bits, ok, learn=learn)
         return be.to_numpy(self.tm.compute(slots, cols, learn=learn)).astype(np.float64)
 
+    def peek(self, slots: np.ndarray, values: np.ndarray, resolution: np.ndarray,
+             times_ns: np.ndarray) -> np.ndarray:
+        """Raw anomaly scores the next :meth:`step` would return, changing nothing."""
+        be = self.be
+        bits, ok = encode_record(be, self.rdse, self.tod, values, resolution, times_ns)
+        cols = self.sp.compute(slots, bits, ok, learn=False)
+        return be.to_numpy(self.tm.peek(slots, cols)).astype(np.float64)
+
     def state_dict(self) -> dict[str, Any]:
         return {"sp": self.sp.state_dict(), "tm": self.tm.state_dict()}
 

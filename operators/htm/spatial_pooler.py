@@ -9,7 +9,8 @@ permanences of the winning columns up by ``syn_perm_active_inc`` on active bits 
 down by ``syn_perm_inactive_dec`` on the rest, clipped to ``[0, 1]`` with values below
 ``syn_perm_active_inc / 2`` trimmed to 0. Boosting is off (NAB's ``boostStrength=0``).
 
-State is one permanence tensor ``perm[key, column, input]`` (float32; ``-1`` marks a
+State is one permanence tensor ``perm[key, column, input]`` (int16 multiples of
+1/10000, exact on every backend; ``-1`` marks a
 bit outside the column's potential pool), with a derived bitmap ``conn[key, input,
 column]`` of connected synapses: the overlap gathers the ~42 active input rows of the
 bitmap, learning rewrites the 40 winning columns' rows of ``perm`` (contiguous) and
@@ -36,6 +37,12 @@ import numpy as np
 
 from .backend import Backend
 
+PERM_SCALE = 10000  # permanences are stored as int16 multiples of 1/PERM_SCALE
+
+
+def _units(p: float) -> int:
+    return int(round(p * PERM_SCALE))
+
 
 class SpatialPooler:
     """Batched spatial pooler; slot ``i`` of every state tensor belongs to one key."""
@@ -47,22 +54,25 @@ class SpatialPooler:
             raise ValueError(f"num_active must be in 1..{columns}, got {num_active}")
         self.be = be
         self.input_size, self.columns, self.num_active = input_size, columns, num_active
-        self.connected, self.active_inc, self.inactive_dec = connected, active_inc, inactive_dec
-        self.trim = active_inc / 2
+        # permanences are int16 multiples of 1/PERM_SCALE: exact, identical on every backend
+        self.connected = _units(connected)
+        self.active_inc, self.inactive_dec = _units(active_inc), _units(inactive_dec)
+        self.trim = _units(active_inc / 2)
         rng = np.random.default_rng(seed)
-        perm = np.full((input_size, columns), -1.0, dtype=np.float32)
+        perm = np.full((input_size, columns), -1, dtype=np.int16)
         n_pot = int(round(potential_pct * input_size))
         for c in range(columns):
             pool = rng.choice(input_size, n_pot, replace=False)
             conn = rng.random(n_pot) < init_connected_pct
             r = rng.random(n_pot)
             p = np.where(conn, connected + (1.0 - connected) * r, connected * r)
-            p[p < self.trim] = 0.0
+            p = np.round(p * PERM_SCALE).astype(np.int16)
+            p[p < self.trim] = 0
             perm[pool, c] = p
         self._initial = np.ascontiguousarray(perm.T)                   # (columns, inputs)
         # unique integer tie-break per column: score = overlap * columns + rank
         self._rank = be.asarray(rng.permutation(columns), be.i64)
-        self.perm = be.zeros((0, columns, input_size), be.f32)
+        self.perm = be.zeros((0, columns, input_size), be.i16)
         self.conn = be.zeros((0, input_size + 1, columns), be.b)
 
     @property
@@ -112,10 +122,9 @@ class SpatialPooler:
         on[be.arange(b)[:, None], bits] = True
         ki = slots[:, None]
         p = self.perm[ki, cols]                                         # (B, A, I)
-        delta = be.xp.where(on[:, None, :], be.asarray(self.active_inc, be.f32),
-                            be.asarray(-self.inactive_dec, be.f32))
-        q = (p + delta).clip(0.0, 1.0)
-        q = be.xp.where(q < self.trim, be.asarray(0.0, be.f32), q)
+        delta = be.astype(be.xp.where(on, self.active_inc, -self.inactive_dec), be.i16)
+        q = (p + delta[:, None, :]).clip(0, PERM_SCALE)
+        q = be.xp.where((q < self.trim) & (p >= 0), 0, q)
         q = be.xp.where(p >= 0, q, p)
         self.perm[ki, cols] = q
         # keep the (input, column) connection bitmap in step: only crossings change it
@@ -128,7 +137,7 @@ class SpatialPooler:
         return {"perm": self.be.to_numpy(self.perm).copy()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        perm = np.asarray(state["perm"], dtype=np.float32)
+        perm = np.asarray(state["perm"], dtype=np.int16)
         if perm.shape[1:] != self._initial.shape:
             raise ValueError(f"spatial pooler state has shape {perm.shape[1:]}, "
                              f"model expects {self._initial.shape}")

@@ -86,6 +86,9 @@ class TemporalMemory:
         self.max_seg = max_segments_per_column
         self.max_backtrack = max_backtrack
         self.seed = seed
+        # empty synapse slots point at this always-inactive cell, so one bitmap lookup
+        # answers "exists and presynaptic cell active"
+        self.dummy = columns * cells_per_column
         s0 = min(initial_segments_per_column, max_segments_per_column)
         self.num_active: int | None = None
         self._alloc(0, s0, 0)
@@ -95,9 +98,9 @@ class TemporalMemory:
         be, c, m = self.be, self.columns, self.max_syn
         self.seg_cell = be.full((k, c, s), -1, be.i16)
         self.seg_last = be.zeros((k, c, s), be.i64)
-        self.pre = be.zeros((k, c, s, m), be.i32)
+        self.pre = be.full((k, c, s, m), self.dummy, be.i32)
         self.perm = be.zeros((k, c, s, m), be.i16)
-        self.active = be.zeros((k, c * self.cells), be.b)
+        self.active = be.zeros((k, self.dummy + 1), be.b)
         self.prev_cols = be.zeros((k, a), be.i64)
         self.winners = be.full((k, a), -1, be.i64)
         self.step = be.zeros((k,), be.i64)
@@ -136,7 +139,7 @@ class TemporalMemory:
 
         self.seg_cell = pad(self.seg_cell, -1, (k, c, new - s))
         self.seg_last = pad(self.seg_last, 0, (k, c, new - s))
-        self.pre = pad(self.pre, 0, (k, c, new - s, self.max_syn))
+        self.pre = pad(self.pre, self.dummy, (k, c, new - s, self.max_syn))
         self.perm = pad(self.perm, 0, (k, c, new - s, self.max_syn))
 
     def _set_num_active(self, a: int) -> None:
@@ -169,10 +172,10 @@ class TemporalMemory:
         be = self.be
         pre = self.pre[ki, cols]                                        # (B, A, S, M)
         perm = self.perm[ki, cols]
-        base = ((ki if rows is None else rows) * (self.columns * self.cells))[:, :, None, None]
-        act = active[base + be.astype(pre, be.i64)] & (perm > 0)
-        npot = act.sum(-1)
-        nconn = (act & (perm >= self.connected)).sum(-1)
+        base = ((ki if rows is None else rows) * (self.dummy + 1))[:, :, None, None]
+        act = active[be.index(base, pre)]
+        npot = be.count_true(act)
+        nconn = be.count_true(act & (perm >= self.connected))
         return pre, perm, act, npot, nconn
 
     def _predicted(self, ki: Any, cols: Any, active: Any, rows: Any) -> tuple[Any, Any]:
@@ -180,6 +183,14 @@ class TemporalMemory:
         _, _, _, _, nconn = self._segment_activity(ki, cols, active, rows)
         scell = self.seg_cell[ki, cols]
         return (scell >= 0) & (nconn >= self.activation_threshold), scell
+
+    def peek(self, slots: Any, cols: Any) -> Any:
+        """Raw anomaly scores for active columns ``cols`` without changing any state."""
+        be = self.be
+        slots = be.asarray(slots, be.i64)
+        cols = be.asarray(cols, be.i64)
+        active_seg, _ = self._predicted(slots[:, None], cols, self.active.reshape(-1), None)
+        return 1.0 - be.astype(active_seg.any(-1).sum(-1), be.f64) / cols.shape[1]
 
     def compute(self, slots: Any, cols: Any, learn: bool = True) -> Any:
         """One record per slot: active columns ``cols`` (B, A) → raw anomaly scores (B,)."""
@@ -203,14 +214,17 @@ class TemporalMemory:
         has_prev = (step > 0)[:, None]
 
         cell_ids = be.arange(n)
-        onehot = (be.astype(scell, be.i64)[..., None] == cell_ids)      # (B, A, S, N)
-        pred_cells = (onehot & active_seg[..., None]).any(2)            # (B, A, N)
+        # per (key, column, cell): segment counts and "has an active segment", by bincount
+        ban = b * a * n
+        cell_slot = (be.arange(b * a) * n).reshape(b, a, 1) + be.astype(scell, be.i64)
+        pred_cells = be.bincount(be.xp.where(active_seg, cell_slot, ban), ban + 1)[:ban]
+        pred_cells = pred_cells.reshape(b, a, n) > 0                    # (B, A, N)
         burst = ~predicted
         any_match = matching.any(-1)
         seg_ids = be.arange(s_cap)
         best = (be.xp.where(matching, npot * 1024 + (1023 - seg_ids), -1)).argmax(-1)
         # least-used cell with a random tie-break, for columns without a matching segment
-        counts = be.astype((onehot & valid[..., None]).sum(2), be.i64)  # (B, A, N)
+        counts = be.bincount(be.xp.where(valid, cell_slot, ban), ban + 1)[:ban].reshape(b, a, n)
         rnd = be.mix(self.seed, step[:, None, None], cols[:, :, None], cell_ids[None, None, :])
         least = (counts * (1 << 32) + rnd).argmin(-1)
         best_cell = be.astype(be.take_along(scell, best[..., None], 2)[..., 0], be.i64)
@@ -269,18 +283,19 @@ class TemporalMemory:
         act_l = act[lk, la, ls]
         zero16 = be.asarray(0, be.i16)
         perm_l = be.xp.where(is_new[:, None], zero16, perm_l)
+        pre_l = be.xp.where(is_new[:, None], self.dummy, pre_l)
         act_l = act_l & ~is_new[:, None]
         # reinforce synapses onto previously active cells, weaken the others
         delta = be.xp.where(act_l, self.inc, -self.dec)
         adapted = be.astype((be.astype(perm_l, be.i32) + delta).clip(0, PERM_SCALE), be.i16)
         perm_l = be.xp.where(perm_l > 0, adapted, perm_l)
+        pre_l = be.xp.where(perm_l > 0, pre_l, self.dummy)
         # grow synapses onto previous winner cells not yet on the segment
         n_grow = be.xp.where(is_new, self.new_synapse_count,
                              (self.new_synapse_count - npot[lk, la, ls]).clip(0, None))
         cand = self.winners[slots[lk]]                                  # (L, W)
         w = cand.shape[1]
-        present = ((be.astype(pre_l, be.i64)[:, None, :] == cand[:, :, None])
-                   & (perm_l > 0)[:, None, :]).any(-1)
+        present = (be.astype(pre_l, be.i64)[:, None, :] == cand[:, :, None]).any(-1)
         ok = (cand >= 0) & ~present
         cidx = be.arange(w)
         rnd = be.mix(self.seed + 1, step[lk][:, None], cols[lk, la][:, None], ls[:, None],
@@ -322,7 +337,10 @@ class TemporalMemory:
             return
         p = perm[pk, pc, ps]
         q = be.astype((be.astype(p, be.i32) - self.punish).clip(0, PERM_SCALE), be.i16)
-        self.perm[slots[pk], pc, ps] = be.xp.where(act[pk, pc, ps] & (p > 0), q, p)
+        q = be.xp.where(act[pk, pc, ps], q, p)
+        self.perm[slots[pk], pc, ps] = q
+        pre = self.pre[slots[pk], pc, ps]
+        self.pre[slots[pk], pc, ps] = be.xp.where(q > 0, pre, self.dummy)
 
     def _backtrack(self, slots: Any, cols: Any, predicted: Any, new_active: Any) -> Any:
         """Replace the active cells of keys that lost the sequence (see module doc)."""
@@ -345,7 +363,7 @@ class TemporalMemory:
             if not bool(todo.any()):
                 continue
             # a private bitmap for the replay: start cells of the first input
-            bitmap = be.zeros((idx.shape[0], self.columns * n), be.b)
+            bitmap = be.zeros((idx.shape[0], self.dummy + 1), be.b)
             rows = be.arange(idx.shape[0])[:, None]
             bitmap[rows, seq[:, start] * n] = True
             ok = be.full((idx.shape[0],), True, be.b)
@@ -356,7 +374,7 @@ class TemporalMemory:
                 ok = ok & (be.astype(pred, be.i64).sum(-1) * 2 >= pred.shape[1])
                 onehot = be.astype(scell, be.i64)[..., None] == cell_ids
                 cells = be.xp.where((~pred)[..., None], True, (onehot & act_seg[..., None]).any(2))
-                bitmap = be.zeros((idx.shape[0], self.columns * n), be.b)
+                bitmap = be.zeros((idx.shape[0], self.dummy + 1), be.b)
                 bitmap[rows[:, :, None], seq[:, t][:, :, None] * n + cell_ids] = cells
             take = todo & ok
             result = be.xp.where(take[:, None, None], cells, result)
