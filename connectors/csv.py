@@ -73,6 +73,8 @@ class CSVSource(FileSource):
         null_values: strings read as missing (pyarrow's defaults when ``None``).
         block_size: bytes parsed per block.
         encoding: the files' text encoding.
+        newlines_in_values: allow line breaks inside quoted cells (slower to parse;
+            needed to read back text columns holding line breaks).
     """
 
     extensions = (".csv", ".tsv", ".csv.gz", ".tsv.gz", ".csv.bz2", ".csv.zst")
@@ -82,7 +84,8 @@ class CSVSource(FileSource):
                  column_types: dict[str, Any] | None = None,
                  timestamp_format: str | list[str] | None = None,
                  null_values: list[str] | None = None, block_size: int = 1 << 20,
-                 encoding: str = "utf8", files: list[str] | None = None):
+                 encoding: str = "utf8", newlines_in_values: bool = False,
+                 files: list[str] | None = None):
         super().__init__(path, key=key, time=time, batch_size=batch_size, columns=columns,
                          files=files)
         self.delimiter = delimiter
@@ -94,11 +97,13 @@ class CSVSource(FileSource):
         self.null_values = null_values
         self.block_size = int(block_size)
         self.encoding = encoding
+        self.newlines_in_values = newlines_in_values
 
     def _options(self, types: dict[str, pa.DataType]) -> tuple[Any, Any, Any]:
         read = pacsv.ReadOptions(block_size=self.block_size, encoding=self.encoding,
                                  use_threads=False)
-        parse = pacsv.ParseOptions(delimiter=self.delimiter)
+        parse = pacsv.ParseOptions(delimiter=self.delimiter,
+                                   newlines_in_values=self.newlines_in_values)
         kw: dict[str, Any] = {"column_types": types, "include_columns": self.columns}
         if self.timestamp_formats:
             kw["timestamp_parsers"] = [pacsv.ISO8601, *self.timestamp_formats]

@@ -129,3 +129,10 @@ def test_glob_and_folder_read_files_in_natural_order(tmp_path):
         assert got.column("x").to_pylist() == [1, 1, 2, 2, 10, 10], path
         assert os.path.basename(batches[-1].source) == "p-10.parquet"
     assert source("parquet", str(tmp_path)).length() == 6
+
+
+def test_csv_text_with_line_breaks_and_quotes(tmp_path):
+    table = pa.table({"s": ['line\nbreak', 'say "hi", twice', "", "NA"], "i": [1, 2, 3, 4]})
+    path = write_parts(table, str(tmp_path), "csv", [2])
+    got, _ = read_all(source("csv", path, table.schema, newlines_in_values=True))
+    assert got.equals(table)
