@@ -57,7 +57,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
 
     # the run that is killed: slow batches, so it is still going after its first checkpoints
     out, ckpt = str(tmp_path / "out"), str(tmp_path / "ckpt")
-    proc = job(inp, out, ckpt, "--pause", "0.01")
+    proc = job(inp, out, ckpt, "--pause", "0.015")
     deadline = time.monotonic() + 60
     while len(checkpoints(ckpt)) < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
