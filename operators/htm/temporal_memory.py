@@ -104,6 +104,8 @@ class TemporalMemory:
         self.prev_cols = be.zeros((k, a), be.i64)
         self.winners = be.full((k, a), -1, be.i64)
         self.step = be.zeros((k,), be.i64)
+        # segments used per column (a prefix of its bucket); derived from seg_cell
+        self.used = be.zeros((k, c), be.i32)
         # backtracking: the last inputs (active columns) of each key, oldest first
         self.history = be.full((k, self.max_backtrack, a), -1, be.i64)
 
@@ -122,7 +124,7 @@ class TemporalMemory:
         fresh = TemporalMemory.__new__(TemporalMemory)
         fresh.__dict__.update(self.__dict__)
         fresh._alloc(n, self.segments_per_column, a)
-        for name in self._STATE:
+        for name in (*self._STATE, "used"):
             setattr(self, name, be.cat([getattr(self, name), getattr(fresh, name)], 0))
 
     _STATE = ("seg_cell", "seg_last", "pre", "perm", "active", "prev_cols", "winners", "step",
@@ -162,16 +164,19 @@ class TemporalMemory:
         self.num_active = None if a < 0 else a
         for name in self._STATE:
             setattr(self, name, self.be.asarray(np.asarray(state[name]).copy()))
+        self.used = self.be.astype((self.seg_cell >= 0).sum(-1), self.be.i32)
 
     # -- one step --------------------------------------------------------------------------
-    def _segment_activity(self, ki: Any, cols: Any, active: Any,
-                          rows: Any = None) -> tuple[Any, ...]:
+    def _segment_activity(self, ki: Any, cols: Any, active: Any, rows: Any = None,
+                          width: int | None = None) -> tuple[Any, ...]:
         """For the segments of ``cols`` of slots ``ki``: counts of active connected and
         active potential synapses, given the flat active-cell bitmap ``active`` whose
-        row ``rows`` (default: the slot) belongs to each slot."""
+        row ``rows`` (default: the slot) belongs to each slot. Only the first ``width``
+        segment slots are read (used slots form a prefix of each column's bucket)."""
         be = self.be
-        pre = self.pre[ki, cols]                                        # (B, A, S, M)
-        perm = self.perm[ki, cols]
+        w = self.segments_per_column if width is None else width
+        pre = self.pre[ki, cols, :w]                                    # (B, A, S, M)
+        perm = self.perm[ki, cols, :w]
         base = ((ki if rows is None else rows) * (self.dummy + 1))[:, :, None, None]
         act = active[be.index(base, pre)]
         npot = be.count_true(act)
@@ -199,12 +204,15 @@ class TemporalMemory:
         cols = be.asarray(cols, be.i64)
         b, a = cols.shape
         self._set_num_active(a)
-        n, s_cap = self.cells, self.segments_per_column
+        n, cap = self.cells, self.segments_per_column
         ki = slots[:, None]
+        # read only as many segment slots as the fullest of these columns uses, plus one
+        # free slot for a new segment
+        s_cap = min(cap, int(self.used[ki, cols].max()) + 1)
         flat_active = self.active.reshape(-1)
-        pre, perm, act, npot, nconn = self._segment_activity(ki, cols, flat_active)
-        scell = self.seg_cell[ki, cols]                                 # (B, A, S)
-        slast = self.seg_last[ki, cols]
+        pre, perm, act, npot, nconn = self._segment_activity(ki, cols, flat_active, None, s_cap)
+        scell = self.seg_cell[ki, cols, :s_cap]                         # (B, A, S)
+        slast = self.seg_last[ki, cols, :s_cap]
         valid = scell >= 0
         active_seg = valid & (nconn >= self.activation_threshold)
         matching = valid & (npot >= self.min_threshold)
@@ -231,7 +239,7 @@ class TemporalMemory:
         first_pred = be.astype(pred_cells, be.i64).argmax(-1)
         winner_cell = be.xp.where(predicted, first_pred, be.xp.where(any_match, best_cell, least))
         new_seg = burst & ~any_match & has_prev
-        if learn and s_cap < self.max_seg and bool((new_seg & valid.all(-1)).any()):
+        if learn and s_cap == cap < self.max_seg and bool((new_seg & valid.all(-1)).any()):
             self._grow_segments()
             return self._recompute(slots, cols, learn)
 
@@ -319,6 +327,7 @@ class TemporalMemory:
         self.seg_last[key, col, ls] = step[lk]
         new_cell = be.astype(winner_cell[lk, la], be.i16)
         self.seg_cell[key, col, ls] = be.xp.where(is_new, new_cell, scell[lk, la, ls])
+        self.used[key, col] = be.maximum(self.used[key, col], be.astype(ls + 1, self.used.dtype))
 
     def _punish(self, slots: Any, cols: Any, step: Any, flat_active: Any) -> None:
         """Weaken matching segments of columns that did not become active (slow path)."""

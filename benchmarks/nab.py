@@ -1,0 +1,81 @@
+"""NAB score and speed of the HTM detector, all corpus streams batched as keys of one operator.
+
+Runs ``HTMDetector.for_nab`` over the Numenta Anomaly Benchmark through the engine
+(:func:`operators.htm.nab_runner.run_corpus`: the 58 files interleaved as one keyed
+stream, so every micro-batch advances all live streams in one tensor program), writes
+NAB result files, and scores them with the project's NAB scorer: the three profiles
+with the detector's reported score (likelihood + spatial check), and the standard
+profile with the raw HTM score ("without likelihood").
+
+    python benchmarks/nab.py                 # full corpus, NuPIC's min/max resolution
+    python benchmarks/nab.py --auto-resolution   # resolution from the first 100 records
+    python benchmarks/nab.py --quick         # four files
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+from common import finish, parse_args
+
+NAB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "nab")
+QUICK_FILES = ["artificialWithAnomaly/art_daily_jumpsup.csv",
+               "realAdExchange/exchange-2_cpc_results.csv",
+               "realAWSCloudwatch/ec2_cpu_utilization_825cb2.csv",
+               "realTraffic/occupancy_6005.csv"]
+
+
+def _extra(p):
+    p.add_argument("--nab-dir", default=NAB_DIR)
+    p.add_argument("--out", default=None, help="results folder (default: a temporary one)")
+    p.add_argument("--auto-resolution", action="store_true",
+                   help="encoder resolution from the first 100 records, not the file's min/max")
+    p.add_argument("--backtrack", type=int, default=0, help="backtracking depth (0: plain TM)")
+    p.add_argument("--device", default="auto", help="auto, numpy, torch, cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+
+
+def main() -> None:
+    args = parse_args("nab", __doc__.splitlines()[0], _extra)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from operators.htm.detector import HTMDetector
+    from operators.htm.model import HTMConfig
+    from operators.htm.nab_corpus import read_results, read_windows
+    from operators.htm.nab_runner import run_corpus, score_results
+    from operators.htm.nab_scorer import ScoringTable, evaluate
+
+    files = QUICK_FILES if args.quick else None
+    config = HTMConfig(max_backtrack=args.backtrack)
+
+    def factory(streams, seed=0):
+        return HTMDetector.for_nab(streams, seed=seed, minmax=not args.auto_resolution,
+                                   config=config, device=args.device)
+
+    out = args.out or tempfile.mkdtemp(prefix="hebbstream-nab-")
+    t0 = time.perf_counter()
+    report = run_corpus(factory, args.nab_dir, out, "htm", files=files, seed=args.seed)
+    seconds = time.perf_counter() - t0
+    scores = score_results(report["detector_dir"], args.nab_dir, files=files)
+    windows = read_windows(args.nab_dir)
+    names = files if files is not None else sorted(windows)
+    raw = evaluate(ScoringTable.build(read_results(report["detector_dir"], names, "htm",
+                                                   column="raw_score"), windows))
+    figures = {name: round(r.normalised, 2) for name, r in scores.items()}
+    figures["thresholds"] = {name: r.threshold for name, r in scores.items()}
+    figures["without_likelihood"] = {name: round(r.normalised, 2) for name, r in raw.items()}
+    figures.update(seconds=round(seconds, 1), records=report["events"],
+                   records_per_s=round(report["events"] / seconds, 1), files=len(names),
+                   seed=args.seed, resolution="auto (first 100 records)" if args.auto_resolution
+                   else "NAB min/max", backtrack=args.backtrack,
+                   backend=report.get("metrics", {}).get("0.HTMDetector", {}).get("backend"),
+                   results_dir=report["detector_dir"])
+    finish("nab" + ("-auto" if args.auto_resolution else ""), figures, quick=args.quick)
+
+
+if __name__ == "__main__":
+    main()
