@@ -118,6 +118,9 @@ class KafkaSource(Source):
         self._msg_rows: dict[tuple[int, int], int] = {}  # multi-row messages: rows in each
         self._read = self._done = 0
         self._closing = False
+        self._polling = False
+        self._to_commit: list[Any] = []
+        self._group_metadata: Any = None
         self._lock = threading.Lock()
         self.dead_lettered = 0
         self.pauses = 0
@@ -146,9 +149,17 @@ class KafkaSource(Source):
                                       f"{_META}{self._store.last_seqs.get(name, 0)}")
                        for name, tp in self._assigned.items() if position and name in position]
         if self._txn_sink is not None:
-            self._txn_sink.commit_transaction(offsets, self.consumer.consumer_group_metadata())
-        elif offsets:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            self._txn_sink.commit_transaction(offsets, self._group_metadata)
+            for tp in offsets:
+                self._store.mark_committed(f"{tp.topic}-{tp.partition}", int(tp.metadata[len(_META):]))
+        elif not self._polling:
+            if offsets:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+        else:
+            # librdkafka blocks consumer calls from other threads while the reader thread
+            # is inside poll or a rebalance callback: the reader commits them (_commit)
+            with self._lock:
+                self._to_commit = offsets
 
     # -- reading -------------------------------------------------------------------
     def batches(self, position: dict[str, Any] | None = None) -> Iterator[Batch]:
@@ -159,9 +170,17 @@ class KafkaSource(Source):
         self.consumer = Consumer({**self.conf, "error_cb": self._on_client_error})
         self.consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
+        self._polling = True
+        try:
+            yield from self._poll_loop()
+        finally:
+            self._polling = False
+
+    def _poll_loop(self) -> Iterator[Batch]:
         last_message = _time.monotonic()
         pending: list[Any] = []
         while True:
+            self._commit(self.consumer, asynchronous=True)
             if self._read - self._done > self.max_inflight:
                 pending = self._wait_for_pipeline()
             msgs = pending or self.consumer.consume(self.batch_size, self.poll_timeout)
@@ -175,6 +194,13 @@ class KafkaSource(Source):
                 continue
             last_message = _time.monotonic()
             yield from self._to_batches(msgs)
+
+    def _commit(self, consumer: Any, asynchronous: bool) -> None:
+        """Commit the offsets the last checkpoint left for the reader thread."""
+        with self._lock:
+            offsets, self._to_commit = self._to_commit, []
+        if offsets:
+            consumer.commit(offsets=offsets, asynchronous=asynchronous)
 
     def _wait_for_pipeline(self) -> list[Any]:
         """Pause the partitions until the pipeline has caught up; keep polling meanwhile."""
@@ -311,6 +337,7 @@ class KafkaSource(Source):
             consumer.incremental_assign(partitions)
         else:
             consumer.assign(partitions)
+        self._group_metadata = consumer.consumer_group_metadata()
 
     def _restore(self, name: str, committed: Any) -> dict[str, Any] | None:
         """The checkpoint a new owner of partition ``name`` resumes from."""
@@ -320,7 +347,13 @@ class KafkaSource(Source):
         if self._txn_sink is not None:
             # exactly-once: exactly the state the committed transaction covered
             if offset < 0:
-                return None
+                seq = self._store.committed_seq(name)
+                if seq is None:
+                    return None
+                log.warning("%s: Kafka holds no committed offset for %s although checkpoint %d was "
+                            "committed (a broker that drops transactional offset commits, like the "
+                            "librdkafka mock cluster); resuming from that checkpoint", self.name, name, seq)
+                return self._store.restore(name, seq)
             if seq is None:
                 raise CheckpointError(f"{self.name}: {name} has committed offset {offset} without a "
                                       "hebbstream checkpoint reference; use a new group id")
@@ -339,7 +372,13 @@ class KafkaSource(Source):
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         if not self._closing and self._assigned:
-            self._checkpoint_now()  # process, checkpoint and commit what was read
+            self._checkpoint_now()  # process and checkpoint what was read
+            try:
+                self._commit(consumer, asynchronous=False)
+            except Exception as exc:  # noqa: BLE001 - the checkpoint is what counts
+                # e.g. the group already moved on (REBALANCE_IN_PROGRESS); the new owner
+                # resumes from the checkpoint just written, which is newer
+                log.warning("%s: offsets not committed on revocation: %s", self.name, exc)
         self._release(partitions)
         if self.cooperative:
             consumer.incremental_unassign(partitions)

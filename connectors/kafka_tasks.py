@@ -40,6 +40,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import threading
 from collections.abc import Iterable
@@ -221,6 +222,27 @@ class PartitionStore(CheckpointStore):
         self._saved[name] = saved["position"]
         self.last_seqs[name] = seq
         return saved
+
+    def mark_committed(self, name: str, seq: int) -> None:
+        """Record that checkpoint ``seq`` of ``name`` is covered by a committed transaction.
+
+        Kafka's committed offsets are the record of that; this copy is the fallback for
+        brokers that do not keep transactional offset commits (the librdkafka mock).
+        """
+        store = self.child(name)
+        path = f"{store.root}/COMMITTED"
+        with store.fs.open_output_stream(path + ".tmp") as f:
+            f.write(json.dumps({"seq": seq}).encode())
+        store.fs.move(path + ".tmp", path)
+
+    def committed_seq(self, name: str) -> int | None:
+        """The checkpoint :meth:`mark_committed` recorded last for ``name``, if any."""
+        store = self.child(name)
+        try:
+            with store.fs.open_input_stream(f"{store.root}/COMMITTED") as f:
+                return int(json.loads(f.read())["seq"])
+        except (FileNotFoundError, OSError):
+            return None
 
     def forget(self, name: str) -> None:
         self._saved.pop(name, None)

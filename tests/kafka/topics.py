@@ -61,3 +61,12 @@ def produce_json(servers: str, topic: str, rows: list[dict], key: str = "key") -
     for row in rows:
         p.produce(topic, json.dumps(row).encode(), key=str(row[key]).encode())
     p.flush(30)
+
+
+def end_offsets(servers: str, topic: str, partitions: int = 4) -> dict[int, int]:
+    """The high watermark of each partition (markers included)."""
+    c = Consumer({"bootstrap.servers": servers, "group.id": "test-reader"})
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(partitions)}
+    finally:
+        c.close()
