@@ -245,7 +245,7 @@ class KafkaSource(Source):
         if skip is not None and counts[0] > 0 and msgs[0].offset() == skip[0]:
             keep[:skip[1]] = False  # rows of a multi-row message processed before the restore
         if bad:
-            self._reject(name, msgs, bad)
+            self._reject(name, msgs, sorted(bad))
         offsets = np.repeat(np.fromiter((m.offset() for m in msgs), np.int64, len(msgs)), counts)
         columns: dict[str, Any] = {}
         if self.key and self.key not in rb.schema.names:
@@ -413,6 +413,7 @@ class KafkaSource(Source):
             self.consumer = None
         if self._dlq is not None:
             self._dlq.flush(30)
+            self._dlq = None
 
 
 def _row_owner(counts: np.ndarray) -> pa.Array:
