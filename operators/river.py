@@ -1,0 +1,374 @@
+"""Any River estimator as an operator: detectors, classifiers, regressors, transformers.
+
+Prequential, like ``river.evaluate.progressive_val_score``: for each event the model
+scores or predicts first, then learns from it. Events are handed to River one at a time
+in stream order (per key with ``per_key=True``: one ``clone()`` of the model per key),
+so any batch size gives the outputs of batch size 1; batching only amortises the Arrow
+↔ Python conversion, done once per batch column by column.
+
+Outputs (appended columns):
+
+- anomaly detectors: ``anomaly_score`` (plus ``is_anomaly`` for anomaly filters such as
+  ``anomaly.QuantileFilter``);
+- classifiers: ``prediction`` (the label ``predict_one`` gives, typed like the target)
+  and ``proba``: the probability of ``positive`` (default: ``True`` for a boolean
+  target, else the predicted label); null before the model has seen a label, where
+  ``progressive_val_score`` skips the event too;
+- regressors: ``prediction``;
+- transformers: one column per output feature, named ``prefix + feature``; the output
+  features are fixed by the first event (or by ``outputs=[...]``).
+
+Features are the ``features=[...]`` columns, by default every numeric column except the
+key, time and target columns and this operator's outputs. Models are checkpointed
+through :mod:`operators.river_state` (no pickle; RNG state included).
+
+Example:
+    >>> import numpy as np, pyarrow as pa
+    >>> from river import linear_model, preprocessing
+    >>> from stream import Batch
+    >>> from operators.river import RiverOperator
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=200)
+    >>> data = Batch(pa.record_batch({"x": x, "y": x + rng.normal(size=200) * 0.1 > 0}))
+    >>> op = RiverOperator(preprocessing.StandardScaler() | linear_model.LogisticRegression(),
+    ...                    target="y")
+    >>> out = op(data)
+    >>> out.column_names
+    ['x', 'y', 'prediction', 'proba']
+    >>> out.column("prediction")[0].as_py(), out.column("proba")[0].as_py()  # nothing learnt yet
+    (False, 0.5)
+    >>> float(np.mean(out.numpy("prediction")[100:] == data.numpy("y")[100:])) > 0.9
+    True
+    >>> hst = RiverOperator.from_config(model="anomaly.HalfSpaceTrees",
+    ...                                 params={"seed": 1, "n_trees": 5})
+    >>> hst(data).column_names[-1]
+    'anomaly_score'
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from river import base, compose
+
+from stream.batch import Batch
+from stream.errors import BadEventError, CheckpointError, ConfigError
+from stream.operator import Operator
+
+from . import river_state
+
+Step = Callable[[dict, Any], Any]
+
+
+def build_model(spec: Any, params: dict[str, Any] | None = None, where: str = "model") -> Any:
+    """A River estimator from a name under ``river.`` (``"anomaly.HalfSpaceTrees"``), a
+    ``{"model": name, "params": {...}}`` table, or a list of those (a pipeline).
+
+    Parameter values may themselves be such tables (``optimizer = {model = "optim.SGD"}``).
+
+    >>> pipe = build_model([{"model": "preprocessing.MinMaxScaler"},
+    ...                     {"model": "anomaly.HalfSpaceTrees", "params": {"seed": 3}}])
+    >>> list(pipe.steps), pipe["HalfSpaceTrees"].seed
+    (['MinMaxScaler', 'HalfSpaceTrees'], 3)
+    """
+    if isinstance(spec, base.Base):
+        return spec
+    if isinstance(spec, list):
+        if not spec:
+            raise ConfigError(f"{where}: an empty list is not a pipeline")
+        if params:
+            raise ConfigError(f"{where}: a pipeline takes its parameters per step")
+        return compose.Pipeline(*[build_model(s, where=f"{where}[{i}]") for i, s in enumerate(spec)])
+    if isinstance(spec, dict):
+        unknown = set(spec) - {"model", "params"}
+        if "model" not in spec or unknown:
+            raise ConfigError(f"{where}: expected a table with 'model' (and 'params'), got {sorted(spec)}")
+        return build_model(spec["model"], spec.get("params"), where)
+    if not isinstance(spec, str) or "." not in spec:
+        raise ConfigError(f"{where}: name a River class as 'module.Class' (e.g. "
+                          f"'anomaly.HalfSpaceTrees'), got {spec!r}")
+    module, _, name = spec.removeprefix("river.").rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(f"river.{module}"), name)
+    except (ImportError, AttributeError):
+        raise ConfigError(f"{where}: river.{module}.{name} does not exist in River "
+                          f"{importlib.import_module('river').__version__}") from None
+    kwargs = {k: build_model(v, where=f"{where}.{k}") if isinstance(v, dict) and "model" in v else v
+              for k, v in (params or {}).items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: cannot build river.{module}.{name}({', '.join(kwargs)}): {exc}") from exc
+
+
+def _kind(model: Any) -> str:
+    if isinstance(model, base.AnomalyFilter):
+        return "filter"
+    if isinstance(model, base.AnomalyDetector):
+        return "detector"
+    if isinstance(model, base.Classifier):
+        return "classifier"
+    if isinstance(model, base.Regressor):
+        return "regressor"
+    if isinstance(model, base.Transformer):
+        return "transformer"
+    raise ConfigError(f"{model!r} is not a River anomaly detector, classifier, regressor or "
+                      "transformer")
+
+
+def _final_step(model: Any) -> Any:
+    while isinstance(model, compose.Pipeline):
+        model = list(model.steps.values())[-1]
+    return model
+
+
+def _stepper(kind: str, model: Any, labels_from_proba: bool) -> Step:
+    """One event, prequentially: the output for ``x``, then learn from ``(x, y)``.
+
+    Methods are bound once here so the per-event call does no attribute lookups.
+    """
+    learn = model.learn_one
+    if kind == "detector":
+        score = model.score_one
+        if model._supervised:
+            def step(x, y):
+                s = score(x)
+                learn(x, y)
+                return s
+        else:
+            def step(x, y):
+                s = score(x)
+                learn(x)
+                return s
+    elif kind == "filter":
+        score, classify = model.score_one, model.classify
+
+        def step(x, y):
+            s = score(x)
+            flag = classify(s)
+            learn(x)
+            return s, flag
+    elif kind == "classifier":
+        proba = model.predict_proba_one
+        if labels_from_proba:  # predict_one is argmax of predict_proba_one: call it once
+            def step(x, y):
+                p = proba(x)
+                learn(x, y)
+                return p
+        else:
+            predict = model.predict_one
+
+            def step(x, y):
+                out = predict(x), proba(x)
+                learn(x, y)
+                return out
+    elif kind == "regressor":
+        predict = model.predict_one
+
+        def step(x, y):
+            p = predict(x)
+            learn(x, y)
+            return p
+    else:
+        transform = model.transform_one
+        if model._supervised:
+            def step(x, y):
+                t = transform(x)
+                learn(x, y)
+                return t
+        else:
+            def step(x, y):
+                t = transform(x)
+                learn(x)
+                return t
+    return step
+
+
+class RiverOperator(Operator):
+    """Run a River estimator prequentially over the stream.
+
+    Args:
+        model: a River estimator or pipeline (see :func:`build_model` for names).
+        features: feature columns; default: every numeric column except key, time,
+            target and outputs (fixed by the first batch).
+        target: the label / target column (needed by classifiers and regressors).
+        per_key: one clone of the model per stream key.
+        prediction / proba / score: names of the output columns (``proba=None``: none).
+        positive: the class whose probability goes in ``proba`` (default: ``True`` for
+            a boolean target, else the predicted label).
+        prefix / outputs: transformer output columns are ``prefix + name`` for the
+            ``outputs`` names (default: the keys of the first transformed event).
+    """
+
+    def __init__(self, model: Any, *, features: list[str] | None = None, target: str | None = None,
+                 per_key: bool = False, prediction: str = "prediction", proba: str | None = "proba",
+                 score: str = "anomaly_score", positive: Any = None, prefix: str = "transformed_",
+                 outputs: list[str] | None = None):
+        self.model = build_model(model)
+        self.kind = _kind(self.model)
+        self.target = target
+        if self.kind in ("classifier", "regressor") and target is None:
+            raise ConfigError(f"river {self.kind} {self.model!r} needs target= (the label column)")
+        if self.model._supervised and target is None:
+            raise ConfigError(f"river model {self.model!r} is supervised and needs target=")
+        self.features = list(features) if features is not None else None
+        self._explicit_features = features is not None
+        self.per_key = per_key
+        self.prediction_col, self.proba_col, self.score_col = prediction, proba, score
+        self.positive = positive
+        self.prefix = prefix
+        self.outputs = list(outputs) if outputs is not None else None
+        self._labels_from_proba = self.kind == "classifier" and \
+            type(_final_step(self.model)).predict_one is base.Classifier.predict_one
+        self.models: dict[Any, Any] = {}
+        self._steps: dict[Any, Step] = {}
+        self._step = _stepper(self.kind, self.model, self._labels_from_proba)
+
+    @classmethod
+    def from_config(cls, model: Any, params: dict[str, Any] | None = None, **kwargs: Any) -> RiverOperator:
+        """Build from a pipeline file: ``model = "anomaly.HalfSpaceTrees"``, ``params = {...}``
+        or ``model = [{model = ...}, ...]`` for a River pipeline; other keys as in ``__init__``."""
+        return cls(build_model(model, params), **kwargs)
+
+    @property
+    def name(self) -> str:
+        return f"River[{type(_final_step(self.model)).__name__}]"
+
+    def __repr__(self) -> str:
+        return (f"RiverOperator({self.model!r}, features={self.features if self._explicit_features else None}, "
+                f"target={self.target!r}, per_key={self.per_key})")
+
+    # -- columns ------------------------------------------------------------------------
+    def _output_names(self) -> set[str]:
+        names = {self.prediction_col, self.proba_col, self.score_col, "is_anomaly"}
+        return names | {self.prefix + o for o in self.outputs or []}
+
+    def required_columns(self) -> dict[str, str]:
+        kind = "any" if self._explicit_features else "number"
+        cols = {f: kind for f in self.features or []}
+        if self.target is not None:
+            cols[self.target] = "any"
+        return cols
+
+    def check_rows(self, batch: Batch):
+        if self.features is None:
+            self._resolve_features(batch)
+        return super().check_rows(batch)
+
+    def _resolve_features(self, batch: Batch) -> None:
+        skip = {batch.key_column, batch.time_column, self.target, *self._output_names()}
+        self.features = [f.name for f in batch.schema if f.name not in skip and (
+            pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_boolean(f.type))]
+        if not self.features:
+            raise ConfigError(f"{batch.source or '<stream>'}: {self.name} found no numeric feature "
+                              f"column in {batch.column_names}; pass features=[...]")
+
+    # -- the loop --------------------------------------------------------------------------
+    def process(self, batch: Batch) -> Batch:
+        names = self.features
+        cols = [batch.numpy(f).tolist() for f in names]
+        xs = [dict(zip(names, row)) for row in zip(*cols)]
+        ys = batch.numpy(self.target).tolist() if self.target is not None else [None] * len(xs)
+        if not self.per_key:
+            step = self._step
+            out = [step(x, y) for x, y in zip(xs, ys)]
+        else:
+            steps = self._steps
+            out = []
+            append = out.append
+            for x, y, k in zip(xs, ys, batch.keys().tolist()):
+                step = steps.get(k)
+                if step is None:
+                    step = steps[k] = self._model_step(k)
+                append(step(x, y))
+        return batch.with_columns(self._columns(out, batch))
+
+    def _model_step(self, key: Any) -> Step:
+        model = self.models.get(key)
+        if model is None:
+            model = self.models[key] = self.model.clone()
+        return _stepper(self.kind, model, self._labels_from_proba)
+
+    def _columns(self, out: list, batch: Batch) -> dict[str, Any]:
+        if self.kind == "detector":
+            return {self.score_col: np.asarray(out, dtype=np.float64)}
+        if self.kind == "filter":
+            return {self.score_col: np.asarray([s for s, _ in out], dtype=np.float64),
+                    "is_anomaly": np.asarray([bool(f) for _, f in out])}
+        if self.kind == "regressor":
+            return {self.prediction_col: pa.array(out, type=pa.float64())}
+        if self.kind == "classifier":
+            return self._class_columns(out, batch)
+        return self._transformed(out, batch)
+
+    def _class_columns(self, out: list, batch: Batch) -> dict[str, Any]:
+        label_type = batch.column(self.target).type
+        if self._labels_from_proba:
+            probas = out
+            labels = [max(p, key=p.get) if p else None for p in out]
+        else:
+            labels = [lab for lab, _ in out]
+            probas = [p for _, p in out]
+        try:
+            cols = {self.prediction_col: pa.array(labels, type=label_type)}
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise BadEventError(f"predicted labels do not fit the type of {self.target!r} "
+                                f"({label_type}): {exc}", source=batch.source, operator=self.name) from exc
+        if self.proba_col is not None:
+            positive = self.positive
+            if positive is None and pa.types.is_boolean(label_type):
+                positive = True
+            if positive is None:
+                values = [p.get(lab, 0.0) if p else None for p, lab in zip(probas, labels)]
+            else:
+                values = [p.get(positive, 0.0) if p else None for p in probas]
+            cols[self.proba_col] = pa.array(values, type=pa.float64())
+        return cols
+
+    def _transformed(self, out: list[dict], batch: Batch) -> dict[str, Any]:
+        if self.outputs is None:
+            self.outputs = list(out[0])
+        known = set(self.outputs)
+        for i, d in enumerate(out):
+            extra = d.keys() - known
+            if extra:
+                raise BadEventError(
+                    f"the transformer produced feature(s) {sorted(map(str, extra))} beyond the output "
+                    f"columns {self.outputs} fixed by the first event; list them all in outputs=[...]",
+                    source=batch.source, offset=int(batch.positions()[i]), operator=self.name)
+        try:
+            return {self.prefix + str(o): pa.array([d.get(o) for d in out], type=pa.float64())
+                    for o in self.outputs}
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise BadEventError(f"transformer outputs must be numbers: {exc}", source=batch.source,
+                                operator=self.name) from exc
+
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"models" if self.per_key else "model":
+                river_state.encode(self.models if self.per_key else self.model),
+                "features": self.features, "outputs": self.outputs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        slot = "models" if self.per_key else "model"
+        if slot not in state:
+            raise CheckpointError(f"{self.name}: the checkpoint has {sorted(state)}, expected {slot!r} "
+                                  f"(per_key={self.per_key})")
+        restored = river_state.decode(state[slot])
+        if self.per_key:
+            if not isinstance(restored, dict) or any(type(m) is not type(self.model) for m in restored.values()):
+                raise CheckpointError(f"{self.name}: the checkpoint does not hold per-key "
+                                      f"{type(self.model).__name__} models")
+            self.models, self._steps = restored, {}
+        else:
+            if type(restored) is not type(self.model):
+                raise CheckpointError(f"{self.name}: the checkpoint holds a {type(restored).__name__}, "
+                                      f"this pipeline a {type(self.model).__name__}")
+            self.model = restored
+            self._step = _stepper(self.kind, restored, self._labels_from_proba)
+        self.features = state.get("features") or self.features
+        self.outputs = state.get("outputs") or self.outputs
