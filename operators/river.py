@@ -248,8 +248,10 @@ class RiverOperator(Operator):
         return names | {self.prefix + o for o in self.outputs or []}
 
     def required_columns(self) -> dict[str, str]:
-        kind = "any" if self._explicit_features else "number"
-        cols = {f: kind for f in self.features or []}
+        # Default features are whatever numeric columns the stream has: a stream without
+        # one of them is not an error, but their values are still checked row by row.
+        cols = {f: "any" for f in self.features or []} \
+            if self._explicit_features or getattr(self, "_checking_rows", False) else {}
         if self.target is not None:
             cols[self.target] = "any"
         return cols
@@ -257,7 +259,11 @@ class RiverOperator(Operator):
     def check_rows(self, batch: Batch):
         if self.features is None:
             self._resolve_features(batch)
-        return super().check_rows(batch)
+        self._checking_rows = True
+        try:
+            return super().check_rows(batch)
+        finally:
+            self._checking_rows = False
 
     def _resolve_features(self, batch: Batch) -> None:
         skip = {batch.key_column, batch.time_column, self.target, *self._output_names()}

@@ -173,7 +173,7 @@ class _Encoder:
             return {_TAG: "frozenset", "v": [self.value(v, (path, "[", "item")) for v in obj]}
         if isinstance(obj, np.generic):
             return {_TAG: "np", "v": np.asarray(obj)}
-        if t is np.dtype:
+        if isinstance(obj, np.dtype):
             if obj.fields is not None:
                 raise self.fail(path, f"structured dtype {obj} is not supported")
             return {_TAG: "dtype", "v": obj.str}
