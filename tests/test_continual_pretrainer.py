@@ -220,6 +220,18 @@ def test_checkpoint_from_another_model_is_refused():
         masked().load_state_dict(op.state_dict())
 
 
+def test_init_from_an_annealed_file_of_the_same_model_only(tmp_path):
+    op = ContinualPretrainer("text", checkpoint_dir=str(tmp_path), **TINY)
+    op(text_batch(8))
+    op.anneal_main(2)
+    op(text_batch(8))
+    fresh = ContinualPretrainer("text", **TINY)
+    fresh.init_from(op.annealed_paths[-1])
+    assert same_tensors(fresh.model.state_dict(), op.model.state_dict())
+    with pytest.raises(CheckpointError, match=r"another model.*\['layers'\]"):
+        ContinualPretrainer("text", **{**TINY, "layers": 2}).init_from(op.annealed_paths[-1])
+
+
 def test_bad_input_is_named():
     op = ContinualPretrainer("text", **TINY)
     with pytest.raises(BadEventError, match=r"texts, row 12.*empty"):

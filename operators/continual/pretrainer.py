@@ -575,17 +575,25 @@ class ContinualPretrainer(Operator):
             "annealed_paths": list(self.annealed_paths),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved = state.get("config") if isinstance(state, dict) else None
+    def _check_config(self, saved: Any, where: str) -> None:
         mine = self.config()
         if saved != mine:
-            diff = sorted(
-                k for k in set(mine) | set(saved or {}) if (saved or {}).get(k) != mine.get(k)
-            )
+            saved = saved if isinstance(saved, dict) else {}
+            diff = sorted(k for k in set(mine) | set(saved) if saved.get(k) != mine.get(k))
             raise CheckpointError(
-                f"{self.name}: checkpoint is for another model: differs in {diff} "
+                f"{where}: checkpoint is for another model: differs in {diff} "
                 f"(checkpoint {saved}, operator {mine})"
             )
+
+    def init_from(self, path: str) -> None:
+        """Start the main run from the weights of an annealed checkpoint file of the same
+        model (optimizer and schedule start fresh); another model's file is refused."""
+        _, record = load_annealed(path)
+        self._check_config(record["config"], f"{self.name} init_from {path}")
+        self.model.load_state_dict(record["model"])
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._check_config(state.get("config") if isinstance(state, dict) else None, self.name)
         self.main.load_state_dict(state["main"])
         self._rng.set_state(state["rng"])
         self._pending = _unpack_items(state["pending"])
