@@ -47,9 +47,7 @@ def text_batch(n: int = 40, offset: int = 0, source: str = "texts") -> Batch:
 def vector_batch(n: int = 40, dim: int = 6, seed: int = 0) -> Batch:
     x = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
     # a fixed-shape tensor column: check_operator compares it as a 2-D array
-    return Batch(
-        pa.record_batch({"x": pa.FixedShapeTensorArray.from_numpy_ndarray(x)}), source="vectors"
-    )
+    return Batch(pa.record_batch({"x": pa.FixedShapeTensorArray.from_numpy_ndarray(x)}), source="vectors")
 
 
 def masked(**kw) -> ContinualPretrainer:
@@ -118,9 +116,7 @@ def test_runtime_cut_does_not_change_results(make, data):
     "make,data",
     [
         (
-            lambda **kw: ContinualPretrainer(
-                "text", replay_capacity=6, replay_per_batch=2, **TINY, **kw
-            ),
+            lambda **kw: ContinualPretrainer("text", replay_capacity=6, replay_per_batch=2, **TINY, **kw),
             text_batch(60),
         ),
         (lambda **kw: masked(replay_capacity=6, replay_per_batch=2, **kw), vector_batch(60)),
@@ -142,9 +138,7 @@ def test_annealed_branch_leaves_the_main_run_bit_identical(make, data, tmp_path)
     assert same_tensors(branched.main.state_dict()["model"], plain.main.state_dict()["model"])
     assert same_tensors(branched.main.optimizer.state_dict(), plain.main.optimizer.state_dict())
     assert torch.equal(branched._rng.get_state(), plain._rng.get_state())
-    assert [s.tolist() for s in branched.replay.samples] == [
-        s.tolist() for s in plain.replay.samples
-    ]
+    assert [s.tolist() for s in branched.replay.samples] == [s.tolist() for s in plain.replay.samples]
     # and the branch really trained at a lower rate: its weights differ from the main run's
     model, record = load_annealed(branched.annealed_paths[-1])
     assert record["kind"] == "branch" and record["lr"] < branched.main.lr
@@ -189,9 +183,7 @@ def test_anneal_main_at_a_task_boundary_then_constant_again():
 
 def test_state_round_trip_mid_micro_batch_with_branch_in_flight(tmp_path):
     def make():
-        return ContinualPretrainer(
-            "text", replay_capacity=5, replay_per_batch=1, anneal_every_steps=3, **TINY
-        )
+        return ContinualPretrainer("text", replay_capacity=5, replay_per_batch=1, anneal_every_steps=3, **TINY)
 
     data = text_batch(50)
     full = make()
@@ -288,9 +280,7 @@ def test_binary_and_dictionary_text_columns_train_like_strings():
 
 def test_runs_in_the_engine_with_tensor_images():
     images = np.random.default_rng(1).random((30, 2, 3)).astype(np.float32)
-    table = pa.record_batch(
-        {"ts": np.arange(30), "img": pa.FixedShapeTensorArray.from_numpy_ndarray(images)}
-    )
+    table = pa.record_batch({"ts": np.arange(30), "img": pa.FixedShapeTensorArray.from_numpy_ndarray(images)})
     sink = ListSink()
     op = ContinualPretrainer("img", "masked", input_dim=6, **{**TINY, "max_tokens": 8})
     summary = run(ListSource([table], key="key"), op, sink, batch_size=7)

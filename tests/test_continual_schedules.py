@@ -95,9 +95,7 @@ def test_annealing_is_exponential_to_eta_min_then_holds_or_resumes():
             70: lambda sc: sc.anneal(10, then="constant"),
         },
     )
-    assert lrs[39] < lrs[30] and lrs[40] == pytest.approx(
-        const * ETA_MAX
-    )  # no re-warm above η_const
+    assert lrs[39] < lrs[30] and lrs[40] == pytest.approx(const * ETA_MAX)  # no re-warm above η_const
     assert lrs[79] < lrs[70] and lrs[99] == pytest.approx(const * ETA_MAX)
     assert max(lrs[15:]) == pytest.approx(const * ETA_MAX)
 
@@ -120,16 +118,12 @@ def test_repeated_cosine_rewarms_every_cycle():
         assert lrs[50 * c] == 0.0
         assert lrs[50 * c + 5] == pytest.approx(ETA_MAX)
         p = (30 - 5) / 45
-        assert lrs[50 * c + 30] == pytest.approx(
-            ETA_MAX * (0.1 + 0.9 * (1 + math.cos(math.pi * p)) / 2)
-        )
+        assert lrs[50 * c + 30] == pytest.approx(ETA_MAX * (0.1 + 0.9 * (1 + math.cos(math.pi * p)) / 2))
     assert lrs[49] == pytest.approx(ETA_MAX * (0.1 + 0.9 * (1 + math.cos(math.pi * 44 / 45)) / 2))
 
 
 def test_wsd_and_constant_values():
-    s = WarmupStableDecayLR(
-        _opt(), total_steps=100, warmup_steps=10, decay_steps=20, decay="exp", min_ratio=0.01
-    )
+    s = WarmupStableDecayLR(_opt(), total_steps=100, warmup_steps=10, decay_steps=20, decay="exp", min_ratio=0.01)
     lrs = _walk(s, 120)
     assert lrs[5] == pytest.approx(ETA_MAX / 2) and lrs[50] == pytest.approx(ETA_MAX)
     assert lrs[90] == pytest.approx(ETA_MAX * 0.01**0.5)

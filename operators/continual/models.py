@@ -147,9 +147,7 @@ class ByteLM(StreamModel):
             targets[i, : lengths[i]] = it[0]
         dev = self.device
         tgt = torch.from_numpy(targets).to(dev)
-        inp = torch.cat(
-            [torch.full((len(items), 1), BOS, dtype=torch.long, device=dev), tgt[:, :-1]], 1
-        )
+        inp = torch.cat([torch.full((len(items), 1), BOS, dtype=torch.long, device=dev), tgt[:, :-1]], 1)
         lens = torch.from_numpy(lengths).to(dev)
         mask = torch.arange(width, device=dev)[None, :] < lens[:, None]
         ce = F.cross_entropy(self(inp).transpose(1, 2), tgt, reduction="none")
@@ -175,13 +173,9 @@ class MaskedAutoencoder(StreamModel):
         super().__init__()
         for name, v in (("input_dim", input_dim), ("dim", dim), ("layers", layers)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(
-                    f"MaskedAutoencoder: {name} must be a whole number ≥ 1, got {v!r}"
-                )
+                raise ConfigError(f"MaskedAutoencoder: {name} must be a whole number ≥ 1, got {v!r}")
         if not (0.0 < mask_ratio < 1.0):
-            raise ConfigError(
-                f"MaskedAutoencoder: mask_ratio must be in (0, 1), got {mask_ratio!r}"
-            )
+            raise ConfigError(f"MaskedAutoencoder: mask_ratio must be in (0, 1), got {mask_ratio!r}")
         self.input_dim, self.dim, self.layers, self.mask_ratio = input_dim, dim, layers, mask_ratio
         self.hidden_count = max(1, math.floor(mask_ratio * input_dim + 0.5))
         width = [2 * input_dim] + [dim] * layers

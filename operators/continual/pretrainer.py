@@ -211,29 +211,17 @@ class ContinualPretrainer(Operator):
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ConfigError(f"{me}: {name} must be a whole number ≥ {low}, got {v!r}")
         if replay_per_batch and not replay_capacity:
-            raise ConfigError(
-                f"{me}: replay_per_batch={replay_per_batch} needs replay_capacity > 0"
-            )
+            raise ConfigError(f"{me}: replay_per_batch={replay_per_batch} needs replay_capacity > 0")
         if not (isinstance(lr, (int, float)) and lr > 0):
             raise ConfigError(f"{me}: lr must be > 0, got {lr!r}")
         if schedule not in SCHEDULES:
-            raise ConfigError(
-                f"{me}: unknown schedule {schedule!r}; choose one of {sorted(SCHEDULES)}"
-            )
+            raise ConfigError(f"{me}: unknown schedule {schedule!r}; choose one of {sorted(SCHEDULES)}")
         if schedule != "infinite" and (anneal_every_steps or anneal_every_seconds):
-            raise ConfigError(
-                f"{me}: annealed checkpoints need schedule='infinite', not {schedule!r}"
-            )
-        if anneal_every_steps is not None and (
-            not isinstance(anneal_every_steps, int) or anneal_every_steps < 1
-        ):
-            raise ConfigError(
-                f"{me}: anneal_every_steps must be a whole number ≥ 1, got {anneal_every_steps!r}"
-            )
+            raise ConfigError(f"{me}: annealed checkpoints need schedule='infinite', not {schedule!r}")
+        if anneal_every_steps is not None and (not isinstance(anneal_every_steps, int) or anneal_every_steps < 1):
+            raise ConfigError(f"{me}: anneal_every_steps must be a whole number ≥ 1, got {anneal_every_steps!r}")
         if anneal_every_seconds is not None and not anneal_every_seconds > 0:
-            raise ConfigError(
-                f"{me}: anneal_every_seconds must be > 0, got {anneal_every_seconds!r}"
-            )
+            raise ConfigError(f"{me}: anneal_every_seconds must be > 0, got {anneal_every_seconds!r}")
         self.column, self.objective, self.input_dim = column, objective, input_dim
         self.model_kind, self.dim, self.layers = model, dim, layers
         self.max_tokens, self.mask_ratio = max_tokens, mask_ratio
@@ -262,11 +250,7 @@ class ContinualPretrainer(Operator):
         self.replay_per_batch, self.seed = replay_per_batch, seed
         self.loss_column, self.lr_column = loss_column, lr_column
         self.device = torch.device(
-            "cuda"
-            if device == "auto" and torch.cuda.is_available()
-            else "cpu"
-            if device == "auto"
-            else device
+            "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
         )
 
         self.model = self._new_model()
@@ -286,9 +270,7 @@ class ContinualPretrainer(Operator):
 
     # -- construction -----------------------------------------------------------------
     @staticmethod
-    def _schedule_kwargs(
-        schedule: str, infinite: dict[str, Any], extra: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _schedule_kwargs(schedule: str, infinite: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         if schedule == "infinite":
             return {**infinite, **extra}
         base = {"warmup_steps": infinite["warmup_steps"]}
@@ -308,15 +290,11 @@ class ContinualPretrainer(Operator):
                     kind=self.model_kind,
                 )
             else:
-                model = MaskedAutoencoder(
-                    self.input_dim, dim=self.dim, layers=self.layers, mask_ratio=self.mask_ratio
-                )
+                model = MaskedAutoencoder(self.input_dim, dim=self.dim, layers=self.layers, mask_ratio=self.mask_ratio)
         return model.to(self.device)
 
     def _new_trainer(self, model: StreamModel) -> _Trainer:
-        opt = torch.optim.AdamW(
-            model.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay
-        )
+        opt = torch.optim.AdamW(model.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
         return _Trainer(
             model,
             opt,
@@ -339,14 +317,11 @@ class ContinualPretrainer(Operator):
         if self.objective == "next_token":
             if not _is_text(typ):
                 raise SchemaError(
-                    f"{where} (next_token) needs column {self.column!r} of text "
-                    f"(string or binary), got {typ}"
+                    f"{where} (next_token) needs column {self.column!r} of text (string or binary), got {typ}"
                 )
             return
         value_type, size = _vector_type(typ)
-        if value_type is None or not (
-            pa.types.is_floating(value_type) or pa.types.is_integer(value_type)
-        ):
+        if value_type is None or not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
             raise SchemaError(
                 f"{where} (masked) needs column {self.column!r} of numeric vectors "
                 f"(list, fixed-size list or fixed-shape tensor), got {typ}"
@@ -366,27 +341,20 @@ class ContinualPretrainer(Operator):
         if self.objective == "next_token":
             lengths = _text_lengths(batch.column(col))
             for i in np.flatnonzero(lengths == 0).tolist():
-                reasons.setdefault(
-                    i, f"column {col!r} is empty: a text sample needs at least one byte"
-                )
+                reasons.setdefault(i, f"column {col!r} is empty: a text sample needs at least one byte")
         else:
             arr = batch.column(col)
-            if not isinstance(
-                arr.type, pa.FixedShapeTensorType
-            ) and not pa.types.is_fixed_size_list(arr.type):
+            if not isinstance(arr.type, pa.FixedShapeTensorType) and not pa.types.is_fixed_size_list(arr.type):
                 lengths = pa.compute.list_value_length(arr).to_numpy(zero_copy_only=False)
                 for i in np.flatnonzero(lengths != self.input_dim).tolist():
                     reasons.setdefault(
                         i,
-                        f"column {col!r} has {lengths[i]} values, "
-                        f"the model takes input_dim={self.input_dim}",
+                        f"column {col!r} has {lengths[i]} values, the model takes input_dim={self.input_dim}",
                     )
             if not reasons:
                 values = self._vectors(batch)
                 for i in np.flatnonzero(~np.isfinite(values).all(axis=1)).tolist():
-                    reasons.setdefault(
-                        i, f"column {col!r} holds a value that is not a finite number"
-                    )
+                    reasons.setdefault(i, f"column {col!r} holds a value that is not a finite number")
         if not reasons:
             return None
         bad = np.zeros(batch.num_rows, dtype=bool)
@@ -437,9 +405,7 @@ class ContinualPretrainer(Operator):
         replay = [self.model.prepare(s, self._rng) for s in self.replay.sample(k, self._rng)]
         losses = self.main.step(items + replay)[: len(items)].cpu().numpy()
         for br in self.branches:
-            br_replay = [
-                self.model.prepare(s, br.generator) for s in self.replay.sample(k, br.generator)
-            ]
+            br_replay = [self.model.prepare(s, br.generator) for s in self.replay.sample(k, br.generator)]
             br.trainer.step(items + br_replay)
             br.steps_left -= 1
         self.replay.add([it[0] for it in items], self._rng)
@@ -456,10 +422,7 @@ class ContinualPretrainer(Operator):
             self._finish("main", self.main, self.main.scheduler.anneal_start)
         if self.anneal_every_steps and self.steps % self.anneal_every_steps == 0:
             self._start_branch(strict=False)
-        if (
-            self.anneal_every_seconds
-            and time.monotonic() - self._last_branch_time >= self.anneal_every_seconds
-        ):
+        if self.anneal_every_seconds and time.monotonic() - self._last_branch_time >= self.anneal_every_seconds:
             self._start_branch(strict=False)
         self.train_seconds += time.perf_counter() - t0
         return losses
@@ -467,9 +430,7 @@ class ContinualPretrainer(Operator):
     # -- annealing ----------------------------------------------------------------------
     def _need_infinite(self, what: str) -> InfiniteLR:
         if not isinstance(self.main.scheduler, InfiniteLR):
-            raise ConfigError(
-                f"{self.name}: {what} needs schedule='infinite', this one is {self.schedule!r}"
-            )
+            raise ConfigError(f"{self.name}: {what} needs schedule='infinite', this one is {self.schedule!r}")
         return self.main.scheduler
 
     def request_annealed_checkpoint(self) -> None:
@@ -536,9 +497,7 @@ class ContinualPretrainer(Operator):
         """The latest annealed model (in eval mode), or ``None`` before the first one."""
         return None if self.annealed is None else _model_from_record(self.annealed, self.device)
 
-    def evaluate(
-        self, samples: list[Any], model: StreamModel | None = None, batch_size: int = 64
-    ) -> float:
+    def evaluate(self, samples: list[Any], model: StreamModel | None = None, batch_size: int = 64) -> float:
         """Held-out loss (weighted by tokens or hidden entries) of texts or vectors, without
         learning; the masked objective uses masks from a fixed seed so calls are comparable."""
         return held_out_loss(
@@ -581,8 +540,7 @@ class ContinualPretrainer(Operator):
             saved = saved if isinstance(saved, dict) else {}
             diff = sorted(k for k in set(mine) | set(saved) if saved.get(k) != mine.get(k))
             raise CheckpointError(
-                f"{where}: checkpoint is for another model: differs in {diff} "
-                f"(checkpoint {saved}, operator {mine})"
+                f"{where}: checkpoint is for another model: differs in {diff} (checkpoint {saved}, operator {mine})"
             )
 
     def init_from(self, path: str) -> None:
@@ -632,17 +590,13 @@ class ContinualPretrainer(Operator):
             unit: self.weight_trained,
             "lr": self.main.lr,
             "train_seconds": self.train_seconds,
-            f"{unit}_per_s": self.weight_trained / self.train_seconds
-            if self.train_seconds
-            else None,
+            f"{unit}_per_s": self.weight_trained / self.train_seconds if self.train_seconds else None,
             "annealed_checkpoints": self.annealed_paths,
             "branches_running": len(self.branches),
         }
 
     def __repr__(self) -> str:
-        return (
-            f"ContinualPretrainer({self.column!r}, {self.objective!r}, schedule={self.schedule!r})"
-        )
+        return f"ContinualPretrainer({self.column!r}, {self.objective!r}, schedule={self.schedule!r})"
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -735,9 +689,7 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
-def held_out_loss(
-    model: StreamModel, samples: list[np.ndarray], batch_size: int = 64, seed: int = 12345
-) -> float:
+def held_out_loss(model: StreamModel, samples: list[np.ndarray], batch_size: int = 64, seed: int = 12345) -> float:
     """Loss of ``model`` on held-out samples, weighted by tokens (or hidden entries).
 
     Uses its own generator (masks of the masked objective), never a training run's.

@@ -54,9 +54,7 @@ class ReplayBuffer:
 
     def __init__(self, capacity: int):
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
-            raise ConfigError(
-                f"ReplayBuffer: capacity must be a whole number ≥ 0, got {capacity!r}"
-            )
+            raise ConfigError(f"ReplayBuffer: capacity must be a whole number ≥ 0, got {capacity!r}")
         self.capacity = capacity
         self.samples: list[np.ndarray] = []
         self.seen = 0
@@ -95,8 +93,6 @@ class ReplayBuffer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["capacity"] != self.capacity:
-            raise ValueError(
-                f"replay buffer: checkpoint capacity {state['capacity']} != {self.capacity}"
-            )
+            raise ValueError(f"replay buffer: checkpoint capacity {state['capacity']} != {self.capacity}")
         self.seen = int(state["seen"])
         self.samples = [a.astype(np.dtype(state["dtype"])) for a in unpack_arrays(state)]

@@ -186,9 +186,7 @@ class InfiniteLR(_FactorLR):
         if steps == 0:
             raise ConfigError(f"{type(self).__name__}: an annealing phase needs ≥ 1 step")
         if then not in ANNEAL_THEN:
-            raise ConfigError(
-                f"{type(self).__name__}: then must be one of {ANNEAL_THEN}, got {then!r}"
-            )
+            raise ConfigError(f"{type(self).__name__}: then must be one of {ANNEAL_THEN}, got {then!r}")
         if self.annealing:
             raise ConfigError(
                 f"{type(self).__name__}: already annealing since step "
@@ -201,10 +199,7 @@ class InfiniteLR(_FactorLR):
     @property
     def annealing(self) -> bool:
         """True while an annealing phase is under way (not yet at its last step)."""
-        return (
-            self.anneal_start is not None
-            and self.last_epoch < self.anneal_start + self.anneal_length
-        )
+        return self.anneal_start is not None and self.last_epoch < self.anneal_start + self.anneal_length
 
     @property
     def anneal_done(self) -> bool:
@@ -243,10 +238,7 @@ class RepeatedCosineLR(_FactorLR):
         for i, c in enumerate(cycles):
             _check_steps(owner, **{f"cycle_steps[{i}]": c})
             if c <= warmup_steps:
-                raise ConfigError(
-                    f"{owner}: cycle {i} has {c} steps, not more than its "
-                    f"warmup_steps={warmup_steps}"
-                )
+                raise ConfigError(f"{owner}: cycle {i} has {c} steps, not more than its warmup_steps={warmup_steps}")
         _check_ratio(owner, "min_ratio", min_ratio)
         self.cycles, self.repeat = cycles, isinstance(cycle_steps, int)
         self.warmup_steps, self.min_ratio = warmup_steps, float(min_ratio)
@@ -298,9 +290,7 @@ class WarmupStableDecayLR(_FactorLR):
         last_epoch: int = -1,
     ):
         owner = type(self).__name__
-        _check_steps(
-            owner, total_steps=total_steps, warmup_steps=warmup_steps, decay_steps=decay_steps
-        )
+        _check_steps(owner, total_steps=total_steps, warmup_steps=warmup_steps, decay_steps=decay_steps)
         if warmup_steps + decay_steps > total_steps:
             raise ConfigError(
                 f"{owner}: warmup_steps ({warmup_steps}) + decay_steps "
@@ -341,9 +331,7 @@ class ConstantLR(_FactorLR):
     [0.5, 2.0, 2.0]
     """
 
-    def __init__(
-        self, optimizer: torch.optim.Optimizer, warmup_steps: int = 0, last_epoch: int = -1
-    ):
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int = 0, last_epoch: int = -1):
         _check_steps(type(self).__name__, warmup_steps=warmup_steps)
         self.warmup_steps = warmup_steps
         super().__init__(optimizer, last_epoch)
@@ -404,14 +392,9 @@ def plot_schedules(path: str, steps: int = 3000, tasks: int = 3) -> str:
     task = steps // tasks
     warm, cool, anneal = task // 20, task // 5, task // 5
     inf_kw = dict(warmup_steps=warm, cooldown_steps=cool, const_ratio=0.25, min_ratio=0.01)
-    ends = {
-        t * task - anneal: (lambda s: s.anneal(anneal, then="constant"))
-        for t in range(1, tasks + 1)
-    }
+    ends = {t * task - anneal: (lambda s: s.anneal(anneal, then="constant")) for t in range(1, tasks + 1)}
     curves = {
-        "infinite (cosine cooldown, anneal at task end)": _curve(
-            InfiniteLR(opt(), **inf_kw), steps, ends
-        ),
+        "infinite (cosine cooldown, anneal at task end)": _curve(InfiniteLR(opt(), **inf_kw), steps, ends),
         "infinite (inverse-sqrt cooldown, never annealed)": _curve(
             InfiniteLR(opt(), cooldown="inv_sqrt", **inf_kw), steps
         ),
@@ -419,9 +402,7 @@ def plot_schedules(path: str, steps: int = 3000, tasks: int = 3) -> str:
             RepeatedCosineLR(opt(), cycle_steps=task, warmup_steps=warm, min_ratio=0.01), steps
         ),
         "warmup-stable-decay": _curve(
-            WarmupStableDecayLR(
-                opt(), total_steps=steps, warmup_steps=warm, decay_steps=steps // 10
-            ),
+            WarmupStableDecayLR(opt(), total_steps=steps, warmup_steps=warm, decay_steps=steps // 10),
             steps,
         ),
         "constant": _curve(ConstantLR(opt(), warmup_steps=warm), steps),
@@ -451,4 +432,3 @@ def plot_schedules(path: str, steps: int = 3000, tasks: int = 3) -> str:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
