@@ -320,10 +320,16 @@ class RiverOperator(Operator):
             labels = [lab for lab, _ in out]
             probas = [p for _, p in out]
         try:
-            cols = {self.prediction_col: pa.array(labels, type=label_type)}
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise BadEventError(f"predicted labels do not fit the type of {self.target!r} "
-                                f"({label_type}): {exc}", source=batch.source, operator=self.name) from exc
+            predicted = pa.array(labels, type=label_type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            # a binary classifier predicts True/False for 0/1 targets (River compares them equal)
+            try:
+                predicted = pa.array(labels)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise BadEventError(f"predicted labels do not fit in one column like {self.target!r} "
+                                    f"({label_type}): {exc}", source=batch.source,
+                                    operator=self.name) from exc
+        cols = {self.prediction_col: predicted}
         if self.proba_col is not None:
             positive = self.positive
             if positive is None and pa.types.is_boolean(label_type):

@@ -1,0 +1,65 @@
+"""The example pipelines run through the CLI, resume from their checkpoints, and give
+River's own numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from river import datasets, evaluate, linear_model, metrics, preprocessing
+
+from stream.cli import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _pipeline(name: str, folder) -> str:
+    """The example, with its outputs under ``folder`` and its inputs found from anywhere."""
+    with open(os.path.join(REPO, "examples", name), encoding="utf-8") as f:
+        text = f.read()
+    text = text.replace('"examples/', f'"{REPO}/examples/').replace('"out/', f'"{folder}/out/')
+    path = os.path.join(folder, name)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def _read_parts(folder: str) -> pa.Table:
+    parts = sorted(p for p in os.listdir(folder) if p.startswith("part-"))
+    return pa.concat_tables([pacsv.read_csv(os.path.join(folder, p)) for p in parts])
+
+
+def test_river_anomaly_example_resumes_to_the_same_scores(tmp_path, capsys):
+    os.makedirs(tmp_path / "whole", exist_ok=True)
+    os.makedirs(tmp_path / "split", exist_ok=True)
+    whole = _pipeline("river_anomaly.toml", tmp_path / "whole")
+    split = _pipeline("river_anomaly.toml", tmp_path / "split")
+    assert main(["run", whole, "--max-events", "2000", "--batch-size", "256"]) == 0
+    assert main(["run", split, "--max-events", "900", "--batch-size", "256"]) == 0
+    assert main(["run", split, "--max-events", "2000", "--batch-size", "256", "--resume"]) == 0
+    a = _read_parts(str(tmp_path / "whole/out/river_anomaly/scores.csv"))
+    b = _read_parts(str(tmp_path / "split/out/river_anomaly/scores.csv"))
+    assert a.num_rows == 2000 and a.column_names == ["timestamp", "value", "anomaly_score"]
+    assert a.equals(b)
+    assert 0 < max(a.column("anomaly_score").to_pylist()) <= 1
+
+
+def test_river_classification_example_equals_progressive_val_score(tmp_path, capsys):
+    os.makedirs(tmp_path, exist_ok=True)
+    path = _pipeline("river_classification.toml", tmp_path)
+    summary_path = tmp_path / "summary.json"
+    assert main(["run", path, "--summary", str(summary_path)]) == 0
+    with open(summary_path) as f:
+        summary = json.load(f)
+    assert summary["events"] == 1250
+    (found,) = [v for k, v in summary["metrics"].items() if k.endswith(".Evaluate")]
+    printed = json.loads(capsys.readouterr().out)
+    assert list(printed.values())[0]["overall"] == found["overall"]
+    for name in ("Accuracy", "F1", "ROCAUC"):
+        model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+        expected = evaluate.progressive_val_score(datasets.Phishing(), model, getattr(metrics, name)())
+        assert found["overall"][name] == expected.get(), name
+    out = _read_parts(str(tmp_path / "out/river_classification/predictions.csv"))
+    assert out.num_rows == 1250 and out.column_names[-2:] == ["prediction", "proba"]
