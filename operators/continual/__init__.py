@@ -1,12 +1,16 @@
 """Continual pre-training on a stream with the infinite learning-rate schedule.
 
-See :mod:`operators.continual.schedules` (the schedules), :mod:`.models` (byte-level LM,
-masked autoencoder), :mod:`.replay` (the replay buffer) and :mod:`.pretrainer` (the
-operator).
+- :mod:`.schedules`: the infinite schedule and the baselines, as torch LR schedulers;
+- :mod:`.models`: byte-level LM and masked autoencoder;
+- :mod:`.pretrainer`: the :class:`ContinualPretrainer` operator;
+- :mod:`.training`: one training run, annealing branches, held-out loss;
+- :mod:`.annealed`: annealed checkpoint records and files;
+- :mod:`.replay`: the replay buffer; :mod:`.columns`: reading text and vector columns.
 """
 
+from .annealed import load_annealed
 from .models import ByteLM, MaskedAutoencoder, build_model
-from .pretrainer import ContinualPretrainer, load_annealed
+from .pretrainer import ContinualPretrainer
 from .replay import ReplayBuffer
 from .schedules import (
     ConstantLR,

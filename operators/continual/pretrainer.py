@@ -54,9 +54,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -66,69 +64,16 @@ import torch
 from stream import Batch, Operator
 from stream.errors import CheckpointError, ConfigError, SchemaError
 
-from .models import ByteLM, Item, MaskedAutoencoder, StreamModel, build_model
-from .replay import ReplayBuffer, pack_arrays, unpack_arrays
+from .annealed import load_annealed, make_record, model_from_record, save_record
+from .columns import as_sample, is_text, text_bytes, text_lengths, vector_type
+from .models import ByteLM, Item, MaskedAutoencoder, StreamModel
+from .replay import ReplayBuffer
 from .schedules import SCHEDULES, InfiniteLR, make_schedule
+from .training import Branch, Trainer, branch_seed, held_out_loss, pack_items, unpack_items
 
 log = logging.getLogger("hebbstream.continual")
 
-ANNEALED_FORMAT = "hebbstream-annealed/1"
 OBJECTIVES = ("next_token", "masked")
-
-
-class _Trainer:
-    """One training run: model, AdamW optimizer and LR scheduler, stepped together."""
-
-    def __init__(
-        self,
-        model: StreamModel,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
-        clip: float | None,
-    ):
-        self.model, self.optimizer, self.scheduler, self.clip = model, optimizer, scheduler, clip
-
-    @property
-    def lr(self) -> float:
-        return float(self.scheduler.get_last_lr()[0])
-
-    def step(self, items: list[Item]) -> torch.Tensor:
-        """One update on ``items``; returns their losses computed before the update."""
-        self.model.train()
-        loss, weight = self.model.losses(items)
-        objective = (loss * weight).sum() / weight.sum()
-        self.optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        if self.clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        return loss.detach()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        # the scheduler's state does not touch the optimizer: set the rate it implies
-        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_lr(), strict=True):
-            group["lr"] = lr
-
-
-@dataclass
-class _Branch:
-    """An annealing copy of the main run, with its own random generator."""
-
-    trainer: _Trainer
-    generator: torch.Generator
-    branched_at: int
-    steps_left: int
 
 
 class ContinualPretrainer(Operator):
@@ -258,7 +203,7 @@ class ContinualPretrainer(Operator):
         self.replay = ReplayBuffer(replay_capacity)
         self._rng = torch.Generator().manual_seed(seed)
         self._pending: list[Item] = []
-        self.branches: list[_Branch] = []
+        self.branches: list[Branch] = []
         self.steps = self.events = self.samples_trained = 0
         self.weight_trained = 0.0  # tokens (LM) or hidden entries (masked) trained on
         self.branch_count = 0
@@ -293,9 +238,9 @@ class ContinualPretrainer(Operator):
                 model = MaskedAutoencoder(self.input_dim, dim=self.dim, layers=self.layers, mask_ratio=self.mask_ratio)
         return model.to(self.device)
 
-    def _new_trainer(self, model: StreamModel) -> _Trainer:
+    def _new_trainer(self, model: StreamModel) -> Trainer:
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
-        return _Trainer(
+        return Trainer(
             model,
             opt,
             make_schedule(self.schedule, opt, **self.schedule_kwargs),
@@ -315,12 +260,12 @@ class ContinualPretrainer(Operator):
         typ = schema.field(self.column).type
         where = f"{source or '<stream>'}: {self.name}"
         if self.objective == "next_token":
-            if not _is_text(typ):
+            if not is_text(typ):
                 raise SchemaError(
                     f"{where} (next_token) needs column {self.column!r} of text (string or binary), got {typ}"
                 )
             return
-        value_type, size = _vector_type(typ)
+        value_type, size = vector_type(typ)
         if value_type is None or not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
             raise SchemaError(
                 f"{where} (masked) needs column {self.column!r} of numeric vectors "
@@ -339,7 +284,7 @@ class ContinualPretrainer(Operator):
             reasons = dict(zip(np.flatnonzero(found[0]).tolist(), found[1], strict=True))
         col = self.column
         if self.objective == "next_token":
-            lengths = _text_lengths(batch.column(col))
+            lengths = text_lengths(batch.column(col))
             for i in np.flatnonzero(lengths == 0).tolist():
                 reasons.setdefault(i, f"column {col!r} is empty: a text sample needs at least one byte")
         else:
@@ -372,7 +317,7 @@ class ContinualPretrainer(Operator):
     def _samples(self, batch: Batch) -> list[np.ndarray]:
         """Each row as a 1-D array: UTF-8 bytes of a text, or the float32 values of a vector."""
         if self.objective == "next_token":
-            return _text_bytes(batch.column(self.column))
+            return text_bytes(batch.column(self.column))
         return list(self._vectors(batch))
 
     # -- the stream ----------------------------------------------------------------------
@@ -460,49 +405,34 @@ class ContinualPretrainer(Operator):
         trainer = self._fork()
         trainer.scheduler.anneal(self.anneal_steps, then="hold")
         self.branch_count += 1
-        gen = torch.Generator().manual_seed(_branch_seed(self.seed, self.branch_count))
-        self.branches.append(_Branch(trainer, gen, self.steps, self.anneal_steps))
+        gen = torch.Generator().manual_seed(branch_seed(self.seed, self.branch_count))
+        self.branches.append(Branch(trainer, gen, self.steps, self.anneal_steps))
 
-    def _fork(self) -> _Trainer:
+    def _fork(self) -> Trainer:
         """A deep copy of the main run (model, optimizer state, schedule position)."""
         model = copy.deepcopy(self.model)
         trainer = self._new_trainer(model)
         trainer.load_state_dict(copy.deepcopy(self.main.state_dict()))
         return trainer
 
-    def _finish(self, kind: str, trainer: _Trainer, branched_at: int | None) -> None:
-        record = {
-            "format": ANNEALED_FORMAT,
-            "kind": kind,
-            "config": self.config(),
-            "branched_at": branched_at,
-            "step": self.steps,
-            "anneal_steps": self.steps - (branched_at or 0),
-            "lr": trainer.lr,
-            "events": self.events,
-            "model": {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()},
-            "optimizer": _to_cpu(copy.deepcopy(trainer.optimizer.state_dict())),
-        }
+    def _finish(self, kind: str, trainer: Trainer, branched_at: int | None) -> None:
+        record = make_record(trainer, kind, self.config(), branched_at, self.steps, self.events)
         self.annealed = record
         if self.checkpoint_dir:
-            os.makedirs(self.checkpoint_dir, exist_ok=True)
-            path = os.path.join(self.checkpoint_dir, f"annealed-{kind}-step{self.steps:09d}.pt")
-            tmp = path + ".tmp"
-            torch.save(record, tmp)
-            os.replace(tmp, path)
+            path = save_record(record, self.checkpoint_dir)
             self.annealed_paths.append(path)
             log.info("annealed checkpoint %s", path)
 
     def annealed_model(self) -> StreamModel | None:
         """The latest annealed model (in eval mode), or ``None`` before the first one."""
-        return None if self.annealed is None else _model_from_record(self.annealed, self.device)
+        return None if self.annealed is None else model_from_record(self.annealed, self.device)
 
     def evaluate(self, samples: list[Any], model: StreamModel | None = None, batch_size: int = 64) -> float:
         """Held-out loss (weighted by tokens or hidden entries) of texts or vectors, without
         learning; the masked objective uses masks from a fixed seed so calls are comparable."""
         return held_out_loss(
             model or self.model,
-            [_as_sample(s, self.objective) for s in samples],
+            [as_sample(s, self.objective) for s in samples],
             batch_size=batch_size,
         )
 
@@ -512,7 +442,7 @@ class ContinualPretrainer(Operator):
             "config": self.config(),
             "main": self.main.state_dict(),
             "rng": self._rng.get_state(),
-            "pending": _pack_items(self._pending),
+            "pending": pack_items(self._pending),
             "replay": self.replay.state_dict(),
             "branches": [
                 {
@@ -554,7 +484,7 @@ class ContinualPretrainer(Operator):
         self._check_config(state.get("config") if isinstance(state, dict) else None, self.name)
         self.main.load_state_dict(state["main"])
         self._rng.set_state(state["rng"])
-        self._pending = _unpack_items(state["pending"])
+        self._pending = unpack_items(state["pending"])
         self.replay.load_state_dict(state["replay"])
         self.branches = []
         for b in state["branches"]:
@@ -562,7 +492,7 @@ class ContinualPretrainer(Operator):
             trainer.load_state_dict(b["trainer"])
             gen = torch.Generator()
             gen.set_state(b["rng"])
-            self.branches.append(_Branch(trainer, gen, int(b["branched_at"]), int(b["steps_left"])))
+            self.branches.append(Branch(trainer, gen, int(b["branched_at"]), int(b["steps_left"])))
         c = state["counters"]
         self.steps, self.events = int(c["steps"]), int(c["events"])
         self.samples_trained, self.weight_trained = (
@@ -597,138 +527,3 @@ class ContinualPretrainer(Operator):
 
     def __repr__(self) -> str:
         return f"ContinualPretrainer({self.column!r}, {self.objective!r}, schedule={self.schedule!r})"
-
-
-# -- helpers ---------------------------------------------------------------------------
-def _branch_seed(seed: int, n: int) -> int:
-    # a different stream from the main generator's (seed) for every branch
-    return (seed * 1_000_003 + 7_919 * n) % (2**63)
-
-
-def _is_text(typ: pa.DataType) -> bool:
-    if pa.types.is_dictionary(typ):
-        return _is_text(typ.value_type)
-    return (
-        pa.types.is_string(typ)
-        or pa.types.is_large_string(typ)
-        or pa.types.is_binary(typ)
-        or pa.types.is_large_binary(typ)
-    )
-
-
-def _vector_type(typ: pa.DataType) -> tuple[pa.DataType | None, int | None]:
-    """(value type, fixed size or None) of a vector column type, (None, None) otherwise."""
-    if isinstance(typ, pa.FixedShapeTensorType):
-        return typ.value_type, int(np.prod(typ.shape))
-    if pa.types.is_fixed_size_list(typ):
-        return typ.value_type, typ.list_size
-    if pa.types.is_list(typ) or pa.types.is_large_list(typ):
-        return typ.value_type, None
-    return None, None
-
-
-def _as_binary(arr: pa.Array) -> pa.Array:
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
-    if pa.types.is_large_string(arr.type):
-        return arr.cast(pa.large_binary())
-    if pa.types.is_string(arr.type):
-        return arr.cast(pa.binary())
-    return arr
-
-
-def _text_offsets(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    arr = _as_binary(arr)
-    off_type = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=off_type)[arr.offset : arr.offset + len(arr) + 1]
-    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
-    return offsets, data
-
-
-def _text_lengths(arr: pa.Array) -> np.ndarray:
-    offsets, _ = _text_offsets(arr)
-    return np.diff(offsets)
-
-
-def _text_bytes(arr: pa.Array) -> list[np.ndarray]:
-    """The bytes of each row of a string/binary column, as uint8 views (no copy)."""
-    offsets, data = _text_offsets(arr)
-    return [data[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
-
-
-def _as_sample(s: Any, objective: str) -> np.ndarray:
-    if objective == "next_token":
-        if isinstance(s, str):
-            s = s.encode("utf-8")
-        if isinstance(s, (bytes, bytearray)):
-            return np.frombuffer(bytes(s), dtype=np.uint8)
-    return np.asarray(s, dtype=np.uint8 if objective == "next_token" else np.float32).ravel()
-
-
-def _pack_items(items: list[Item]) -> dict[str, Any]:
-    fields = len(items[0]) if items else 0
-    return {
-        "count": len(items),
-        "fields": [pack_arrays([it[j] for it in items], items[0][j].dtype) for j in range(fields)],
-    }
-
-
-def _unpack_items(packed: dict[str, Any]) -> list[Item]:
-    columns = [unpack_arrays(f) for f in packed["fields"]]
-    return list(zip(*columns, strict=True)) if columns else []
-
-
-def _to_cpu(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
-
-
-def held_out_loss(model: StreamModel, samples: list[np.ndarray], batch_size: int = 64, seed: int = 12345) -> float:
-    """Loss of ``model`` on held-out samples, weighted by tokens (or hidden entries).
-
-    Uses its own generator (masks of the masked objective), never a training run's.
-    """
-    if not samples:
-        raise ValueError("held_out_loss: no samples")
-    gen = torch.Generator().manual_seed(seed)
-    total = weight = 0.0
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for lo in range(0, len(samples), batch_size):
-            items = [model.prepare(s, gen) for s in samples[lo : lo + batch_size]]
-            loss, w = model.losses(items)
-            total += float((loss * w).sum())
-            weight += float(w.sum())
-    model.train(was_training)
-    return total / weight
-
-
-def _model_from_record(record: dict[str, Any], device: Any = "cpu") -> StreamModel:
-    config = {k: v for k, v in record["config"].items() if k not in ("objective", "column")}
-    model = build_model(config)
-    model.load_state_dict(record["model"])
-    return model.to(device).eval()
-
-
-def load_annealed(path: str, device: Any = "cpu") -> tuple[StreamModel, dict[str, Any]]:
-    """Read an annealed checkpoint file: ``(model in eval mode, record)``.
-
-    Loads with ``torch.load(weights_only=True)``: plain tensors and numbers, no code.
-    """
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise CheckpointError(f"{path}: cannot read annealed checkpoint: {exc}") from exc
-    if not isinstance(record, dict) or record.get("format") != ANNEALED_FORMAT:
-        raise CheckpointError(f"{path}: not an annealed checkpoint ({ANNEALED_FORMAT})")
-    try:
-        return _model_from_record(record, device), record
-    except (RuntimeError, ConfigError) as exc:
-        raise CheckpointError(f"{path}: annealed checkpoint does not fit its model: {exc}") from exc
