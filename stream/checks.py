@@ -55,8 +55,9 @@ class EventTimeOrder(Operator):
         if not bad.any():
             return None
         keys = batch.keys()
+        show = _time_formatter(batch)
         reasons = [f"column {batch.time_column!r} goes backwards within key {keys[i]!r}: "
-                   f"{times[i]} after {prior[i]}" for i in np.flatnonzero(bad)]
+                   f"{show(times[i])} after {show(prior[i])}" for i in np.flatnonzero(bad)]
         return bad, reasons
 
     def _in_order(self, batch: Batch, times: np.ndarray) -> bool:
@@ -84,3 +85,13 @@ class EventTimeOrder(Operator):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.last = dict(state["last"])
+
+
+def _time_formatter(batch: Batch):
+    """Show times as the user wrote them: ISO dates for timestamp columns, numbers otherwise."""
+    import pyarrow as pa
+
+    typ = batch.column(batch.time_column).type
+    if pa.types.is_timestamp(typ):
+        return lambda t: str(np.datetime64(int(t), "ns"))
+    return lambda t: str(t)
