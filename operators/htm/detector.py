@@ -10,7 +10,8 @@ Outputs (default names):
 - ``anomaly_score``: the raw HTM score, fraction of active columns not predicted.
 - ``anomaly_likelihood``: NuPIC's reported score: the log-scaled anomaly likelihood, or
   1.0 when the value leaves the running range by more than 5 % (spatial check).
-- ``alert`` (when ``alert_threshold`` is set): ``anomaly_likelihood >= alert_threshold``.
+- ``alert`` (when ``alert_threshold`` is set): ``anomaly_likelihood >= alert_threshold``
+  once the key is past its probationary period.
 
 The value encoder's resolution is ``resolution``: a number; a ``{key: number}`` dict;
 ``"minmax"`` with ``value_range={key: (min, max)}`` (NuPIC's NAB rule, which uses the
@@ -196,13 +197,17 @@ class HTMDetector(Operator):
                 slot_rows.append((slot, idx))
         self._run_lockstep(slot_rows, values, times, raw)
         score = np.empty(batch.num_rows)
+        settled = np.empty(batch.num_rows, dtype=bool)
         for key, idx in groups.items():
             scorer = self.scorers[self.slot[key]]
+            lik = scorer.likelihood
             for i in idx:
+                settled[i] = lik.iteration >= lik.probation
                 score[i] = scorer.update(float(values[i]), float(raw[i]))[0]
         out = {self.raw_column: raw, self.score_column: score}
         if self.alert_threshold is not None:
-            out["alert"] = score >= self.alert_threshold
+            # no alerts while the key is in probation (the likelihood is not fitted yet)
+            out["alert"] = settled & (score >= self.alert_threshold)
         return batch.with_columns(out)
 
     def _warm_up(self, slot: int, idx: np.ndarray, values: np.ndarray, times: np.ndarray,
