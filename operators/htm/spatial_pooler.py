@@ -103,7 +103,10 @@ class SpatialPooler:
         # duplicate bits point at the always-off row so they count once
         gather = be.xp.where(valid, bits, self.input_size)
         rows = self.conn[slots[:, None], gather]                       # (B, w, C)
-        overlap = be.astype(rows.sum(1), be.i64)
+        if be.kind == "numpy":   # a uint8 reduction over the middle axis is much faster
+            overlap = rows.view(np.uint8).sum(1, dtype=np.int16).astype(np.int64)
+        else:
+            overlap = be.astype(rows.sum(1), be.i64)
         score = overlap * self.columns + self._rank[None, :]
         if be.kind == "numpy":
             top = np.argpartition(-score, self.num_active - 1, axis=1)[:, :self.num_active]
