@@ -36,12 +36,12 @@ def test_river_anomaly_example_resumes_to_the_same_scores(tmp_path, capsys):
     os.makedirs(tmp_path / "split", exist_ok=True)
     whole = _pipeline("river_anomaly.toml", tmp_path / "whole")
     split = _pipeline("river_anomaly.toml", tmp_path / "split")
-    assert main(["run", whole, "--max-events", "2000", "--batch-size", "256"]) == 0
-    assert main(["run", split, "--max-events", "900", "--batch-size", "256"]) == 0
-    assert main(["run", split, "--max-events", "2000", "--batch-size", "256", "--resume"]) == 0
+    assert main(["run", whole, "--max-events", "1500", "--batch-size", "256"]) == 0
+    assert main(["run", split, "--max-events", "700", "--batch-size", "256"]) == 0
+    assert main(["run", split, "--max-events", "1500", "--batch-size", "256", "--resume"]) == 0
     a = _read_parts(str(tmp_path / "whole/out/river_anomaly/scores.csv"))
     b = _read_parts(str(tmp_path / "split/out/river_anomaly/scores.csv"))
-    assert a.num_rows == 2000 and a.column_names == ["timestamp", "value", "anomaly_score"]
+    assert a.num_rows == 1500 and a.column_names == ["timestamp", "value", "anomaly_score"]
     assert a.equals(b)
     assert 0 < max(a.column("anomaly_score").to_pylist()) <= 1
 
