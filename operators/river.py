@@ -11,8 +11,9 @@ Outputs (appended columns):
 - anomaly detectors: ``anomaly_score`` (plus ``is_anomaly`` for anomaly filters such as
   ``anomaly.QuantileFilter``);
 - classifiers: ``prediction`` (the label ``predict_one`` gives, typed like the target)
-  and ``proba``: the probability of ``positive`` (default: ``True`` for a boolean
-  target, else the predicted label); null before the model has seen a label, where
+  and ``proba``: the probability of ``positive`` (default: ``True`` — i.e. ``1`` —
+  for a boolean or integer target, as River's ROCAUC reads it, else the predicted
+  label); null before the model has seen a label, where
   ``progressive_val_score`` skips the event too;
 - regressors: ``prediction``;
 - transformers: one column per output feature, named ``prefix + feature``; the output
@@ -201,7 +202,7 @@ class RiverOperator(Operator):
         per_key: one clone of the model per stream key.
         prediction / proba / score: names of the output columns (``proba=None``: none).
         positive: the class whose probability goes in ``proba`` (default: ``True`` for
-            a boolean target, else the predicted label).
+            a boolean or integer target, else the predicted label).
         prefix / outputs: transformer output columns are ``prefix + name`` for the
             ``outputs`` names (default: the keys of the first transformed event).
     """
@@ -350,8 +351,8 @@ class RiverOperator(Operator):
         cols = {self.prediction_col: predicted}
         if self.proba_col is not None:
             positive = self.positive
-            if positive is None and pa.types.is_boolean(label_type):
-                positive = True
+            if positive is None and (pa.types.is_boolean(label_type) or pa.types.is_integer(label_type)):
+                positive = True  # P(True), which is P(1) for 0/1 labels: what River's ROCAUC reads
             if positive is None:
                 values = [p.get(lab, 0.0) if p else None for p, lab in zip(probas, labels)]
             else:
@@ -361,6 +362,8 @@ class RiverOperator(Operator):
 
     def _transformed(self, out: list[dict], batch: Batch) -> dict[str, Any]:
         if self.outputs is None:
+            if not out:
+                return {}
             self.outputs = list(out[0])
         known = set(self.outputs)
         for i, d in enumerate(out):

@@ -36,6 +36,18 @@ def test_classifier_metrics_equal_progressive_val_score(factory):
         assert got[name] == _river(data, factory, name), name
 
 
+def test_integer_labels_score_like_river():
+    data = list(datasets.synth.Agrawal(seed=3).take(1500))  # labels 0/1
+
+    def factory():
+        return preprocessing.StandardScaler() | linear_model.LogisticRegression()
+
+    names = ["Accuracy", "ROCAUC", "LogLoss"]
+    got = _engine(data, factory(), "y", names)
+    for name in names:
+        assert got[name] == _river(data, factory, name), name
+
+
 def test_regressor_metrics_equal_progressive_val_score():
     data = list(datasets.TrumpApproval())
     names = ["MAE", "RMSE", "R2"]
