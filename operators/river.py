@@ -283,18 +283,28 @@ class RiverOperator(Operator):
         # just before River sees it, so it is freed (and its memory reused) right after.
         xs = map(self._row_builder(), *[batch.numpy(f).tolist() for f in self.features])
         ys = batch.numpy(self.target).tolist() if self.target is not None else repeat(None)
-        if not self.per_key:
-            step = self._step
-            out = [step(x, y) for x, y in zip(xs, ys)]
-        else:
-            steps = self._steps
-            out = []
-            append = out.append
-            for x, y, k in zip(xs, ys, batch.keys().tolist()):
-                step = steps.get(k)
-                if step is None:
-                    step = steps[k] = self._model_step(k)
-                append(step(x, y))
+        out: list = []
+        append = out.append
+        try:
+            if not self.per_key:
+                step = self._step
+                for x, y in zip(xs, ys):
+                    append(step(x, y))
+            else:
+                steps = self._steps
+                for x, y, k in zip(xs, ys, batch.keys().tolist()):
+                    step = steps.get(k)
+                    if step is None:
+                        step = steps[k] = self._model_step(k)
+                    append(step(x, y))
+        except Exception as exc:
+            # out holds one result per event done, so len(out) is the failing event
+            i = len(out)
+            raise BadEventError(
+                f"River {type(_final_step(self.model)).__name__} failed on this event "
+                f"(features {self.features}): {type(exc).__name__}: {exc}",
+                source=batch.source, offset=int(batch.positions()[i]),
+                key=batch.keys()[i] if self.per_key else None, operator=self.name) from exc
         return batch.with_columns(self._columns(out, batch))
 
     def _row_builder(self) -> Callable[..., dict]:

@@ -142,3 +142,11 @@ def test_resumed_per_key_run_continues_exactly():
     second.load_state_dict(codec.loads(*codec.dumps(first.state_dict())))
     tail = second(data.slice(33))
     assert Batch.concat([head, tail]).data.equals(whole.data)
+
+
+def test_river_failure_names_the_event():
+    data = _batch(kind=np.where(np.arange(40) < 5, "1.5", "oops"))
+    op = RiverOperator(preprocessing.StandardScaler() | linear_model.LinearRegression(),
+                       features=["x", "kind"], target="x")
+    with pytest.raises(BadEventError, match=r"unit, row 0.*LinearRegression failed.*TypeError"):
+        op(data)
