@@ -130,6 +130,10 @@ class DynamicPruning(Operator):
         allowed = [want] + ([want[1:]] if want[0] == 1 else [])
         where = f"{source or '<stream>'}: {self.name} column {self.column!r}"
         if isinstance(typ, pa.FixedShapeTensorType):
+            perm = typ.permutation
+            if perm is not None and list(perm) != sorted(perm):
+                raise SchemaError(f"{where} holds permuted tensors (permutation {list(perm)}); "
+                                  "write row-major tensors")
             if tuple(typ.shape) not in allowed:
                 raise SchemaError(f"{where} holds tensors of shape {tuple(typ.shape)}; the network "
                                   f"takes {' or '.join(str(a) for a in allowed)}")
