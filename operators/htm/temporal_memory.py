@@ -22,9 +22,11 @@ column, activation threshold 13, min threshold 10, 20 new synapses, initial perm
 
 Optional backtracking (NuPIC's ``BacktrackingTM`` inference, ``max_backtrack > 0``):
 when fewer than half of the active columns were predicted, the model replays the last
-few inputs (at most ``max_backtrack``) starting from each one in turn, from the first
-cell of each column ("start cells"), and adopts the first start point whose replay stays
-in sequence up to now. Its active cells then make the prediction for the next step, so a
+few inputs (at most ``max_backtrack``) starting from each one in turn, with that first
+input bursting (NuPIC starts from its "start cells"; our learning does not reserve
+them), and adopts the first start point whose replay stays in sequence (at least half
+the columns predicted) up to now. Its active cells then make the prediction for the
+next step, so a
 sequence entered at an unexpected point is picked up again after one input instead of
 bursting until the model relearns the context.
 
@@ -371,10 +373,11 @@ class TemporalMemory:
             todo = ~found & (seq[:, start, 0] >= 0)
             if not bool(todo.any()):
                 continue
-            # a private bitmap for the replay: start cells of the first input
+            # a private bitmap for the replay: the first input bursts (every cell of its
+            # columns); the inputs after it narrow the cells down to one context
             bitmap = be.zeros((idx.shape[0], self.dummy + 1), be.b)
             rows = be.arange(idx.shape[0])[:, None]
-            bitmap[rows, seq[:, start] * n] = True
+            bitmap[rows[:, :, None], seq[:, start][:, :, None] * n + cell_ids] = True
             ok = be.full((idx.shape[0],), True, be.b)
             cells = None
             for t in range(start + 1, t_len):
