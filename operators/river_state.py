@@ -65,7 +65,9 @@ _CALL_ALLOW = frozenset({
                                 "range", "iter")),
 })
 # Modules whose functions may be stored as values (never called on load).
-_VALUE_MODULES = frozenset({"math", "operator"})
+_VALUE_MODULES = frozenset({"math", "operator", "_operator"})
+_NUMPY_VALUES = frozenset({"ones", "zeros", "empty", "full", "eye", "identity", "arange", "array",
+                           "asarray"})
 _VALUE_ALLOW = frozenset({*(f"builtins:{n}" for n in ("abs", "max", "min", "sum", "len", "round",
                                                       "pow")),
                           "copy:copy", "copy:deepcopy"})
@@ -90,18 +92,28 @@ def _allowed(module: str, qualname: str, obj: Any, call: bool) -> bool:
         return False
     if name in _VALUE_ALLOW or module in _VALUE_MODULES:
         return True
-    if module == "numpy":  # scalar types and functions such as numpy.ones in a partial
-        return (isinstance(obj, type) and issubclass(obj, np.generic)) or callable(obj) \
-            and not isinstance(obj, type)
+    if module == "numpy":  # scalar types, and array constructors such as a partial(numpy.ones)
+        return (isinstance(obj, type) and issubclass(obj, np.generic)) or qualname in _NUMPY_VALUES
     return False
 
 
 def _resolve(module: str, qualname: str) -> Any:
+    """The object named ``module:qualname``, only where that is its own home.
+
+    Walking through other modules (``river.x:os.system``) or finding an object that
+    was imported into ``module`` from elsewhere is refused: the name must be the
+    object's ``__module__`` and ``__qualname__``.
+    """
     obj = importlib.import_module(module)
     for part in qualname.split("."):
-        if part.startswith("<"):
+        if part.startswith("<") or not isinstance(obj, (type, types.ModuleType)):
+            raise AttributeError(qualname)
+        if isinstance(obj, types.ModuleType) and obj.__name__ != module:
             raise AttributeError(qualname)
         obj = getattr(obj, part)
+    if getattr(obj, "__module__", None) != module or \
+            getattr(obj, "__qualname__", getattr(obj, "__name__", None)) != qualname:
+        raise AttributeError(f"{module}:{qualname} is not defined there")
     return obj
 
 
@@ -390,8 +402,21 @@ class _Decoder:
                 raise self.fail(i, f"{e['c']} is not a class")
             return cls.__new__(cls, *args)
         if tag == "o":
-            return self.lookup(e["f"], i, call=True)(*args)
+            func = self.lookup(e["f"], i, call=True)
+            if func is getattr:
+                return self.bound_method(args, i)
+            return func(*args)
         raise self.fail(i, f"unknown entry type {tag!r}")
+
+    def bound_method(self, args: list, i: int) -> Any:
+        """``getattr(obj, name)`` only as pickle uses it: to rebuild a bound method."""
+        if len(args) != 2 or not isinstance(args[1], str) or args[1].startswith("__"):
+            raise self.fail(i, "getattr is only allowed to rebuild a method")
+        method = getattr(*args)
+        if not isinstance(method, (types.MethodType, types.BuiltinMethodType)) or \
+                getattr(method, "__self__", None) is not args[0]:
+            raise self.fail(i, f"getattr(..., {args[1]!r}) is not a method of the object")
+        return method
 
     # -- pass 2: fill them ------------------------------------------------------------------
     def fill(self, i: int, complete: bool) -> None:

@@ -10,8 +10,21 @@ import random
 
 import numpy as np
 import pytest
-from river import (anomaly, cluster, compose, datasets, ensemble, forest, linear_model, naive_bayes,
-                   neighbors, optim, preprocessing, stats, tree)
+from river import (
+    anomaly,
+    cluster,
+    compose,
+    datasets,
+    ensemble,
+    forest,
+    linear_model,
+    naive_bayes,
+    neighbors,
+    optim,
+    preprocessing,
+    stats,
+    tree,
+)
 
 from operators.river_state import decode, encode
 from stream import CheckpointError
@@ -162,3 +175,23 @@ def test_tampered_state_is_refused_on_load():
     broken = dict(plain, objects=plain["objects"] + [{"~": "r", "i": 999}])
     with pytest.raises(CheckpointError):
         decode(broken)
+
+
+def test_names_are_only_resolved_where_they_are_defined():
+    plain = codec.loads(*codec.dumps(encode({"f": collections.defaultdict(float)})))
+    text = json.dumps(plain)
+    # functools.partial reached through a River module, os through River's globals
+    for evil in ("river.compose.pipeline:functools.partial", "river.utils.math:math.sqrt",
+                 "river.compose.pipeline:contextlib.os.system"):
+        with pytest.raises(CheckpointError):
+            decode(json.loads(text.replace("collections:defaultdict", evil)))
+    model = linear_model.PAClassifier()
+    model.learn_one({"x": 1.0}, True)
+    back = _round_trip(model)  # holds a bound method, rebuilt with getattr
+    assert back.calc_tau.__self__ is back
+    tree = json.loads(json.dumps(codec.loads(*codec.dumps(encode(model))), default=str))
+    dump = json.dumps(tree)
+    assert "builtins:getattr" in dump
+    name = back.calc_tau.__name__
+    with pytest.raises(CheckpointError, match="only allowed to rebuild a method"):
+        decode(json.loads(dump.replace(f'"{name}"', '"__class__"')))
