@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from stream.errors import ConfigError
@@ -207,10 +208,13 @@ class Codec:
             return [v if isinstance(v, bytes) else str(v).encode() for v in col.to_pylist()]
         if self.format == "arrow":
             return [self.encode_ipc(rb.slice(i, 1)) for i in range(rb.num_rows)]
-        names = [json.dumps(n) for n in rb.schema.names]
-        columns = [_json_values(rb.column(i)) for i in range(rb.num_columns)]
-        return [("{" + ",".join(f"{n}:{v}" for n, v in zip(names, row, strict=True)) + "}").encode()
-                for row in zip(*columns, strict=True)]
+        if rb.num_rows == 0:
+            return []
+        # JSON text built column-wise by Arrow compute kernels: ~1 µs per row
+        fields = [pc.binary_join_element_wise(json.dumps(f.name) + ":", _json_text(rb.column(i)), "")
+                  for i, f in enumerate(rb.schema)]
+        body = pc.binary_join_element_wise(*fields, ",") if len(fields) > 1 else fields[0]
+        return pc.binary_join_element_wise("{", body, "}", "").cast(pa.binary()).to_pylist()
 
     @staticmethod
     def encode_ipc(rb: pa.RecordBatch) -> bytes:
@@ -242,6 +246,29 @@ def _json_fits(v: Any, typ: pa.DataType) -> bool:
     if pa.types.is_list(typ) or pa.types.is_fixed_size_list(typ):
         return isinstance(v, list)
     return True
+
+
+def _json_text(arr: pa.Array) -> pa.Array:
+    """The JSON text of each value of a column, as a string array (null → ``null``)."""
+    typ = arr.type
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        if pc.any(pc.match_substring_regex(arr, "[\\x00-\\x1f]")).as_py():
+            return pa.array(_json_values(arr), pa.string())  # control characters: json.dumps escapes them
+        text = pc.replace_substring(pc.replace_substring(arr, "\\", "\\\\"), '"', '\\"')
+        text = pc.binary_join_element_wise('"', text, '"', "")
+    elif pa.types.is_floating(typ):
+        text = pc.cast(arr, pa.string())
+        # keep floats floats for the reader's type inference (3.0 is "3.0", not "3")
+        text = pc.if_else(pc.match_substring_regex(text, "^-?[0-9]+$"),
+                          pc.binary_join_element_wise(text, ".0", ""), text)
+        text = pc.if_else(pc.is_finite(arr), text, pa.scalar(None, pa.string()))
+    elif pa.types.is_integer(typ) or pa.types.is_boolean(typ):
+        text = pc.cast(arr, pa.string())
+    elif pa.types.is_timestamp(typ) or pa.types.is_date(typ):
+        text = pc.binary_join_element_wise('"', pc.cast(arr, pa.string()), '"', "")
+    else:
+        return pa.array(_json_values(arr), pa.string())
+    return pc.fill_null(text, "null")
 
 
 def _json_values(arr: pa.Array) -> list[str]:

@@ -102,7 +102,7 @@ class KafkaSink(Sink):
     def open(self, flush_point: dict[str, Any] | None = None) -> None:
         from confluent_kafka import Producer
 
-        self.producer = Producer({**self.conf, "error_cb": self._on_error})
+        self.producer = Producer({**self.conf, "error_cb": self._on_error, "on_delivery": self._on_delivery})
         if self.exactly_once:
             self.producer.init_transactions(self.flush_timeout)
             self._begin()
@@ -114,16 +114,15 @@ class KafkaSink(Sink):
         stamps = self._timestamps(rb)
         headers = [(TXN_HEADER, f"{self.conf['transactional.id']}:{self.transactions}")] \
             if self.exactly_once else None
-        produce, topic, report = self.producer.produce, self.topic, self._on_delivery
+        produce, topic = self.producer.produce, self.topic
+        keys = keys if keys is not None else [None] * len(values)
+        extra: dict[str, Any] = {"headers": headers} if headers else {}
         for i, value in enumerate(values):
-            kwargs: dict[str, Any] = {"key": keys[i] if keys is not None else None, "on_delivery": report}
             if stamps is not None:
-                kwargs["timestamp"] = stamps[i]
-            if headers:
-                kwargs["headers"] = headers
+                extra["timestamp"] = stamps[i]
             while True:
                 try:
-                    produce(topic, value, **kwargs)
+                    produce(topic, value, keys[i], **extra)
                     break
                 except BufferError:  # local queue full: let librdkafka send, then retry
                     self.producer.poll(0.05)

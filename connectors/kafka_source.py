@@ -85,7 +85,7 @@ class KafkaSource(Source):
     def __init__(self, topic: str | list[str], *, group_id: str, bootstrap_servers: str | None = None,
                  format: str = "json", schema: dict[str, str] | None = None, key: str = "key",
                  time: str = "ts", dead_letter_topic: str | None = None, on_error: str | None = None,
-                 batch_size: int = 1000, poll_timeout: float = 0.1, max_inflight: int = 5000,
+                 batch_size: int = 1000, poll_timeout: float = 0.1, max_inflight: int = 50_000,
                  idle_timeout: float | None = None, config: dict[str, Any] | None = None):
         self.topics = [topic] if isinstance(topic, str) else list(topic)
         self.name = f"kafka:{','.join(self.topics)}"
@@ -125,6 +125,12 @@ class KafkaSource(Source):
         self.dead_lettered = 0
         self.pauses = 0
         self.restored: dict[str, list[int]] = {}   # name -> position restored on assignment
+
+    @property
+    def assigned(self) -> list[str]:
+        """The partitions this worker owns now, as ``topic-partition`` names."""
+        with self._lock:
+            return sorted(self._assigned)
 
     # -- run hooks -----------------------------------------------------------------
     def bind(self, run: RunContext) -> RunContext:
@@ -179,7 +185,7 @@ class KafkaSource(Source):
     def _poll_loop(self) -> Iterator[Batch]:
         last_message = _time.monotonic()
         pending: list[Any] = []
-        while True:
+        while not self._closing:
             self._commit(self.consumer, asynchronous=True)
             if self._read - self._done > self.max_inflight:
                 pending = self._wait_for_pipeline()
@@ -208,7 +214,7 @@ class KafkaSource(Source):
         self.consumer.pause(parts)
         self.pauses += 1
         held: list[Any] = []
-        while self._read - self._done > self.max_inflight // 2:
+        while self._read - self._done > self.max_inflight // 2 and not self._closing:
             held.extend(self.consumer.consume(self.batch_size, 0.05))
         self.consumer.resume(self.consumer.assignment())
         return held
@@ -408,6 +414,11 @@ class KafkaSource(Source):
 
     def close(self) -> None:
         self._closing = True
+        # the reader thread leaves its poll loop at the next poll; librdkafka would block
+        # close() while another thread is inside poll
+        deadline = _time.monotonic() + 10 * max(self.poll_timeout, 0.1)
+        while self._polling and _time.monotonic() < deadline:
+            _time.sleep(0.01)
         if self.consumer is not None:
             self.consumer.close()
             self.consumer = None

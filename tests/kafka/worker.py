@@ -13,6 +13,8 @@ import argparse
 import json
 import os
 import sys
+import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -26,6 +28,14 @@ from stream import Operator, run  # noqa: E402
 class Identity(Operator):
     def process(self, batch):
         return batch
+
+
+def keep_assignment(source: KafkaSource, path: str) -> None:
+    while True:
+        with open(path + ".tmp", "w") as f:
+            json.dump(source.assigned, f)
+        os.replace(path + ".tmp", path)
+        time.sleep(0.1)
 
 
 def main() -> None:
@@ -44,13 +54,17 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--trivial", action="store_true")
     p.add_argument("--every", type=float, default=0.5, help="checkpoint every S seconds")
+    p.add_argument("--no-ts", action="store_true", help="output message time = produce time")
+    p.add_argument("--assignment", help="keep the current assignment (JSON list) in this file")
     a = p.parse_args()
     fast = {"session.timeout.ms": 4000, "heartbeat.interval.ms": 300, "linger.ms": 2}
     consumer_conf = {k: v for k, v in fast.items() if k != "linger.ms"}
     source = KafkaSource(a.topic_in, group_id=a.group, bootstrap_servers=a.servers, idle_timeout=a.idle,
-                         config=consumer_conf)
+                         time="" if a.no_ts else "ts", config=consumer_conf)
     sink = KafkaSink(a.topic_out, bootstrap_servers=a.servers, exactly_once=a.exactly_once,
-                     config={"linger.ms": 2})
+                     time=None if a.no_ts else "ts", config={"linger.ms": 2})
+    if a.assignment:
+        threading.Thread(target=keep_assignment, args=(source, a.assignment), daemon=True).start()
     op = Identity() if a.trivial else ZScore(delay=a.delay, progress=a.progress)
     summary = run(source, op, sink, checkpoint=a.store, checkpoint_every_seconds=a.every,
                   batch_size=a.batch_size, check_order=not a.trivial)
