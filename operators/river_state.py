@@ -18,7 +18,13 @@ Functions may appear as *values* (a ``defaultdict`` factory, a distance function
 functions. Anything else (a lambda, a class from another module) fails on save with an
 error naming where it sits in the model, and on load with :class:`CheckpointError`.
 Shared references and cycles survive (a memo, like pickle's), so a pipeline's cached
-last step stays the same object as the step itself.
+last step stays the same object as the step itself. Every mutable object is one entry
+of a flat table and refers to others by index, so the tree stays shallow however deep
+the model nests (a Hoeffding tree's splitter grown from sorted data is hundreds deep).
+
+Limits: a model that keys its state by ``id()`` of its own objects
+(``feature_extraction.RandomTreesEmbedding``) cannot be restored, by this codec or by
+pickle; unseeded models (``seed=None``) continue with fresh randomness.
 
 Example:
     >>> from river import anomaly
