@@ -63,3 +63,20 @@ def test_river_classification_example_equals_progressive_val_score(tmp_path, cap
         assert found["overall"][name] == expected.get(), name
     out = _read_parts(str(tmp_path / "out/river_classification/predictions.csv"))
     assert out.num_rows == 1250 and out.column_names[-2:] == ["prediction", "proba"]
+
+
+def test_river_classification_metrics_survive_a_resume(tmp_path, capsys):
+    os.makedirs(tmp_path, exist_ok=True)
+    path = _pipeline("river_classification.toml", tmp_path)
+    assert main(["run", path, "--max-events", "600"]) == 0
+    capsys.readouterr()
+    assert main(["run", path, "--resume", "--summary", str(tmp_path / "s.json")]) == 0
+    with open(tmp_path / "s.json") as f:
+        summary = json.load(f)
+    assert summary["events_total"] == 1250 and summary["events"] == 1250 - 600
+    (found,) = [v for k, v in summary["metrics"].items() if k.endswith(".Evaluate")]
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    assert found["overall"]["Accuracy"] == evaluate.progressive_val_score(
+        datasets.Phishing(), model, metrics.Accuracy()).get()
+    out = _read_parts(str(tmp_path / "out/river_classification/predictions.csv"))
+    assert out.num_rows == 1250
