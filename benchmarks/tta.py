@@ -27,29 +27,32 @@ import itertools
 import os
 import sys
 import time
+from functools import partial
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from common import finish, parse_args  # noqa: E402
-from tta_lib import (METHODS, corrupted_stream, digits_splits, evaluate,  # noqa: E402
-                     stream_through, train_source)
+from tta_lib import METHODS, corrupted_stream, digits_splits, evaluate, stream_through, train_source  # noqa: E402
 
 from operators.tta.corruptions import CORRUPTIONS, VALIDATION  # noqa: E402
 
 
-def grids(quick: bool) -> dict[str, list[dict]]:
-    """Candidate hyper-parameters per method (norm_window of Tent/NHL comes from NormAdapt)."""
+def grids(quick: bool, bs: int) -> dict[str, list[dict]]:
+    """Candidate hyper-parameters per method (Tent and NHL take NormAdapt's norm_window).
+
+    Learning rates are per sample at batch 64 and scale linearly with the batch size
+    (a batch-1 stream takes 64 times as many steps).
+    """
+    scale = bs / 64
     windows = [16, 64, 256] if quick else [16, 64, 256, 1024]
     lrs = [1e-3, 1e-2] if quick else [3e-4, 1e-3, 3e-3, 1e-2]
-    nhl = [dict(hebbian_lr=h, modulator=m, lr=lr, entropy_filter=f)
-           for h, m, lr, f in itertools.product([1e-3, 1e-2] if quick else [1e-3, 1e-2, 1e-1],
-                                                ["layer1", "all_norm"],
-                                                [1e-3, 1e-2] if quick else [1e-3, 3e-3, 1e-2],
-                                                [None, 0.4])]
+    nhl = [dict(hebbian_lr=h * scale, modulator=m, lr=lr * scale, entropy_filter=f)
+           for h, m, lr, f in itertools.product([1e-3, 1e-2], ["layer1", "all_norm"],
+                                                [1e-3, 1e-2], [None, 0.4])]
     return {"NormAdapt": [dict(norm_window=w) for w in windows],
-            "Tent": [dict(lr=lr) for lr in lrs], "NHL": nhl}
+            "Tent": [dict(lr=lr * scale) for lr in lrs], "NHL": nhl}
 
 
 def choose(model, val, bs: int, quick: bool) -> dict[str, dict]:
@@ -60,12 +63,12 @@ def choose(model, val, bs: int, quick: bool) -> dict[str, dict]:
     def best(method: str, candidates: list[dict], extra: dict) -> dict:
         scores = []
         for hp in candidates:
-            r = evaluate(lambda: METHODS[method](model, batch_size=bs, **extra, **hp), x, y, seg,
+            r = evaluate(partial(METHODS[method], model, batch_size=bs, **extra, **hp), x, y, seg,
                          "continual", engine=False)
             scores.append(r["errors"]["mean"])
         return {**extra, **candidates[int(np.argmin(scores))]}
 
-    g = grids(quick)
+    g = grids(quick, bs)
     chosen["NormAdapt"] = best("NormAdapt", g["NormAdapt"], {})
     window = {"norm_window": chosen["NormAdapt"]["norm_window"]}
     chosen["Tent"] = best("Tent", g["Tent"], window)
@@ -124,7 +127,7 @@ def main() -> None:
             hps = chosen_all[seed][bs] = choose(model, val, bs, quick)
             for mode in ("continual", "reset"):
                 for method in METHODS:
-                    r = evaluate(lambda: METHODS[method](model, batch_size=bs, **hps[method]),
+                    r = evaluate(partial(METHODS[method], model, batch_size=bs, **hps[method]),
                                  *test, mode)
                     cell = table.setdefault(bs, {}).setdefault(mode, {}).setdefault(method, {})
                     for k, v in r["errors"].items():
@@ -146,7 +149,7 @@ def main() -> None:
             for method in METHODS:
                 if method == "Source" and policy != "none":
                     continue
-                op = METHODS[method](None if False else model, batch_size=64,
+                op = METHODS[method](model, batch_size=64,
                                      **{**hps64[method], "reset": policy})
                 pred, _ = stream_through(op, long_x)
                 err = 100 * float((pred[last:] != long_y[last:]).mean())

@@ -14,11 +14,11 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from connectors.memory import MemorySink, MemorySource
 from operators.tta import NHL, NormAdapt, Source, Tent
 from operators.tta.corruptions import corrupt
 from operators.tta.models import build_model
-from stream import Batch, Sink, run
-from stream import Source as StreamSource
+from stream import Batch, run
 from stream.batch import to_arrow
 
 METHODS: dict[str, type] = {"Source": Source, "NormAdapt": NormAdapt, "Tent": Tent, "NHL": NHL}
@@ -70,49 +70,17 @@ def corrupted_stream(x: np.ndarray, y: np.ndarray, names: list[str], severity: i
     return np.concatenate(xs), np.concatenate(ys), segments
 
 
-class ArraySource(StreamSource):
-    """Images from memory in chunks of ``chunk`` rows (positions are row numbers)."""
-
-    name = "memory"
-
-    def __init__(self, images: np.ndarray, chunk: int = 100):
-        self.images, self.chunk = images, chunk
-
-    def batches(self, position=None):
-        start = (position or {}).get("row", 0)
-        for lo in range(start, len(self.images), self.chunk):
-            hi = min(lo + self.chunk, len(self.images))
-            yield Batch(pa.record_batch({"image": to_arrow(self.images[lo:hi])}),
-                        source="digits-c", offset=lo)
-
-    def length(self):
-        return len(self.images)
-
-
-class PredictionSink(Sink):
-    """Keeps the prediction column."""
-
-    def __init__(self) -> None:
-        self.parts: list[np.ndarray] = []
-
-    def write(self, batch: Batch) -> None:
-        self.parts.append(batch.numpy("prediction"))
-
-    def predictions(self) -> np.ndarray:
-        return np.concatenate(self.parts)
-
-
 def stream_through(op, images: np.ndarray, micro_batch: int = 100) -> tuple[np.ndarray, float]:
-    """Run ``ArraySource | op | sink`` with stream.run; predictions and operator s/sample.
+    """Run ``MemorySource | op | MemorySink`` with stream.run; predictions and operator s/sample.
 
     The runtime's micro-batches (``micro_batch``, 100 by default) deliberately do not
     line up with the operator's mini-batches: the operator must not care.
     """
-    sink = PredictionSink()
-    summary = run(ArraySource(images, chunk=micro_batch), op, sink, batch_size=micro_batch,
-                  max_delay=10.0, check_order=False)
+    sink = MemorySink()
+    summary = run(MemorySource({"image": images}, batch_size=micro_batch, name="digits-c"), op, sink,
+                  batch_size=micro_batch, max_delay=10.0, check_order=False)
     op_seconds = sum(v for k, v in summary["operator_seconds"].items() if k.endswith(op.name))
-    return sink.predictions(), op_seconds / len(images)
+    return sink.to_table()["prediction"].to_numpy(), op_seconds / len(images)
 
 
 def direct(op, images: np.ndarray, chunk: int = 256) -> np.ndarray:

@@ -171,7 +171,7 @@ class NHL(TTAOperator):
         x = patches.transpose(1, 2).reshape(-1, patches.shape[1])          # (patches, C·k·k)
         if self.center_patches:
             x = x - x.mean(dim=0, keepdim=True)
-        gain = self._gain.unsqueeze(1)
+        gain = self._gain.to(conv.weight.device).unsqueeze(1)
         w = conv.weight.flatten(1) / gain                                   # unit-norm filters
         u = x @ w.T                                                         # (patches, K)
         y = torch.softmax(u / self.temperature, dim=1)
