@@ -8,7 +8,7 @@ dominate (a half-width copy of the net runs ~2.2× faster), which is the regime 
 skipping filters can pay (at 24×24 the sparse path's per-layer gathers and mask
 predictions still ate most of the gain in our measurements). The digits stay the same data; no download.
 
-For every r in {0.8, 0.85, 0.9, 0.95, 1.0} a copy of the dense model gets mask
+For every r in {0.8, 0.85, 0.9, 0.95, 1.0} (plus 0.7 and 0.75 in the full run) a copy of the dense model gets mask
 predictors trained with the heatmap-mass targets (decoupled) while the backbone is
 fine-tuned with the masks applied (:func:`operators.pruning.training.fit_masks`). On the
 held-out 22 % the script reports:
@@ -51,6 +51,8 @@ from operators.pruning.training import fit_masks, train_classifier  # noqa: E402
 from stream import Batch  # noqa: E402
 
 RATIOS = (0.8, 0.85, 0.9, 0.95, 1.0)
+#: Below the paper's CIFAR range, to find where the FLOPs reduction passes 50 % (full run).
+EXTRA_RATIOS = (0.7, 0.75)
 
 
 def digits(size: int, seed: int):
@@ -132,7 +134,8 @@ def main() -> None:
     b1_inputs = [xte[i:i + 1] for i in range(60 if quick else 150)]
     b64_inputs = [xte[i:i + 64] for i in range(0, 128, 64)]
     results, nets = {}, {}
-    for r in RATIOS:
+    ratios = RATIOS if quick else EXTRA_RATIOS + RATIOS
+    for r in ratios:
         t1 = time.perf_counter()
         net = copy.deepcopy(base)
         log = fit_masks(net, xtr, ytr, r=r, epochs=mask_epochs, seed=args.seed)
@@ -162,9 +165,10 @@ def main() -> None:
         print(f"r={r}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[str(r)].items()
                                      if isinstance(v, float)), file=sys.stderr)
 
-    ok = [r for r in RATIOS if results[str(r)]["flops_reduction"] >= 0.5
+    ok = [r for r in ratios if results[str(r)]["flops_reduction"] >= 0.5
           and results[str(r)]["accuracy_drop"] <= 1.0]
-    chosen = max(ok, key=lambda r: results[str(r)]["flops_reduction"]) if ok else min(RATIOS)
+    # the setting of the target: ≥ 50 % fewer FLOPs within 1 point; the fastest such r
+    chosen = max(ok, key=lambda r: results[str(r)]["speedup_b1"]) if ok else min(RATIOS)
     online = replay(nets[chosen], chosen, xte, args.seed)
     figures = {
         "data": f"sklearn digits upsampled to {size}x{size}", "widths": list(widths),

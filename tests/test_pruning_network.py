@@ -10,6 +10,15 @@ from operators.pruning.network import PrunableNetwork, binarize
 from operators.pruning.spec import load_network, save_network
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convs on a shared 2-core machine: extra threads only wait for each other."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def known_model():
     torch.manual_seed(0)
     return nn.Sequential(
@@ -145,3 +154,34 @@ def test_non_sequential_model_is_rejected():
 
     with pytest.raises(TypeError, match="nn.Sequential"):
         PrunableNetwork(Net(), (1, 8, 8))
+
+
+def fast_net(bias, head="gap"):
+    torch.manual_seed(1)
+    tail = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5)] if head == "gap" else \
+        [nn.Flatten(), nn.Linear(16 * 4, 5), nn.ReLU(), nn.Linear(5, 3)]
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 12, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+                          nn.Conv2d(12, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), *tail)
+    return PrunableNetwork(model, (1, 8, 8), init_bias=bias, seed=1).eval()
+
+
+@pytest.mark.parametrize("head", ["gap", "flatten"])
+@pytest.mark.parametrize("bias", [-5.0, 0.0, 0.3, 50.0])
+def test_torchscript_fast_path_matches_python_path_and_masked_dense(head, bias):
+    net = fast_net(bias, head)
+    fast, slow = SparseExecutor(net), SparseExecutor(net, fast=False)
+    assert fast.fast is not None and slow.fast is None
+    for seed in range(4):
+        x = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+        a, b = fast(x), slow(x)
+        with torch.no_grad():
+            ref = net(x)
+        assert torch.equal(a.kept, b.kept)
+        assert a.kept.tolist() == [[int(m.sum()) for m in ref.masks]]
+        torch.testing.assert_close(a.logits, b.logits, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(a.logits, ref.logits, atol=1e-5, rtol=1e-4)
+
+
+def test_fast_path_declines_what_it_does_not_cover():
+    assert SparseExecutor(random_net()).fast is None      # dilation is fine; AdaptiveAvgPool2d(2) is not

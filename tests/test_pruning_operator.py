@@ -15,6 +15,15 @@ from stream.registry import lookup
 from stream.testing import check_operator
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convs on a shared 2-core machine: extra threads only wait for each other."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def small_net(bias=0.5):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),

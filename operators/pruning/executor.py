@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fastpath import compile_fast_path
 from .network import PASSIVE, PrunableNetwork, binarize
 
 MODES = ("union", "grouped", "loop", "dense")
@@ -84,9 +85,11 @@ class SparseExecutor:
         net: the network (its current weights are captured; predictor weights are shared,
             so online predictor updates are seen; rebuild after changing the backbone).
         mode: batch strategy, one of :data:`MODES`.
+        fast: use the TorchScript batch-1 path where the network allows it
+            (:mod:`operators.pruning.fastpath`).
     """
 
-    def __init__(self, net: PrunableNetwork, mode: str = "union"):
+    def __init__(self, net: PrunableNetwork, mode: str = "union", fast: bool = True):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
@@ -100,6 +103,7 @@ class SparseExecutor:
         self.spatial = net.flops.head_spatial
         dev = self.linear.weight.device
         self._offsets = torch.arange(self.spatial, device=dev)
+        self.fast = compile_fast_path(self, BUCKET) if fast else None
 
     @staticmethod
     @torch.no_grad()
@@ -171,6 +175,11 @@ class SparseExecutor:
         all-zero filter (whose output channel is 0, and whose weights as the next layer's
         input are 0): results are exact, the padding computes zeros.
         """
+        if self.fast is not None and not return_masks:
+            logits, kept_list = self.fast(x)
+            for op in self.rest:
+                logits = op(logits)
+            return SparseResult(logits, torch.tensor([kept_list]), None)
         prev: torch.Tensor | None = None
         n_real = 0                                # real (unpadded) entries of prev
         kept: list[int] = []
