@@ -49,8 +49,8 @@ def grids(quick: bool, bs: int) -> dict[str, list[dict]]:
     windows = [16, 64, 256] if quick else [16, 64, 256, 1024]
     lrs = [1e-3, 1e-2] if quick else [3e-4, 1e-3, 3e-3, 1e-2]
     nhl = [dict(hebbian_lr=h * scale, modulator=m, lr=lr * scale, entropy_filter=f)
-           for h, m, lr, f in itertools.product([1e-3, 1e-2], ["layer1", "all_norm"],
-                                                [1e-3, 1e-2], [None, 0.4])]
+           for h, m, lr, f in itertools.product([1e-3, 1e-2], ["layer1"] if quick else ["layer1", "all_norm"],
+                                                [1e-3, 1e-2], [None] if quick else [None, 0.4])]
     return {"NormAdapt": [dict(norm_window=w) for w in windows],
             "Tent": [dict(lr=lr * scale) for lr in lrs], "NHL": nhl}
 
@@ -120,7 +120,7 @@ def main() -> None:
         xv, yv = d["val"]
         val = corrupted_stream(xv[:150] if quick else xv, yv[:150] if quick else yv,
                                list(VALIDATION), 5, seed)
-        test = corrupted_stream(xte[:250] if quick else xte, yte[:250] if quick else yte,
+        test = corrupted_stream(xte[:200] if quick else xte, yte[:200] if quick else yte,
                                 corruptions, 5, seed)
         chosen_all[seed] = {}
         for bs in batch_sizes:
@@ -141,8 +141,8 @@ def main() -> None:
         for m in METHODS:
             cost[m].append(t[m] / t["Source"])
         # collapse check: the continual stream 10x longer, last pass against Source
-        long_x, long_y, long_seg = corrupted_stream(xte[:250] if quick else xte,
-                                                    yte[:250] if quick else yte,
+        long_x, long_y, long_seg = corrupted_stream(xte[:200] if quick else xte,
+                                                    yte[:200] if quick else yte,
                                                     corruptions, 5, seed, repeat=repeat_long)
         last = len(long_x) - len(test[0])
         for policy in ("none", "collapse"):
