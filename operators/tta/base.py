@@ -11,7 +11,14 @@ mini-batch fills, the operator adapts on it. A partial mini-batch at the end of 
 micro-batch therefore waits in the buffer (and in the checkpoint) until later rows fill
 it. Outputs are a function of the stream alone, identical for every micro-batch cut.
 The price is a lag of one mini-batch: Tent's "normalise with the current batch" and
-NHL's "adapt on the batch, then predict it" become "…, then predict the next one".
+NHL's "adapt on the batch, then predict it" become "…, then predict the next one"
+(measured in benchmarks/tta.py: the lag is why batch 64 does worse than batch 1 there).
+
+**One forward pass.** All rows of a mini-batch are predicted by the same model, so the
+forward pass that produced their outputs is kept (autograd graph, normalisation moments,
+NHL's first-layer input) and the adaptation step reuses it: adapting costs one backward
+pass, not a second forward. A checkpoint stores the buffered rows, not the graph; on
+resume their forward pass is recomputed with the restored weights.
 
 **Normalisation** uses :class:`~operators.tta.norm_stats.StreamingNorm` (running
 statistics blended with momentum), so batch size 1 works and does not collapse.
