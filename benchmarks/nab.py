@@ -74,7 +74,9 @@ def main() -> None:
                    else "NAB min/max", backtrack=args.backtrack,
                    backend=report.get("metrics", {}).get("0.HTMDetector", {}).get("backend"),
                    results_dir=report["detector_dir"])
-    finish("nab" + ("-auto" if args.auto_resolution else ""), figures, quick=args.quick)
+    name = "nab" + ("-auto" if args.auto_resolution else "") + (
+        f"-backtrack{args.backtrack}" if args.backtrack else "")
+    finish(name, figures, quick=args.quick)
 
 
 if __name__ == "__main__":
