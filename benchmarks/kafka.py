@@ -21,7 +21,7 @@ to the survivor's first output for a partition the dead worker owned (message
 timestamps of the output topic). It is bounded below by ``session.timeout.ms`` (4 s
 here), after which the group rebalances.
 
-    python benchmarks/kafka.py            # 400 k messages
+    python benchmarks/kafka.py            # 200 k messages
     python benchmarks/kafka.py --quick    # 60 k messages, under a minute
 """
 
@@ -79,13 +79,30 @@ def fill(servers: str, topic: str, n: int, seed: int, rate: float | None = None)
     for i in range(n):
         key = f"sensor-{keys[i]:04d}"
         value = f'{{"key":"{key}","seq":{i},"x":{float(xs[i])!r},"unit":"celsius"}}'
-        p.produce(topic, value.encode(), key=key.encode())
+        while True:
+            try:
+                p.produce(topic, value.encode(), key=key.encode())
+                break
+            except BufferError:
+                p.poll(0.05)
         if rate and i % 100 == 0:
             wait = t0 + i / rate - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
             p.poll(0)
     p.flush(60)
+
+
+def stored(servers: str, topic: str, partitions: int = 4) -> int:
+    """Messages the topic holds (the mock cluster drops old batches beyond its capacity)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": servers, "group.id": "bench-count"})
+    try:
+        marks = [c.get_watermark_offsets(TopicPartition(topic, p), timeout=30) for p in range(partitions)]
+    finally:
+        c.close()
+    return sum(high - low for low, high in marks)
 
 
 def bare_loop(servers: str, topic: str, n: int) -> float:
@@ -148,7 +165,7 @@ def hebbstream_run(servers: str, topic: str, n: int, fmt: str) -> float:
     return n / (flushed[-1] - Clocked.first)
 
 
-def failover(servers: str, seed: int, seconds: float, rate: float) -> float:
+def failover(servers: str, seed: int, seconds: float, rate: float, idle: float) -> float:
     """Seconds from SIGKILL of one worker to the survivor's first output on its partitions."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -159,7 +176,7 @@ def failover(servers: str, seed: int, seconds: float, rate: float) -> float:
 
     def worker(name):
         return subprocess.Popen([sys.executable, WORKER, servers, topic_in, topic_out, group, f"{work}/store",
-                                 "--trivial", "--no-ts", "--idle", "5", "--batch-size", "500",
+                                 "--trivial", "--no-ts", "--idle", str(idle), "--batch-size", "500",
                                  "--assignment", f"{work}/{name}.assigned"],
                                 stderr=open(f"{work}/{name}.log", "w"))
 
@@ -200,11 +217,13 @@ def main() -> None:
         p.add_argument("--no-failover", action="store_true")
 
     args = parse_args("kafka", "Kafka topic → trivial operator → topic, per worker, vs a bare loop", extra)
-    n = 60_000 if args.quick else 400_000
+    n = 60_000 if args.quick else 200_000
     broker, servers = start_broker()
     try:
         topic = f"bench-{uuid.uuid4().hex[:6]}"
         fill(servers, topic, n, args.seed)
+        if stored(servers, topic) != n:
+            raise RuntimeError(f"the broker kept {stored(servers, topic)} of {n} messages; use fewer")
         bare, ours, raw = [], [], []
         for _ in range(args.repeat):
             bare.append(bare_loop(servers, topic, n))
@@ -216,7 +235,8 @@ def main() -> None:
                    "broker": "real cluster" if broker is None else "librdkafka mock cluster (3 brokers)",
                    "target_ratio": 0.8}
         if not args.no_failover:
-            figures["failover_s"] = failover(servers, args.seed, 10.0 if args.quick else 20.0, 5000.0)
+            figures["failover_s"] = failover(servers, args.seed, 8.0 if args.quick else 20.0, 5000.0,
+                                             idle=3.0 if args.quick else 5.0)
             figures["session_timeout_s"] = 4.0
     finally:
         if broker is not None:

@@ -138,7 +138,9 @@ class Codec:
     def _read_json(self, data: bytes) -> pa.Table:
         opts = pajson.ParseOptions(explicit_schema=self.schema, unexpected_field_behavior="error") \
             if self.schema is not None else pajson.ParseOptions()
-        return pajson.read_json(io.BytesIO(data), parse_options=opts)
+        # one thread: the runtime already reads and processes in parallel
+        read = pajson.ReadOptions(use_threads=False, block_size=max(1 << 20, len(data) + 1))
+        return pajson.read_json(io.BytesIO(data), read_options=read, parse_options=opts)
 
     def _fits(self, schema: pa.Schema) -> bool:
         return self.schema is None or schema.equals(self.schema)
