@@ -38,6 +38,7 @@ import logging
 import os
 import platform
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -179,14 +180,12 @@ def machine_info() -> dict[str, Any]:
         pass
     info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
                             "numpy": np.__version__, "pyarrow": pa.__version__, "gpu": None}
-    try:
-        import torch
-
+    # only when the run already uses torch: importing it costs seconds
+    torch = sys.modules.get("torch")
+    if torch is not None:
         info["torch"] = torch.__version__
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
     return info
 
 
