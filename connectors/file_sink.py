@@ -57,6 +57,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from stream.batch import Batch
+from stream.checkpoint import fsync_path
 from stream.connector import Sink
 from stream.errors import CheckpointError, ConfigError, SchemaError
 
@@ -209,19 +210,11 @@ class FileSink(Sink):
         self._stream.close()
         self._writer = self._stream = None
         if durable and self._local:
-            _fsync(self._tmp)
+            fsync_path(self._tmp)
         self.fs.move(self._tmp, final)
         if durable and self._local:
-            _fsync(os.path.dirname(final))
+            fsync_path(os.path.dirname(final))
 
     def _remove(self, path: str) -> None:
         if self.fs.get_file_info(path).type == pafs.FileType.File:
             self.fs.delete_file(path)
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -69,7 +69,7 @@ class CheckpointStore:
                     "fingerprint": self.fingerprint, "files": files}
         self._write_atomic(f"{folder}/MANIFEST.json", json.dumps(manifest, indent=1).encode())
         if self._local:
-            _fsync_dir(self.root)
+            fsync_path(self.root)
         self._prune()
         return seq
 
@@ -81,7 +81,7 @@ class CheckpointStore:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-            _fsync_dir(os.path.dirname(path))
+            fsync_path(os.path.dirname(path))
         else:
             with self.fs.open_output_stream(tmp) as f:
                 f.write(data)
@@ -151,7 +151,8 @@ class CheckpointStore:
         return None if seq is None else self.load(seq)
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_path(path: str) -> None:
+    """fsync a file or a folder (a folder, so that a rename in it is durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
