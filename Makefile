@@ -29,5 +29,10 @@ test-all: setup
 lint: setup
 	$(PY) -m ruff check stream operators connectors tests benchmarks
 
+# Every benchmark at its --quick size (each under a minute here); full sizes: python benchmarks/NAME.py
+BENCHMARKS := passthrough river_overhead nab htm_scaling tta continual pruning kafka
+bench-quick: setup
+	for b in $(BENCHMARKS); do $(PY) benchmarks/$$b.py --quick || exit 1; done
+
 clean:
 	rm -rf $(VENV) build *.egg-info
