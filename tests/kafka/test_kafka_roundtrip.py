@@ -43,10 +43,22 @@ def test_detector_contract():
     check_operator(ZScore, batch)
 
 
-def test_file_topic_detector_topic_file_equals_file_only_run(kafka, tmp_path):
+def river_detector() -> Operator:
+    """River's Half-Space Trees, one model per key, writing its score to ``score``."""
+    from operators.river import RiverOperator
+
+    return RiverOperator.from_config(
+        model=[{"model": "preprocessing.MinMaxScaler"},
+               {"model": "anomaly.HalfSpaceTrees", "params": {"n_trees": 5, "height": 6, "window_size": 50,
+                                                              "seed": 7}}],
+        features=["x"], per_key=True, score="score")
+
+
+@pytest.mark.parametrize("detector", [ZScore, river_detector], ids=["zscore", "river-hst"])
+def test_file_topic_detector_topic_file_equals_file_only_run(kafka, tmp_path, detector):
     path = recorded_stream(str(tmp_path / "metrics.arrow"))
     reference = ListSink()
-    run(ArrowSource(path, key="key", time="ts"), ZScore(), reference, batch_size=256)
+    run(ArrowSource(path, key="key", time="ts"), detector(), reference, batch_size=256)
     expected = per_key(reference.table().to_pylist())
 
     topic_in, topic_out = kafka.topic("metrics"), kafka.topic("scores")
@@ -55,7 +67,7 @@ def test_file_topic_detector_topic_file_equals_file_only_run(kafka, tmp_path):
 
     source = KafkaSource(topic_in, group_id=kafka.topic("detect"), bootstrap_servers=kafka.servers,
                          idle_timeout=3.0)
-    summary = run(source, ZScore(), KafkaSink(topic_out, bootstrap_servers=kafka.servers),
+    summary = run(source, detector(), KafkaSink(topic_out, bootstrap_servers=kafka.servers),
                   checkpoint=str(tmp_path / "ckpt"), checkpoint_every_seconds=0.5, batch_size=256)
     assert summary["events"] == 3000
     # every partition has its own checkpoint folder in the store
