@@ -54,7 +54,14 @@ def river_detector() -> Operator:
         features=["x"], per_key=True, score="score")
 
 
-@pytest.mark.parametrize("detector", [ZScore, river_detector], ids=["zscore", "river-hst"])
+def htm_detector() -> Operator:
+    """The HTM detector, one model per key, raw anomaly score in ``score``."""
+    from operators.htm import HTMDetector
+
+    return HTMDetector(value_column="x", time_column="ts", raw_column="score", seed=1)
+
+
+@pytest.mark.parametrize("detector", [ZScore, river_detector, htm_detector], ids=["zscore", "river-hst", "htm"])
 def test_file_topic_detector_topic_file_equals_file_only_run(kafka, tmp_path, detector):
     path = recorded_stream(str(tmp_path / "metrics.arrow"))
     reference = ListSink()
