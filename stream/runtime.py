@@ -52,7 +52,7 @@ from .batch import Batch
 from .checkpoint import CheckpointStore
 from .checks import EventTimeOrder
 from .connector import RunContext, Sink, Source
-from .errors import HebbstreamError
+from .errors import CheckpointError, HebbstreamError
 from .operator import Operator, Pipeline
 
 log = logging.getLogger("hebbstream")
@@ -253,7 +253,6 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
             try:
                 pipe.load_state_dict(saved["operators"])
             except (ValueError, KeyError) as exc:
-                from .errors import CheckpointError
                 raise CheckpointError(f"{store.uri}: checkpoint does not match the pipeline: {exc}") from exc
             position, sink_point, dl_point = saved["source"], saved["sink"], saved["dead_letter"]
             done_before = saved["events"]
