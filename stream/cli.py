@@ -62,8 +62,11 @@ def parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true", help="log what the engine does")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    known = "\n".join(f"  {group + ':':<11}{', '.join(registry.names(group))}"
+                       for group in ("sources", "operators", "sinks"))
     r = sub.add_parser("run", help="run a pipeline file", description="Run the pipeline described by a TOML file.",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=f"{EPILOG}\nTypes a pipeline file can name (type = ...):\n{known}\n",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("pipeline", help="pipeline TOML file")
     r.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     r.add_argument("--summary", metavar="FILE", help="write the JSON run summary to FILE")
