@@ -80,3 +80,22 @@ def test_river_classification_metrics_survive_a_resume(tmp_path, capsys):
         datasets.Phishing(), model, metrics.Accuracy()).get()
     out = _read_parts(str(tmp_path / "out/river_classification/predictions.csv"))
     assert out.num_rows == 1250
+
+
+def test_htm_example_resumes_to_the_same_scores(tmp_path, capsys):
+    whole = _pipeline("htm_anomaly.toml", _folder(tmp_path / "whole"))
+    split = _pipeline("htm_anomaly.toml", _folder(tmp_path / "split"))
+    assert main(["run", whole, "--max-events", "400", "--batch-size", "64"]) == 0
+    assert main(["run", split, "--max-events", "150", "--batch-size", "64"]) == 0
+    assert main(["run", split, "--max-events", "400", "--batch-size", "64", "--resume"]) == 0
+    a = _read_parts(str(tmp_path / "whole/out/htm_anomaly/scores.csv"))
+    b = _read_parts(str(tmp_path / "split/out/htm_anomaly/scores.csv"))
+    assert a.num_rows == 400 and {"anomaly_score", "anomaly_likelihood"} <= set(a.column_names)
+    assert a.equals(b)
+    raw = a.column("anomaly_score").to_pylist()
+    assert 0 <= min(raw) and max(raw) <= 1 and len(set(raw)) > 1
+
+
+def _folder(path) -> str:
+    os.makedirs(path, exist_ok=True)
+    return path
