@@ -108,6 +108,10 @@ class TemporalMemory:
         self.step = be.zeros((k,), be.i64)
         # segments used per column (a prefix of its bucket); derived from seg_cell
         self.used = be.zeros((k, c), be.i32)
+        # winner index (0..A-1) of each cell among its slot's winners of t-1, else -1;
+        # derived from ``winners``: lets learning test "winner already on the segment"
+        # with one gather per synapse instead of comparing every synapse with every winner
+        self.winpos = be.full((k, self.dummy + 1), -1, be.i16)
         # backtracking: the last inputs (active columns) of each key, oldest first
         self.history = be.full((k, self.max_backtrack, a), -1, be.i64)
 
@@ -126,7 +130,7 @@ class TemporalMemory:
         fresh = TemporalMemory.__new__(TemporalMemory)
         fresh.__dict__.update(self.__dict__)
         fresh._alloc(n, self.segments_per_column, a)
-        for name in (*self._STATE, "used"):
+        for name in (*self._STATE, "used", "winpos"):
             setattr(self, name, be.cat([getattr(self, name), getattr(fresh, name)], 0))
 
     _STATE = ("seg_cell", "seg_last", "pre", "perm", "active", "prev_cols", "winners", "step",
@@ -167,6 +171,17 @@ class TemporalMemory:
         for name in self._STATE:
             setattr(self, name, self.be.asarray(np.asarray(state[name]).copy()))
         self.used = self.be.astype((self.seg_cell >= 0).sum(-1), self.be.i32)
+        self._index_winners()
+
+    def _index_winners(self) -> None:
+        """Rebuild ``winpos`` from ``winners`` (-1 entries land on the dummy cell)."""
+        be = self.be
+        k = self.slots
+        self.winpos = be.full((k, self.dummy + 1), -1, be.i16)
+        if k and self.winners.shape[1]:
+            pos = be.astype(be.arange(self.winners.shape[1]), be.i16)
+            self.winpos[be.arange(k)[:, None], self.winners] = pos
+            self.winpos[:, self.dummy] = -1
 
     # -- one step --------------------------------------------------------------------------
     def _segment_activity(self, ki: Any, cols: Any, active: Any, rows: Any = None,
@@ -261,6 +276,9 @@ class TemporalMemory:
         self.active[rows, self.prev_cols[slots][:, :, None] * n + ar_n] = False
         self.active[rows, cols[:, :, None] * n + ar_n] = new_active
         self.prev_cols[slots] = cols
+        # old winners of -1 (first step) clear the dummy cell, which is -1 anyway
+        self.winpos[rows[:, :, 0], self.winners[slots]] = -1
+        self.winpos[rows[:, :, 0], winners] = be.astype(be.arange(a), be.i16)
         self.winners[slots] = winners
         self.step[slots] = step + 1
         if self.max_backtrack > 0:
@@ -305,7 +323,12 @@ class TemporalMemory:
                              (self.new_synapse_count - npot[lk, la, ls]).clip(0, None))
         cand = self.winners[slots[lk]]                                  # (L, W)
         w = cand.shape[1]
-        present = (be.astype(pre_l, be.i64)[:, None, :] == cand[:, :, None]).any(-1)
+        # present[l, j]: winner j already has a synapse on segment l (see ``winpos``)
+        wpos = self.winpos.reshape(-1)[be.index((slots[lk] * (self.dummy + 1))[:, None], pre_l)]
+        present = be.zeros((lk.shape[0], w + 1), be.b)
+        present[be.arange(lk.shape[0])[:, None],
+                be.xp.where(wpos >= 0, be.astype(wpos, be.i64), w)] = True
+        present = present[:, :w]
         ok = (cand >= 0) & ~present
         cidx = be.arange(w)
         rnd = be.mix(self.seed + 1, step[lk][:, None], cols[lk, la][:, None], ls[:, None],
