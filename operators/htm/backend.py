@@ -95,7 +95,12 @@ class Backend:
         return np.stack(arrays, axis) if self.kind == "numpy" else self.xp.stack(arrays, axis)
 
     def nonzero(self, a: Any) -> tuple:
-        return np.nonzero(a) if self.kind == "numpy" else self.xp.nonzero(a, as_tuple=True)
+        if self.kind == "numpy":
+            if a.ndim < 2:
+                return np.nonzero(a)
+            # flat indices then unravel: same order, much faster than N-d np.nonzero
+            return np.unravel_index(np.flatnonzero(a), a.shape)
+        return self.xp.nonzero(a, as_tuple=True)
 
     def take_along(self, a: Any, idx: Any, axis: int) -> Any:
         if self.kind == "numpy":

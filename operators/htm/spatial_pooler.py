@@ -126,9 +126,16 @@ class SpatialPooler:
         ki = slots[:, None]
         p = self.perm[ki, cols]                                         # (B, A, I)
         delta = be.astype(be.xp.where(on, self.active_inc, -self.inactive_dec), be.i16)
-        q = (p + delta[:, None, :]).clip(0, PERM_SCALE)
-        q = be.xp.where((q < self.trim) & (p >= 0), 0, q)
-        q = be.xp.where(p >= 0, q, p)
+        if be.kind == "numpy":
+            # the same arithmetic in place: fewer (B, A, I) temporaries
+            q = p + delta[:, None, :]
+            np.clip(q, 0, PERM_SCALE, out=q)
+            q[q < self.trim] = 0
+            np.copyto(q, p, where=p < 0)
+        else:
+            q = (p + delta[:, None, :]).clip(0, PERM_SCALE)
+            q = be.xp.where((q < self.trim) & (p >= 0), 0, q)
+            q = be.xp.where(p >= 0, q, p)
         self.perm[ki, cols] = q
         # keep the (input, column) connection bitmap in step: only crossings change it
         now = q >= self.connected
