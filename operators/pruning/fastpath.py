@@ -23,17 +23,36 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
-             pred_w: list[torch.Tensor], pred_b: list[torch.Tensor], sentinels: list[torch.Tensor],
-             geometry: list[list[int]], pools: list[list[int]], head_w: torch.Tensor,
-             head_b: torch.Tensor, spatial: int, global_pool: bool,
+def _max_pool(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """``max_pool2d`` with ``stride == kernel`` and no padding, as strided maxima.
+
+    Exactly equal to ``F.max_pool2d`` (a max is a max) and ~4x faster at batch 1 on CPU,
+    where ``max_pool2d`` goes through ``max_pool2d_with_indices`` and computes indices.
+    """
+    h = x.shape[2] // kh * kh
+    w = x.shape[3] // kw * kw
+    rows = x[:, :, 0:h:kh]
+    for i in range(1, kh):
+        rows = torch.maximum(rows, x[:, :, i:h:kh])
+    out = rows[:, :, :, 0:w:kw]
+    for j in range(1, kw):
+        out = torch.maximum(out, rows[:, :, :, j:w:kw])
+    return out
+
+
+def _forward(x: torch.Tensor, full_w: list[torch.Tensor], full_b: list[torch.Tensor],
+             pad_out_w: list[torch.Tensor], pad_in_w: list[torch.Tensor], weights: list[torch.Tensor],
+             biases: list[torch.Tensor], pred_w: list[torch.Tensor], pred_b: list[torch.Tensor],
+             sentinels: list[torch.Tensor], geometry: list[list[int]], pools: list[list[int]],
+             head_w: torch.Tensor, head_b: torch.Tensor, spatial: int, global_pool: bool,
              bucket: int) -> tuple[torch.Tensor, list[int]]:
     prev = torch.empty(0, dtype=torch.long, device=x.device)
     n_real = 0
+    prev_full = True              # x holds every channel of the previous layer, in order
     kept: list[int] = []
     for i in range(len(weights)):
         pooled = x.mean(dim=(2, 3))
-        if i == 0:
+        if prev_full:
             logits = torch.addmm(pred_b[i], pooled, pred_w[i].t())[0]
         else:
             pw = pred_w[i].index_select(1, prev[:n_real])
@@ -44,24 +63,38 @@ def _forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Te
             keep = logits.argmax().view(1)
             n_real = 1
         kept.append(n_real)
-        pad = (bucket - n_real % bucket) % bucket
-        if pad > 0:
-            keep = torch.cat((keep, sentinels[i][:pad]))
-        w = weights[i].index_select(0, keep)
-        if i == 0:
-            w = w[:, :-1]
+        out_full = n_real == full_w[i].shape[0]
+        # a layer that keeps everything needs no gather (and no padding: keep is arange)
+        if out_full:
+            b = full_b[i]
+            w = full_w[i] if prev_full else pad_in_w[i].index_select(1, prev)
         else:
-            w = w.index_select(1, prev)
+            pad = (bucket - n_real % bucket) % bucket
+            if pad > 0:
+                keep = torch.cat((keep, sentinels[i][:pad]))
+            b = biases[i].index_select(0, keep)
+            if prev_full:
+                w = pad_out_w[i].index_select(0, keep)
+            else:
+                w = weights[i].index_select(0, keep).index_select(1, prev)
         g = geometry[i]
-        x = F.conv2d(x, w, biases[i].index_select(0, keep), [g[0], g[1]], [g[2], g[3]], [g[4], g[5]])
-        x = torch.relu(x)
+        x = F.conv2d(x, w, b, [g[0], g[1]], [g[2], g[3]], [g[4], g[5]])
         if len(pools[i]) > 0:
             p = pools[i]
-            if p[0] == 0:
-                x = F.max_pool2d(x, [p[1], p[2]], [p[1], p[2]], [p[3], p[4]])
+            if p[0] == 0 and p[3] == 0 and p[4] == 0:
+                # relu commutes with max: pool first, then relu on a quarter of the values
+                x = torch.relu(_max_pool(x, p[1], p[2]))
+            elif p[0] == 0:
+                x = F.max_pool2d(torch.relu(x), [p[1], p[2]], [p[1], p[2]], [p[3], p[4]])
             else:
-                x = F.avg_pool2d(x, [p[1], p[2]], [p[1], p[2]], [p[3], p[4]])
+                x = F.avg_pool2d(torch.relu(x), [p[1], p[2]], [p[1], p[2]], [p[3], p[4]])
+        else:
+            x = torch.relu(x)
         prev = keep
+        prev_full = out_full
+    if prev_full:
+        feats = x.mean(dim=(2, 3)) if global_pool else x.flatten(1)
+        return F.linear(feats, head_w, head_b), kept
     real = prev[:n_real]
     if global_pool:
         feats = x.mean(dim=(2, 3))[:, :n_real]
@@ -76,6 +109,7 @@ with warnings.catch_warnings():
     # TorchScript is deprecated in favour of torch.compile, which needs a C++ toolchain at
     # run time and compiles for seconds to minutes; scripting is instant and still works.
     warnings.simplefilter("ignore", DeprecationWarning)
+    _max_pool = torch.jit.script(_max_pool)
     _forward = torch.jit.script(_forward)
 
 
@@ -110,7 +144,10 @@ def compile_fast_path(executor: Any, bucket: int):
     else:
         return None
     layers = executor.layers
-    args = ([lay.padded_weight for lay in layers], [lay.padded_bias for lay in layers],
+    args = ([lay.weight for lay in layers], [lay.bias for lay in layers],
+            [lay.padded_weight[:, :-1].contiguous() for lay in layers],
+            [lay.padded_weight[:-1].contiguous() for lay in layers],
+            [lay.padded_weight for lay in layers], [lay.padded_bias for lay in layers],
             [lay.pred_weight for lay in layers], [lay.pred_bias for lay in layers],
             [lay.sentinel for lay in layers], geometry, pools)
     lin, spatial = executor.linear, executor.spatial

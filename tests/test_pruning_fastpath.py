@@ -1,0 +1,47 @@
+"""The TorchScript batch-1 path: strided max pooling and the no-gather (all kept) layers."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from operators.pruning.executor import SparseExecutor
+from operators.pruning.fastpath import _max_pool
+from operators.pruning.network import PrunableNetwork
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 8, 8), (1, 5, 9, 7), (2, 4, 11, 10)])
+@pytest.mark.parametrize("kernel", [(2, 2), (3, 3), (2, 3), (1, 2)])
+def test_strided_max_pool_equals_max_pool2d(shape, kernel):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape)))
+    assert torch.equal(_max_pool(x, *kernel), F.max_pool2d(x, kernel, kernel))
+
+
+def pattern_net(biases, pool=3):
+    """Odd sizes, widths off the bucket, one predictor bias per layer (±50: keep all/one)."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(1, 10, 3, padding=1), nn.BatchNorm2d(10), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(10, 12, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(12, 9, 3, padding=1), nn.BatchNorm2d(9), nn.ReLU(), nn.MaxPool2d(pool),
+                          nn.Conv2d(9, 14, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(14, 4))
+    net = PrunableNetwork(model, (1, 7, 7), seed=2).eval()
+    with torch.no_grad():
+        for pred, bias in zip(net.predictors, biases, strict=True):
+            pred.linear.bias.fill_(bias)
+    return net
+
+
+@pytest.mark.parametrize("biases", [(50, 0, 50, 0), (0, 50, 0, 50), (50, 50, 0, 50), (0, 0, 50, 50),
+                                    (-50, 50, -50, 50), (0.2, 0.1, 0.0, -0.1)])
+def test_fast_path_with_fully_kept_layers_matches_masked_dense(biases):
+    net = pattern_net(biases)
+    fast, slow = SparseExecutor(net), SparseExecutor(net, fast=False)
+    assert fast.fast is not None
+    for seed in range(3):
+        x = torch.randn(1, 1, 7, 7, generator=torch.Generator().manual_seed(seed))
+        a, b = fast(x), slow(x)
+        with torch.no_grad():
+            ref = net(x)
+        assert a.kept.tolist() == b.kept.tolist() == [[int(m.sum()) for m in ref.masks]]
+        torch.testing.assert_close(a.logits, b.logits, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(a.logits, ref.logits, atol=1e-5, rtol=1e-4)
