@@ -321,10 +321,30 @@ class TemporalMemory:
         # grow synapses onto previous winner cells not yet on the segment
         n_grow = be.xp.where(is_new, self.new_synapse_count,
                              (self.new_synapse_count - npot[lk, la, ls]).clip(0, None))
+        # only segments that still want synapses pay for choosing them (in a trained
+        # model most learning segments already have enough active synapses)
+        gi = be.nonzero(n_grow > 0)[0]
+        if gi.shape[0]:
+            self._grow(slots, cols, step, lk[gi], la[gi], ls[gi], n_grow[gi], gi, pre_l, perm_l)
+        # write back only the learning segments
+        key, col = slots[lk], cols[lk, la]
+        self.pre[key, col, ls] = pre_l
+        self.perm[key, col, ls] = perm_l
+        self.seg_last[key, col, ls] = step[lk]
+        new_cell = be.astype(winner_cell[lk, la], be.i16)
+        self.seg_cell[key, col, ls] = be.xp.where(is_new, new_cell, scell[lk, la, ls])
+        self.used[key, col] = be.maximum(self.used[key, col], be.astype(ls + 1, self.used.dtype))
+
+    def _grow(self, slots, cols, step, lk, la, ls, n_grow, gi, pre_l, perm_l) -> None:
+        """Grow up to ``n_grow`` synapses on rows ``gi`` of the learning segments'
+        ``pre_l`` / ``perm_l`` (in place), onto previous winner cells not yet on them,
+        randomly chosen, replacing empty or weakest synapse slots first."""
+        be = self.be
+        pre_g, perm_g = pre_l[gi], perm_l[gi]
         cand = self.winners[slots[lk]]                                  # (L, W)
         w = cand.shape[1]
         # present[l, j]: winner j already has a synapse on segment l (see ``winpos``)
-        wpos = self.winpos.reshape(-1)[be.index((slots[lk] * (self.dummy + 1))[:, None], pre_l)]
+        wpos = self.winpos.reshape(-1)[be.index((slots[lk] * (self.dummy + 1))[:, None], pre_g)]
         present = be.zeros((lk.shape[0], w + 1), be.b)
         present[be.arange(lk.shape[0])[:, None],
                 be.xp.where(wpos >= 0, be.astype(wpos, be.i64), w)] = True
@@ -338,21 +358,13 @@ class TemporalMemory:
         n_ok = ok.sum(-1)
         g = min(w, self.max_syn)
         n_take = be.minimum(n_grow, n_ok).clip(0, g)
-        slot_order = be.argsort(be.astype(perm_l, be.i64) * self.max_syn + be.arange(self.max_syn), 1)
+        slot_order = be.argsort(be.astype(perm_g, be.i64) * self.max_syn + be.arange(self.max_syn), 1)
         take = be.arange(g)[None, :] < n_take[:, None]                   # (L, g)
         rows = be.xp.where(take, be.arange(lk.shape[0])[:, None], -1)
-        sel_rows = rows[take]
+        sel_rows = gi[rows[take]]
         sel_slots = slot_order[:, :g][take]
         pre_l[sel_rows, sel_slots] = be.astype(chosen[:, :g][take], be.i32)
         perm_l[sel_rows, sel_slots] = self.init_perm
-        # write back only the learning segments
-        key, col = slots[lk], cols[lk, la]
-        self.pre[key, col, ls] = pre_l
-        self.perm[key, col, ls] = perm_l
-        self.seg_last[key, col, ls] = step[lk]
-        new_cell = be.astype(winner_cell[lk, la], be.i16)
-        self.seg_cell[key, col, ls] = be.xp.where(is_new, new_cell, scell[lk, la, ls])
-        self.used[key, col] = be.maximum(self.used[key, col], be.astype(ls + 1, self.used.dtype))
 
     def _punish(self, slots: Any, cols: Any, step: Any, flat_active: Any) -> None:
         """Weaken matching segments of columns that did not become active (slow path)."""
