@@ -125,9 +125,13 @@ class Backend:
     def maximum(self, a: Any, b: Any) -> Any:
         return np.maximum(a, b) if self.kind == "numpy" else self.xp.maximum(a, b)
 
-    def index(self, base: Any, offset: Any) -> Any:
-        """``base + offset`` as an index array (int32 on NumPy when it fits: less memory)."""
-        if self.kind == "numpy" and int(base.max(initial=0)) + int(offset.max(initial=0)) < 2**31 - 1:
+    def index(self, base: Any, offset: Any, bound: int | None = None) -> Any:
+        """``base + offset`` as an index array (int32 on NumPy when it fits: less memory).
+        ``bound``, when the caller knows one, is an upper limit of every sum (it saves
+        two passes over the arrays to find their maxima)."""
+        if bound is None and self.kind == "numpy":
+            bound = int(base.max(initial=0)) + int(offset.max(initial=0))
+        if self.kind == "numpy" and bound < 2**31 - 1:
             return base.astype(np.int32) + offset.astype(np.int32, copy=False)
         return self.astype(base, self.i64) + self.astype(offset, self.i64)
 

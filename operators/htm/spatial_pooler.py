@@ -70,6 +70,11 @@ class SpatialPooler:
             p[p < self.trim] = 0
             perm[pool, c] = p
         self._initial = np.ascontiguousarray(perm.T)                   # (columns, inputs)
+        # _learn's update of every permanence -1..PERM_SCALE by an off bit, then an on bit
+        p_all = np.arange(-1, PERM_SCALE + 1, dtype=np.int16)
+        self._update_table = np.concatenate(
+            [self._update(np, p_all, np.int16(d)) for d in (-self.inactive_dec, self.active_inc)]
+        ).astype(np.int16)
         # unique integer tie-break per column: score = overlap * columns + rank
         self._rank = be.asarray(rng.permutation(columns), be.i64)
         self.perm = be.zeros((0, columns, input_size), be.i16)
@@ -125,23 +130,28 @@ class SpatialPooler:
         on[be.arange(b)[:, None], bits] = True
         ki = slots[:, None]
         p = self.perm[ki, cols]                                         # (B, A, I)
-        delta = be.astype(be.xp.where(on, self.active_inc, -self.inactive_dec), be.i16)
         if be.kind == "numpy":
-            # the same arithmetic in place: fewer (B, A, I) temporaries
-            q = p + delta[:, None, :]
-            np.clip(q, 0, PERM_SCALE, out=q)
-            q[q < self.trim] = 0
-            np.copyto(q, p, where=p < 0)
+            # one table look-up per synapse: permanences are -1..PERM_SCALE, so the
+            # update below has only 2 * (PERM_SCALE + 2) possible results (tabulated in
+            # __init__ by the same formula); masked NumPy updates are several times slower
+            row = be.astype(on, be.i16) * (PERM_SCALE + 2) + 1          # (B, I)
+            q = np.take(self._update_table, p + row[:, None, :])
         else:
-            q = (p + delta[:, None, :]).clip(0, PERM_SCALE)
-            q = be.xp.where((q < self.trim) & (p >= 0), 0, q)
-            q = be.xp.where(p >= 0, q, p)
+            delta = be.astype(be.xp.where(on, self.active_inc, -self.inactive_dec), be.i16)
+            q = self._update(be.xp, p, delta[:, None, :])
         self.perm[ki, cols] = q
         # keep the (input, column) connection bitmap in step: only crossings change it
         now = q >= self.connected
         cb, ca, ci = be.nonzero(now != (p >= self.connected))
         if ci.shape[0]:
             self.conn[slots[cb], ci, cols[cb, ca]] = now[cb, ca, ci]
+
+    def _update(self, xp: Any, p: Any, delta: Any) -> Any:
+        """Permanences ``p`` moved by ``delta``: clipped to [0, 1], small ones trimmed to
+        0; ``-1`` (outside the potential pool) stays. ``xp``: NumPy or torch."""
+        q = (p + delta).clip(0, PERM_SCALE)
+        q = xp.where((q < self.trim) & (p >= 0), 0, q)
+        return xp.where(p >= 0, q, p)
 
     def state_dict(self) -> dict[str, Any]:
         return {"perm": self.be.to_numpy(self.perm).copy()}

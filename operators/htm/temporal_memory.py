@@ -120,6 +120,12 @@ class TemporalMemory:
         return self.step.shape[0]
 
     @property
+    def _index_bound(self) -> int:
+        """Largest flat index into a (slots, cells + 1) bitmap: every row is a slot or a
+        row of a smaller private bitmap, every presynaptic cell is at most ``dummy``."""
+        return self.slots * (self.dummy + 1) - 1
+
+    @property
     def segments_per_column(self) -> int:
         return self.seg_cell.shape[2]
 
@@ -195,7 +201,7 @@ class TemporalMemory:
         pre = self.pre[ki, cols, :w]                                    # (B, A, S, M)
         perm = self.perm[ki, cols, :w]
         base = ((ki if rows is None else rows) * (self.dummy + 1))[:, :, None, None]
-        act = active[be.index(base, pre)]
+        act = active[be.index(base, pre, self._index_bound)]
         npot = be.count_true(act)
         nconn = be.count_true(act & (perm >= self.connected))
         return pre, perm, act, npot, nconn
@@ -344,7 +350,8 @@ class TemporalMemory:
         cand = self.winners[slots[lk]]                                  # (L, W)
         w = cand.shape[1]
         # present[l, j]: winner j already has a synapse on segment l (see ``winpos``)
-        wpos = self.winpos.reshape(-1)[be.index((slots[lk] * (self.dummy + 1))[:, None], pre_g)]
+        wpos = self.winpos.reshape(-1)[be.index((slots[lk] * (self.dummy + 1))[:, None], pre_g,
+                                                 self._index_bound)]
         present = be.zeros((lk.shape[0], w + 1), be.b)
         present[be.arange(lk.shape[0])[:, None],
                 be.xp.where(wpos >= 0, be.astype(wpos, be.i64), w)] = True
