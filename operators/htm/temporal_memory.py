@@ -254,13 +254,16 @@ class TemporalMemory:
         any_match = matching.any(-1)
         seg_ids = be.arange(s_cap)
         best = (be.xp.where(matching, npot * 1024 + (1023 - seg_ids), -1)).argmax(-1)
-        # least-used cell with a random tie-break, for columns without a matching segment
-        counts = be.bincount(be.xp.where(valid, cell_slot, ban), ban + 1)[:ban].reshape(b, a, n)
-        rnd = be.mix(self.seed, step[:, None, None], cols[:, :, None], cell_ids[None, None, :])
-        least = (counts * (1 << 32) + rnd).argmin(-1)
         best_cell = be.astype(be.take_along(scell, best[..., None], 2)[..., 0], be.i64)
         first_pred = be.astype(pred_cells, be.i64).argmax(-1)
-        winner_cell = be.xp.where(predicted, first_pred, be.xp.where(any_match, best_cell, least))
+        winner_cell = be.xp.where(predicted, first_pred, best_cell)
+        # least-used cell with a random tie-break, for bursting columns without a matching
+        # segment (computed for those columns only: the hash is costly)
+        uk, ua = be.nonzero(burst & ~any_match)
+        if uk.shape[0]:
+            counts = be.bincount(be.xp.where(valid, cell_slot, ban), ban + 1)[:ban].reshape(b, a, n)
+            rnd = be.mix(self.seed, step[uk][:, None], cols[uk, ua][:, None], cell_ids[None, :])
+            winner_cell[uk, ua] = (counts[uk, ua] * (1 << 32) + rnd).argmin(-1)
         new_seg = burst & ~any_match & has_prev
         if learn and s_cap == cap < self.max_seg and bool((new_seg & valid.all(-1)).any()):
             self._grow_segments()
