@@ -206,6 +206,24 @@ class TemporalMemory:
         nconn = be.count_true(act & (perm >= self.connected))
         return pre, perm, act, npot, nconn
 
+    def _step_activity(self, slots: Any, cols: Any, active: Any, width: int) -> tuple[Any, ...]:
+        """:meth:`_segment_activity` for :meth:`compute`, without the (B, A, S, M)
+        permanence gather: a segment can only reach ``activation_threshold`` connected
+        active synapses if it has that many potential ones, so connected synapses are
+        counted for those segments only (``nconn`` is 0 elsewhere, which changes no
+        decision). Returns ``pre, act, npot, nconn``."""
+        be = self.be
+        pre = self.pre[slots[:, None], cols, :width]                      # (B, A, S, M)
+        base = (slots * (self.dummy + 1))[:, None, None, None]
+        act = active[be.index(base, pre, self._index_bound)]
+        npot = be.count_true(act)
+        nconn = be.zeros(npot.shape, npot.dtype)
+        ck, ca, cs = be.nonzero(npot >= self.activation_threshold)
+        if ck.shape[0]:
+            perm = self.perm[slots[ck], cols[ck, ca], cs]                 # (P, M)
+            nconn[ck, ca, cs] = be.count_true(act[ck, ca, cs] & (perm >= self.connected))
+        return pre, act, npot, nconn
+
     def _predicted(self, ki: Any, cols: Any, active: Any, rows: Any) -> tuple[Any, Any]:
         """Active segments (B, A, S) and cell-in-column of each segment, for inference."""
         _, _, _, _, nconn = self._segment_activity(ki, cols, active, rows)
@@ -233,7 +251,7 @@ class TemporalMemory:
         # free slot for a new segment
         s_cap = min(cap, int(self.used[ki, cols].max()) + 1)
         flat_active = self.active.reshape(-1)
-        pre, perm, act, npot, nconn = self._segment_activity(ki, cols, flat_active, None, s_cap)
+        pre, act, npot, nconn = self._step_activity(slots, cols, flat_active, s_cap)
         scell = self.seg_cell[ki, cols, :s_cap]                         # (B, A, S)
         slast = self.seg_last[ki, cols, :s_cap]
         valid = scell >= 0
@@ -275,7 +293,7 @@ class TemporalMemory:
             new_active = self._backtrack(slots, cols, predicted, new_active)
         winners = cols * n + winner_cell
         if learn:
-            self._learn(slots, cols, step, pre, perm, act, npot, scell, slast, active_seg,
+            self._learn(slots, cols, step, pre, act, npot, scell, slast, active_seg,
                         predicted, any_match, best, new_seg, winner_cell, seg_ids)
             if self.punish > 0:
                 self._punish(slots, cols, step, flat_active)
@@ -298,7 +316,7 @@ class TemporalMemory:
     def _recompute(self, slots: Any, cols: Any, learn: bool) -> Any:
         return self.compute(slots, cols, learn)
 
-    def _learn(self, slots, cols, step, pre, perm, act, npot, scell, slast, active_seg,
+    def _learn(self, slots, cols, step, pre, act, npot, scell, slast, active_seg,
                predicted, any_match, best, new_seg, winner_cell, seg_ids) -> None:
         be = self.be
         b, a, s_cap = scell.shape
@@ -316,7 +334,7 @@ class TemporalMemory:
             return
         is_new = new_hot[lk, la, ls]
         pre_l = pre[lk, la, ls]                                          # (L, M)
-        perm_l = perm[lk, la, ls]
+        perm_l = self.perm[slots[lk], cols[lk, la], ls]
         act_l = act[lk, la, ls]
         zero16 = be.asarray(0, be.i16)
         perm_l = be.xp.where(is_new[:, None], zero16, perm_l)
