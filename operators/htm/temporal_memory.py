@@ -201,7 +201,7 @@ class TemporalMemory:
         pre = self.pre[ki, cols, :w]                                    # (B, A, S, M)
         perm = self.perm[ki, cols, :w]
         base = ((ki if rows is None else rows) * (self.dummy + 1))[:, :, None, None]
-        act = active[be.index(base, pre, self._index_bound)]
+        act = be.take(active, be.index(base, pre, self._index_bound))
         npot = be.count_true(act)
         nconn = be.count_true(act & (perm >= self.connected))
         return pre, perm, act, npot, nconn
@@ -215,7 +215,7 @@ class TemporalMemory:
         be = self.be
         pre = self.pre[slots[:, None], cols, :width]                      # (B, A, S, M)
         base = (slots * (self.dummy + 1))[:, None, None, None]
-        act = active[be.index(base, pre, self._index_bound)]
+        act = be.take(active, be.index(base, pre, self._index_bound))
         npot = be.count_true(act)
         nconn = be.zeros(npot.shape, npot.dtype)
         ck, ca, cs = be.nonzero(npot >= self.activation_threshold)
@@ -371,8 +371,8 @@ class TemporalMemory:
         cand = self.winners[slots[lk]]                                  # (L, W)
         w = cand.shape[1]
         # present[l, j]: winner j already has a synapse on segment l (see ``winpos``)
-        wpos = self.winpos.reshape(-1)[be.index((slots[lk] * (self.dummy + 1))[:, None], pre_g,
-                                                 self._index_bound)]
+        wpos = be.take(self.winpos.reshape(-1),
+                       be.index((slots[lk] * (self.dummy + 1))[:, None], pre_g, self._index_bound))
         present = be.zeros((lk.shape[0], w + 1), be.b)
         present[be.arange(lk.shape[0])[:, None],
                 be.xp.where(wpos >= 0, be.astype(wpos, be.i64), w)] = True
