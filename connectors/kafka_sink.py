@@ -116,16 +116,22 @@ class KafkaSink(Sink):
             if self.exactly_once else None
         produce, topic = self.producer.produce, self.topic
         keys = keys if keys is not None else [None] * len(values)
-        extra: dict[str, Any] = {"headers": headers} if headers else {}
-        for i, value in enumerate(values):
-            if stamps is not None:
-                extra["timestamp"] = stamps[i]
-            while True:
+        if stamps is None and not headers:
+            # the common case without per-message keyword arguments: ~2x fewer Python ops
+            for value, key in zip(values, keys, strict=True):
+                try:
+                    produce(topic, value, key)
+                except BufferError:
+                    self._produce_when_room(topic, value, key, {})
+        else:
+            extra: dict[str, Any] = {"headers": headers} if headers else {}
+            for i, value in enumerate(values):
+                if stamps is not None:
+                    extra["timestamp"] = stamps[i]
                 try:
                     produce(topic, value, keys[i], **extra)
-                    break
-                except BufferError:  # local queue full: let librdkafka send, then retry
-                    self.producer.poll(0.05)
+                except BufferError:
+                    self._produce_when_room(topic, value, keys[i], extra)
         self.producer.poll(0)
         self.produced += len(values)
         if self._errors:
@@ -162,6 +168,16 @@ class KafkaSink(Sink):
         self.producer = None
 
     # -- helpers -------------------------------------------------------------------
+    def _produce_when_room(self, topic: str, value: bytes, key: bytes | None, extra: dict[str, Any]) -> None:
+        """Produce once the local queue has room (it was full: let librdkafka send first)."""
+        while True:
+            self.producer.poll(0.05)
+            try:
+                self.producer.produce(topic, value, key, **extra)
+                return
+            except BufferError:
+                continue
+
     def _begin(self) -> None:
         self.producer.begin_transaction()
         self._in_txn = True
@@ -169,8 +185,11 @@ class KafkaSink(Sink):
     def _keys(self, rb: pa.RecordBatch) -> list[bytes | None] | None:
         if not self.key or self.key not in rb.schema.names:
             return None
+        col = rb.column(rb.schema.get_field_index(self.key))
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            return col.cast(pa.binary()).to_pylist()  # UTF-8 bytes, None for null, without Python encode
         return [None if k is None else (k if isinstance(k, bytes) else str(k).encode())
-                for k in rb.column(rb.schema.get_field_index(self.key)).to_pylist()]
+                for k in col.to_pylist()]
 
     def _timestamps(self, rb: pa.RecordBatch) -> list[int] | None:
         if not self.time or self.time not in rb.schema.names:
