@@ -165,5 +165,9 @@ class SpatialPooler:
         if perm.shape[1:] != self._initial.shape:
             raise ValueError(f"spatial pooler state has shape {perm.shape[1:]}, "
                              f"model expects {self._initial.shape}")
+        if perm.size and (perm.min() < -1 or perm.max() > PERM_SCALE):
+            # _learn's update table covers -1 (outside the pool) .. PERM_SCALE only
+            raise ValueError(f"spatial pooler permanences must lie in -1..{PERM_SCALE}, got "
+                             f"{perm.min()}..{perm.max()}")
         self.perm = self.be.asarray(perm.copy())
         self.conn = self._connected(self.perm)
