@@ -9,14 +9,7 @@ from operators.pruning.executor import BUCKET, MODES, SparseExecutor
 from operators.pruning.network import PrunableNetwork, binarize
 from operators.pruning.spec import load_network, save_network
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convs on a shared 2-core machine: extra threads only wait for each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def known_model():

@@ -14,14 +14,7 @@ from stream.errors import BadEventError, SchemaError
 from stream.registry import lookup
 from stream.testing import check_operator
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convs on a shared 2-core machine: extra threads only wait for each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def small_net(bias=0.5):

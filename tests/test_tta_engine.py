@@ -15,13 +15,7 @@ from stream import Batch, run
 from stream.batch import to_arrow
 from stream.config import load
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tiny_model():

@@ -19,13 +19,8 @@ from stream.testing import assert_same_outputs, check_operator
 METHODS = [Source, NormAdapt, Tent, NHL]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions: threads only add contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 FAST = {"Tent": {"lr": 1e-2}, "NHL": {"lr": 1e-2, "hebbian_lr": 0.05}}
 
 
