@@ -95,11 +95,15 @@ class ArrowSource(FileSource):
             except _ERRORS as exc:
                 raise SourceError(f"{file}: record batch {i} (row {row}) cannot be read: "
                                   f"{exc}") from exc
-            n = rb.num_rows
-            if row + n > start_row:
-                skip = max(0, start_row - row)
-                yield self._select(file, rb.slice(skip) if skip else rb), row + skip
-            row += n
+            yield from self._from_row(file, rb, row, start_row)
+            row += rb.num_rows
+
+    def _from_row(self, file: str, rb: pa.RecordBatch, row: int,
+                  start_row: int) -> Iterator[tuple[pa.RecordBatch, int]]:
+        """The part of ``rb`` (whose first row is ``row``) at or after ``start_row``."""
+        if row + rb.num_rows > start_row:
+            skip = max(0, start_row - row)
+            yield self._select(file, rb.slice(skip) if skip else rb), row + skip
 
     def _read_stream(self, file: str, f: Any, start_row: int, at: int,
                      what: str) -> Iterator[tuple[pa.RecordBatch, int]]:
@@ -120,11 +124,8 @@ class ArrowSource(FileSource):
                 raise SourceError(f"{file}: {what} is truncated or damaged at byte {good} "
                                   f"(after row {row - 1}; {row} rows before it were delivered): "
                                   f"{exc}") from exc
-            n = rb.num_rows
-            if row + n > start_row:
-                skip = max(0, start_row - row)
-                yield self._select(file, rb.slice(skip) if skip else rb), row + skip
-            row += n
+            yield from self._from_row(file, rb, row, start_row)
+            row += rb.num_rows
         if at:
             # a file whose stream ended cleanly but whose footer is gone: still damaged
             raise SourceError(f"{file}: {what}: the footer at byte {f.tell()} is missing or "
