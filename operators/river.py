@@ -49,6 +49,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable
 from itertools import repeat
 from typing import Any
@@ -62,6 +63,8 @@ from stream.errors import BadEventError, CheckpointError, ConfigError
 from stream.operator import Operator
 
 from . import river_state
+
+log = logging.getLogger("hebbstream")
 
 Step = Callable[[dict, Any], Any]
 
@@ -120,6 +123,17 @@ def _kind(model: Any) -> str:
         return "transformer"
     raise ConfigError(f"{model!r} is not a River anomaly detector, classifier, regressor or "
                       "transformer")
+
+
+def _text_hint(batch: Batch, features: list[str]) -> str:
+    """Why a numeric model may have met a string: name the text-typed feature columns."""
+    text = [f for f in features if pa.types.is_string(batch.schema.field(f).type)
+            or pa.types.is_large_string(batch.schema.field(f).type)]
+    if not text:
+        return ""
+    return (f" — feature column(s) {text} hold text; if they should be numbers, a cell that "
+            "does not parse made the whole column text: set column_types on the source "
+            f"(e.g. {{{text[0]!r}: 'float64'}}) and its error names the bad cell")
 
 
 def _final_step(model: Any) -> Any:
@@ -276,6 +290,13 @@ class RiverOperator(Operator):
         if not self.features:
             raise ConfigError(f"{batch.source or '<stream>'}: {self.name} found no numeric feature "
                               f"column in {batch.column_names}; pass features=[...]")
+        text = [f.name for f in batch.schema if f.name not in skip and f.name not in self.features]
+        if text:
+            # a CSV column with one unparsable cell is read as text and would otherwise
+            # disappear from the features without a word
+            log.warning("%s: %s uses the numeric columns %s; not used (not numeric): %s — pass "
+                        "features=[...] to choose, or column_types on the source if they should "
+                        "be numbers", batch.source or "<stream>", self.name, self.features, text)
 
     # -- the loop --------------------------------------------------------------------------
     def process(self, batch: Batch) -> Batch:
@@ -302,7 +323,7 @@ class RiverOperator(Operator):
             i = len(out)
             raise BadEventError(
                 f"River {type(_final_step(self.model)).__name__} failed on this event "
-                f"(features {self.features}): {type(exc).__name__}: {exc}",
+                f"(features {self.features}): {type(exc).__name__}: {exc}{_text_hint(batch, self.features)}",
                 source=batch.source, offset=int(batch.positions()[i]),
                 key=batch.keys()[i] if self.per_key else None, operator=self.name) from exc
         return batch.with_columns(self._columns(out, batch))

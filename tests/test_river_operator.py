@@ -150,3 +150,19 @@ def test_river_failure_names_the_event():
                        features=["x", "kind"], target="x")
     with pytest.raises(BadEventError, match=r"unit, row 0.*LinearRegression failed.*TypeError"):
         op(data)
+
+
+def test_text_feature_failure_says_the_column_holds_text():
+    # what a CSV with one unparsable cell in a numeric column looks like downstream
+    data = _batch(level=np.array(["1.5"] * 39 + ["oops"]))
+    op = RiverOperator(anomaly.HalfSpaceTrees(seed=1), features=["x", "level"])
+    with pytest.raises(BadEventError, match=r"\['level'\] hold text.*column_types"):
+        op(data)
+
+
+def test_default_features_say_which_text_columns_they_leave_out(caplog):
+    op = RiverOperator(anomaly.HalfSpaceTrees(seed=1))
+    with caplog.at_level("WARNING", logger="hebbstream"):
+        op(_batch(level=np.array(["1.5"] * 40)))
+    assert "level" not in op.features
+    assert "not used (not numeric)" in caplog.text and "'level'" in caplog.text
