@@ -8,20 +8,23 @@ dominate (a half-width copy of the net runs ~2.2× faster), which is the regime 
 skipping filters can pay (at 24×24 the sparse path's per-layer gathers and mask
 predictions still ate most of the gain in our measurements). The digits stay the same data; no download.
 
-For every r in {0.8, 0.85, 0.9, 0.95, 1.0} (plus 0.6–0.75 in the full run) a copy of the dense model gets mask
-predictors trained with the heatmap-mass targets (decoupled) while the backbone is
-fine-tuned with the masks applied (:func:`operators.pruning.training.fit_masks`). On the
-held-out 22 % the script reports:
+For every r in {0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0} (plus 0.6, 0.65 in the full run) a copy
+of the dense model gets mask predictors trained with the heatmap-mass targets (decoupled)
+while the backbone is fine-tuned with the masks applied
+(:func:`operators.pruning.training.fit_masks`). On the held-out 22 % the script reports:
 
 - ``accuracy`` and ``accuracy_drop`` (points, dense − pruned);
 - ``flops_reduction``: 1 − mean per-sample MACs (mask predictors included) / dense MACs;
-- ``speedup_b1``: median wall-clock of the dense ``nn.Sequential`` over the sparse
-  executor at batch 1, one thread, the variants interleaved image by image so load from
-  other processes hits both alike (``cpu_speedup_b1``: the same ratio in thread CPU
-  time, which a shared machine's descheduling does not inflate); ``speedup_b1_vs_folded`` against the same executor
-  with every filter kept (BN folded, no predictors): the gain of pruning alone;
+- batch-1 wall clock, one thread, the variants interleaved image by image so load from
+  other processes hits all alike, medians: ``speedup_b1`` is the user's stock dense
+  ``nn.Sequential`` over the sparse executor; ``speedup_b1_like_for_like`` is the *same*
+  executor with every filter kept (batch norm folded, same pooling, same TorchScript
+  function, no predictors, no gathers) over the sparse one — the gain of pruning alone,
+  which is what ``target_met`` judges (``cpu_speedup_b1_like_for_like``: the same ratio
+  in thread CPU time; ``speedup_b1_fast_path_alone``: stock over fast dense);
 - ``speedup_b64``: the same at batch 64 for each batch strategy (union of the batch's
-  masks, per-sample gathered weights as one grouped conv, a loop of batch-1 passes).
+  masks, per-sample gathered weights as one grouped conv, a loop of batch-1 passes),
+  against the stock model and (``_like_for_like``) the folded dense executor.
 
 Then the ``DynamicPruning`` operator replays the test images as a stream at the chosen r
 (10 % shadow samples) and reports its miss rate: of the filters the masks dropped on
@@ -50,9 +53,9 @@ from operators.pruning import DynamicPruning, PrunableNetwork, SparseExecutor  #
 from operators.pruning.training import fit_masks, train_classifier  # noqa: E402
 from stream import Batch  # noqa: E402
 
-RATIOS = (0.8, 0.85, 0.9, 0.95, 1.0)
+RATIOS = (0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
 #: Below the paper's CIFAR range, to find where the FLOPs reduction passes 50 % (full run).
-EXTRA_RATIOS = (0.6, 0.65, 0.7, 0.75)
+EXTRA_RATIOS = (0.6, 0.65)
 
 
 def digits(size: int, seed: int):
@@ -144,22 +147,24 @@ def main() -> None:
         nets[r] = net
         sparse = SparseExecutor(net, "union")
         acc, flops, flops_np, kept = evaluate(sparse, xte, yte, net)
-        folded = SparseExecutor(net, "dense")
-        b1, b1_cpu = interleaved({"dense": base.backbone, "folded": folded, "sparse": sparse},
-                         b1_inputs, reps=2 if quick else 5)
-        b64, _ = interleaved({"dense": base.backbone, "union": sparse,
-                           "grouped": SparseExecutor(net, "grouped"),
-                           "loop": SparseExecutor(net, "loop")}, b64_inputs, reps=2 if quick else 10)
+        fast_dense = SparseExecutor(net, "dense")   # same fast path, every filter: like for like
+        b1, b1_cpu = interleaved({"stock_dense": base.backbone, "fast_dense": fast_dense,
+                                  "sparse": sparse}, b1_inputs, reps=2 if quick else 8)
+        b64, _ = interleaved({"stock_dense": base.backbone, "fast_dense": fast_dense, "union": sparse,
+                              "grouped": SparseExecutor(net, "grouped"),
+                              "loop": SparseExecutor(net, "loop")}, b64_inputs, reps=2 if quick else 10)
         best64 = min(("union", "grouped", "loop"), key=b64.get)
         results[str(r)] = {
             "accuracy": acc, "accuracy_drop": 100 * (dense_acc - acc),
             "flops": flops, "flops_reduction": 1 - flops / dense_flops,
             "flops_reduction_without_predictors": 1 - flops_np / dense_flops,
-            "speedup_b1": b1["dense"] / b1["sparse"],
-            "speedup_b1_vs_folded": b1["folded"] / b1["sparse"],
-            "cpu_speedup_b1": b1_cpu["dense"] / b1_cpu["sparse"],
+            "speedup_b1": b1["stock_dense"] / b1["sparse"],
+            "speedup_b1_like_for_like": b1["fast_dense"] / b1["sparse"],
+            "cpu_speedup_b1_like_for_like": b1_cpu["fast_dense"] / b1_cpu["sparse"],
+            "speedup_b1_fast_path_alone": b1["stock_dense"] / b1["fast_dense"],
             "ms_b1": {k: 1e3 * v for k, v in b1.items()},
-            "speedup_b64": b64["dense"] / b64[best64], "best_b64_mode": best64,
+            "speedup_b64": b64["stock_dense"] / b64[best64],
+            "speedup_b64_like_for_like": b64["fast_dense"] / b64[best64], "best_b64_mode": best64,
             "ms_b64": {k: 1e3 * v for k, v in b64.items()},
             "kept_per_layer": [round(float(k), 1) for k in kept],
             "target_kept": log[-1]["target_kept"], "train_s": time.perf_counter() - t1,
@@ -169,19 +174,23 @@ def main() -> None:
 
     ok = [r for r in ratios if results[str(r)]["flops_reduction"] >= 0.5
           and results[str(r)]["accuracy_drop"] <= 1.0]
-    # the setting of the target: ≥ 50 % fewer FLOPs within 1 point; the fastest such r
-    chosen = max(ok, key=lambda r: results[str(r)]["speedup_b1"]) if ok else min(RATIOS)
+    # the setting of the target: ≥ 50 % fewer FLOPs within 1 point; the fastest such r,
+    # judged like for like (against the dense network on the same fast path)
+    lfl = "speedup_b1_like_for_like"
+    chosen = max(ok, key=lambda r: results[str(r)][lfl]) if ok else min(RATIOS)
     online = replay(nets[chosen], chosen, xte, args.seed)
+    pick = results[str(chosen)]
     figures = {
         "data": f"sklearn digits upsampled to {size}x{size}", "widths": list(widths),
         "train_size": len(xtr), "test_size": len(xte), "dense_accuracy": dense_acc,
         "dense_flops": dense_flops, "per_r": results, "chosen_r": chosen,
-        "target_met": bool(ok) and results[str(chosen)]["speedup_b1"] >= 1.5,
-        "flops_reduction": results[str(chosen)]["flops_reduction"],
-        "accuracy_drop": results[str(chosen)]["accuracy_drop"],
-        "speedup_b1": results[str(chosen)]["speedup_b1"],
-        "speedup_b64": results[str(chosen)]["speedup_b64"], "online": online,
-        "threads": torch.get_num_threads(),
+        "target": "≥ 50 % fewer FLOPs, ≤ 1 point accuracy drop, ≥ 1.5× batch-1 CPU speedup "
+                  "like for like (vs the dense network on the same fast path)",
+        "target_met": bool(ok) and pick[lfl] >= 1.5,
+        "flops_reduction": pick["flops_reduction"], "accuracy_drop": pick["accuracy_drop"],
+        "speedup_b1": pick["speedup_b1"], "speedup_b1_like_for_like": pick[lfl],
+        "speedup_b64": pick["speedup_b64"], "speedup_b64_like_for_like": pick["speedup_b64_like_for_like"],
+        "online": online, "threads": torch.get_num_threads(),
     }
     plot(results, dense_acc, quick)
     finish("pruning", figures, quick=quick)
@@ -212,6 +221,7 @@ def plot(results: dict, dense_acc: float, quick: bool) -> None:
     red = [100 * results[r]["flops_reduction"] for r in results]
     acc = [100 * results[r]["accuracy"] for r in results]
     sp1 = [results[r]["speedup_b1"] for r in results]
+    lfl = [results[r]["speedup_b1_like_for_like"] for r in results]
     sp64 = [results[r]["speedup_b64"] for r in results]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     a1.plot(red, acc, "o-", label="dynamic pruning")
@@ -223,8 +233,9 @@ def plot(results: dict, dense_acc: float, quick: bool) -> None:
     a1.set_xlabel("FLOPs reduction (%)")
     a1.set_ylabel("test accuracy (%)")
     a1.legend(fontsize=8)
-    a2.plot(rs, sp1, "o-", label="batch 1")
-    a2.plot(rs, sp64, "s-", label="batch 64 (best strategy)")
+    a2.plot(rs, sp1, "o-", label="batch 1, vs stock nn.Sequential")
+    a2.plot(rs, lfl, "^-", label="batch 1, like for like (dense on the same fast path)")
+    a2.plot(rs, sp64, "s-", label="batch 64 (best strategy), vs stock")
     a2.axhline(1.0, color="gray", ls="--")
     a2.axhline(1.5, color="red", ls=":", lw=0.8)
     a2.set_xlabel("r (heatmap mass)")

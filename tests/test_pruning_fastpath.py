@@ -45,3 +45,28 @@ def test_fast_path_with_fully_kept_layers_matches_masked_dense(biases):
         assert a.kept.tolist() == b.kept.tolist() == [[int(m.sum()) for m in ref.masks]]
         torch.testing.assert_close(a.logits, b.logits, atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(a.logits, ref.logits, atol=1e-5, rtol=1e-4)
+
+
+def test_dense_mode_is_the_same_fast_path_with_every_filter_kept():
+    net = pattern_net((0.2, 0.1, 0.0, -0.1))
+    dense = SparseExecutor(net, "dense")
+    assert dense.fast is not None
+    x = torch.randn(1, 1, 7, 7, generator=torch.Generator().manual_seed(7))
+    out = dense(x)
+    with torch.no_grad():
+        ref = net(x, masks="none")
+    assert out.kept.tolist() == [[10, 12, 9, 14]]
+    torch.testing.assert_close(out.logits, ref.logits, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(dense.fast(x, True)[0], out.logits)
+
+
+def test_fast_path_sees_online_predictor_updates_without_a_rebuild():
+    net = pattern_net((50, 50, 50, 50))
+    fast = SparseExecutor(net)
+    x = torch.randn(1, 1, 7, 7, generator=torch.Generator().manual_seed(8))
+    assert fast(x).kept.tolist() == [[10, 12, 9, 14]]
+    with torch.no_grad():                      # as an optimizer step would: in place
+        net.predictors[2].linear.bias.fill_(-50)
+    out, ref = fast(x), SparseExecutor(net, fast=False)(x)
+    assert out.kept.tolist() == ref.kept.tolist() == [[10, 12, 1, 14]]
+    torch.testing.assert_close(out.logits, ref.logits, atol=1e-6, rtol=1e-5)

@@ -14,7 +14,7 @@ zero at batch size 1. For a batch, samples rarely share a mask, so three strateg
 - ``"loop"``: the batch-1 path once per sample.
 
 ``"dense"`` runs the same folded network with every filter kept and no predictors: the
-honest dense baseline for the gather overhead.
+like-for-like dense baseline (at batch 1 through the same TorchScript path).
 
 Example:
     >>> import torch
@@ -47,10 +47,6 @@ from .fastpath import compile_fast_path
 from .network import PASSIVE, PrunableNetwork, binarize
 
 MODES = ("union", "grouped", "loop", "dense")
-#: At batch 1, kept filter counts are padded up to a multiple of this with a zero filter.
-#: Each new conv shape costs oneDNN a primitive creation (~30 µs on a 2-core EPYC, about
-#: what a small conv computes); bucketing keeps the shapes few so they stay cached.
-BUCKET = 8
 
 
 @dataclass
@@ -68,9 +64,6 @@ class _Layer:
     bias: torch.Tensor            # folded bias [C_out]
     pred_weight: torch.Tensor     # predictor weight [C_out, C_in] (shares the parameter)
     pred_bias: torch.Tensor
-    padded_weight: torch.Tensor   # [C_out + 1, C_in + 1, kh, kw]: a zero filter and a zero input
-    padded_bias: torch.Tensor     # [C_out + 1], last entry 0
-    sentinel: torch.Tensor        # [BUCKET] copies of the index C_out (the zero filter)
     stride: tuple[int, int]
     padding: tuple[int, int]
     dilation: tuple[int, int]
@@ -103,7 +96,7 @@ class SparseExecutor:
         self.spatial = net.flops.head_spatial
         dev = self.linear.weight.device
         self._offsets = torch.arange(self.spatial, device=dev)
-        self.fast = compile_fast_path(self, BUCKET) if fast else None
+        self.fast = compile_fast_path(self) if fast else None
 
     @staticmethod
     @torch.no_grad()
@@ -117,15 +110,23 @@ class SparseExecutor:
             shift = bn.bias.detach() if bn.bias is not None else 0.0
             w = w * scale[:, None, None, None]
             b = (b - bn.running_mean) * scale + shift
-        padded = F.pad(w, (0, 0, 0, 0, 0, 1, 0, 1)).contiguous()
         return _Layer(w.contiguous(), b.contiguous(), predictor.linear.weight.detach(),
-                      predictor.linear.bias.detach(), padded, F.pad(b, (0, 1)).contiguous(),
-                      torch.full((BUCKET,), conv.out_channels, device=w.device),
-                      conv.stride, conv.padding, conv.dilation,
+                      predictor.linear.bias.detach(), conv.stride, conv.padding, conv.dilation,
                       block.act, [m for m in block.post if not isinstance(m, PASSIVE)])
 
-    @torch.inference_mode()
     def __call__(self, x: torch.Tensor, return_masks: bool = False) -> SparseResult:
+        if self.fast is not None and x.shape[0] == 1 and not return_masks:
+            # the hot path: no inference_mode context (entering it cost ~50 µs a call in
+            # our measurements, ~8 % of a pruned forward); the weights need no gradient
+            with torch.no_grad():
+                logits, kept = self.fast(x, self.mode == "dense")
+                for op in self.rest:
+                    logits = op(logits)
+            return SparseResult(logits, torch.tensor([kept]), None)
+        return self._run(x, return_masks)
+
+    @torch.inference_mode()
+    def _run(self, x: torch.Tensor, return_masks: bool) -> SparseResult:
         if self.mode == "grouped" and x.shape[0] > 1:
             return self._grouped(x, return_masks)
         if self.mode == "loop" and x.shape[0] > 1:
@@ -137,9 +138,11 @@ class SparseExecutor:
     # -- strategies ---------------------------------------------------------------------
     def _union(self, x: torch.Tensor, return_masks: bool) -> SparseResult:
         n = x.shape[0]
-        if n == 1 and self.mode != "dense":
-            return self._single(x, return_masks)
         dense = self.mode == "dense"
+        if n == 1 and self.fast is not None and not return_masks:
+            return self(x)
+        if n == 1 and not dense:
+            return self._single(x, return_masks)
         prev: torch.Tensor | None = None      # input channels present in x (None: all)
         kept, masks = [], []
         for layer in self.layers:
@@ -169,55 +172,31 @@ class SparseExecutor:
         return SparseResult(self._head(x, prev), torch.stack(kept, 1), masks if return_masks else None)
 
     def _single(self, x: torch.Tensor, return_masks: bool) -> SparseResult:
-        """Batch 1: the fewest tensor operations per layer (this is where overhead shows).
-
-        The kept indices are padded to a multiple of :data:`BUCKET` with the index of an
-        all-zero filter (whose output channel is 0, and whose weights as the next layer's
-        input are 0): results are exact, the padding computes zeros.
-        """
-        if self.fast is not None and not return_masks:
-            logits, kept_list = self.fast(x)
-            for op in self.rest:
-                logits = op(logits)
-            return SparseResult(logits, torch.tensor([kept_list]), None)
+        """Batch 1 in Python (the TorchScript path's reference): gather, convolve, repeat."""
         prev: torch.Tensor | None = None
-        n_real = 0                                # real (unpadded) entries of prev
         kept: list[int] = []
         masks = []
         for layer in self.layers:
-            if prev is None:
-                logits = torch.addmm(layer.pred_bias, x.mean(dim=(2, 3)), layer.pred_weight.t())[0]
-            else:    # the sentinel input channel is all zeros, so its predictor weight is moot
-                pw = layer.pred_weight.index_select(1, prev[:n_real])
-                logits = torch.addmm(layer.pred_bias, x.mean(dim=(2, 3))[:, :n_real], pw.t())[0]
+            pw = layer.pred_weight if prev is None else layer.pred_weight.index_select(1, prev)
+            logits = torch.addmm(layer.pred_bias, x.mean(dim=(2, 3)), pw.t())[0]
             keep = (logits > 0).nonzero().view(-1)
-            n_real = keep.numel()
-            if n_real == 0:                       # as binarize(): keep the most likely filter
-                keep, n_real = logits.argmax().view(1), 1
-            kept.append(n_real)
+            if keep.numel() == 0:                 # as binarize(): keep the most likely filter
+                keep = logits.argmax().view(1)
+            kept.append(keep.numel())
             if return_masks:
                 masks.append(torch.zeros(1, len(logits), dtype=torch.bool,
                                          device=x.device).index_fill_(1, keep, True))
-            pad = -n_real % BUCKET
-            if pad:
-                keep = torch.cat((keep, layer.sentinel[:pad]))
-            w = layer.padded_weight.index_select(0, keep)
-            w = w[:, :-1] if prev is None else w.index_select(1, prev)
-            x = F.conv2d(x, w, layer.padded_bias.index_select(0, keep), layer.stride,
-                         layer.padding, layer.dilation)
+            w = layer.weight.index_select(0, keep)
+            if prev is not None:
+                w = w.index_select(1, prev)
+            x = F.conv2d(x, w, layer.bias.index_select(0, keep), layer.stride, layer.padding,
+                         layer.dilation)
             if layer.act is not None:
                 x = layer.act(x)
             for op in layer.post:
                 x = op(x)
             prev = keep
-        for op in self.pre_linear:
-            x = op(x)
-        real = prev[:n_real]
-        cols = real if self.spatial == 1 else (real[:, None] * self.spatial + self._offsets).view(-1)
-        x = F.linear(x[:, :cols.numel()], self.linear.weight.index_select(1, cols), self.linear.bias)
-        for op in self.rest:
-            x = op(x)
-        return SparseResult(x, torch.tensor([kept]), masks if return_masks else None)
+        return SparseResult(self._head(x, prev), torch.tensor([kept]), masks if return_masks else None)
 
     def _head(self, x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
         for op in self.pre_linear:
