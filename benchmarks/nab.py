@@ -32,7 +32,12 @@ def _extra(p):
     p.add_argument("--out", default=None, help="results folder (default: a temporary one)")
     p.add_argument("--auto-resolution", action="store_true",
                    help="encoder resolution from the first 100 records, not the file's min/max")
-    p.add_argument("--backtrack", type=int, default=0, help="backtracking depth (0: plain TM)")
+    p.add_argument("--tm", choices=("plain", "backtracking"), default="plain",
+                   help="temporal memory: htm.core-style plain TM or NuPIC's BacktrackingTM")
+    p.add_argument("--backtrack", type=int, default=0,
+                   help="plain TM only: simplified backtracking depth (0: off)")
+    p.add_argument("--files", default=None,
+                   help="comma-separated corpus files (category/file.csv) instead of all")
     p.add_argument("--device", default="auto", help="auto, numpy, torch, cuda")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
 
@@ -49,8 +54,8 @@ def main() -> None:
     from operators.htm.nab_runner import run_corpus, score_results
     from operators.htm.nab_scorer import ScoringTable, evaluate
 
-    files = QUICK_FILES if args.quick else None
-    config = HTMConfig(max_backtrack=args.backtrack)
+    files = QUICK_FILES if args.quick else (args.files.split(",") if args.files else None)
+    config = HTMConfig(tm=args.tm, max_backtrack=args.backtrack)
 
     def factory(streams, seed=0):
         return HTMDetector.for_nab(streams, seed=seed, minmax=not args.auto_resolution,
@@ -71,10 +76,11 @@ def main() -> None:
     figures.update(seconds=round(seconds, 1), records=report["events"],
                    records_per_s=round(report["events"] / seconds, 1), files=len(names),
                    seed=args.seed, resolution="auto (first 100 records)" if args.auto_resolution
-                   else "NAB min/max", backtrack=args.backtrack,
+                   else "NAB min/max", tm=args.tm, backtrack=args.backtrack,
                    backend=report.get("metrics", {}).get("0.HTMDetector", {}).get("backend"),
                    results_dir=report["detector_dir"])
     name = "nab" + ("-auto" if args.auto_resolution else "") + (
+        "-backtracking" if args.tm == "backtracking" else "") + (
         f"-backtrack{args.backtrack}" if args.backtrack else "")
     finish(name, figures, quick=args.quick)
 

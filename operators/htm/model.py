@@ -24,9 +24,12 @@ from typing import Any
 import numpy as np
 
 from .backend import Backend, resolve_backend
+from .backtracking_tm import BacktrackingTM
 from .encoders import RandomDistributedScalarEncoder, TimeOfDayEncoder, encode_record, input_width
 from .spatial_pooler import SpatialPooler
 from .temporal_memory import TemporalMemory
+
+TM_KINDS = ("plain", "backtracking")
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,19 @@ class HTMConfig:
     max_synapses_per_segment: int = 32
     max_segments_per_column: int = 64
     max_backtrack: int = 0
+    # "plain": htm.core-style temporal memory; "backtracking": NuPIC's BacktrackingTM
+    # (operators.htm.backtracking_tm), which NuPIC's NAB detector used
+    tm: str = "plain"
+    max_segments_per_cell: int = 128
+    pam_length: int = 3
+    max_inf_backtrack: int = 10
+    max_lrn_backtrack: int = 5
+    max_seq_length: int = 32
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.tm not in TM_KINDS:
+            raise ValueError(f"HTMConfig.tm must be one of {TM_KINDS}, got {self.tm!r}")
 
     @classmethod
     def small(cls, **overrides: Any) -> HTMConfig:
@@ -87,12 +102,26 @@ class HTMModel:
         self.sp = SpatialPooler(self.be, input_width(self.rdse, self.tod), c.columns, c.num_active,
                                 c.potential_pct, c.syn_perm_connected, c.syn_perm_active_inc,
                                 c.syn_perm_inactive_dec, seed=c.seed + 1956)
-        self.tm = TemporalMemory(
-            self.be, c.columns, c.cells_per_column, c.activation_threshold, c.min_threshold,
-            c.new_synapse_count, c.initial_permanence, c.connected_permanence,
-            c.permanence_increment, c.permanence_decrement, c.predicted_segment_decrement,
-            c.max_synapses_per_segment, c.max_segments_per_column,
-            max_backtrack=c.max_backtrack, seed=c.seed + 1960)
+        self.tm: Any
+        if c.tm == "backtracking":
+            self.tm = BacktrackingTM(
+                columns=c.columns, cells_per_column=c.cells_per_column,
+                activation_threshold=c.activation_threshold, min_threshold=c.min_threshold,
+                new_synapse_count=c.new_synapse_count, initial_permanence=c.initial_permanence,
+                connected_permanence=c.connected_permanence,
+                permanence_increment=c.permanence_increment,
+                permanence_decrement=c.permanence_decrement,
+                max_segments_per_cell=c.max_segments_per_cell,
+                max_synapses_per_segment=c.max_synapses_per_segment, pam_length=c.pam_length,
+                max_inf_backtrack=c.max_inf_backtrack, max_lrn_backtrack=c.max_lrn_backtrack,
+                max_seq_length=c.max_seq_length, seed=c.seed + 1960)
+        else:
+            self.tm = TemporalMemory(
+                self.be, c.columns, c.cells_per_column, c.activation_threshold, c.min_threshold,
+                c.new_synapse_count, c.initial_permanence, c.connected_permanence,
+                c.permanence_increment, c.permanence_decrement, c.predicted_segment_decrement,
+                c.max_synapses_per_segment, c.max_segments_per_column,
+                max_backtrack=c.max_backtrack, seed=c.seed + 1960)
 
     @property
     def slots(self) -> int:
@@ -108,6 +137,8 @@ class HTMModel:
         be = self.be
         bits, ok = encode_record(be, self.rdse, self.tod, values, resolution, times_ns)
         cols = self.sp.compute(slots, bits, ok, learn=learn)
+        if isinstance(self.tm, BacktrackingTM):   # NumPy-only, one model per key
+            return self.tm.compute(np.asarray(slots), be.to_numpy(cols), learn=learn)
         return be.to_numpy(self.tm.compute(slots, cols, learn=learn)).astype(np.float64)
 
     def peek(self, slots: np.ndarray, values: np.ndarray, resolution: np.ndarray,
@@ -116,6 +147,8 @@ class HTMModel:
         be = self.be
         bits, ok = encode_record(be, self.rdse, self.tod, values, resolution, times_ns)
         cols = self.sp.compute(slots, bits, ok, learn=False)
+        if isinstance(self.tm, BacktrackingTM):
+            return self.tm.peek(np.asarray(slots), be.to_numpy(cols))
         return be.to_numpy(self.tm.peek(slots, cols)).astype(np.float64)
 
     def state_dict(self) -> dict[str, Any]:
@@ -130,6 +163,8 @@ class HTMModel:
         total = 0
         for name in ("perm",):
             total += _nbytes(getattr(self.sp, name))
+        if isinstance(self.tm, BacktrackingTM):
+            return total + self.tm.memory_bytes()
         for name in TemporalMemory._STATE:
             total += _nbytes(getattr(self.tm, name))
         return total

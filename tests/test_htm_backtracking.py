@@ -1,0 +1,125 @@
+"""NuPIC's backtracking temporal memory: learning, backtracking, state, keys, detector contract."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pyarrow as pa
+
+from operators.htm import HTMDetector
+from operators.htm.backend import Backend
+from operators.htm.backtracking_tm import BacktrackingTM
+from operators.htm.model import HTMConfig
+from operators.htm.temporal_memory import TemporalMemory
+from stream import Batch
+from stream import state as state_codec
+from stream.testing import check_operator
+
+COLS, ACTIVE, CELLS = 256, 8, 8
+PARAMS = dict(columns=COLS, cells_per_column=CELLS, activation_threshold=4, min_threshold=3,
+              new_synapse_count=6)
+
+
+def _patterns(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [np.sort(rng.choice(COLS, ACTIVE, replace=False)) for _ in range(n)]
+
+
+def _step(tm, pattern, learn=True, slot=0):
+    return float(tm.compute(np.array([slot]), pattern[None, :], learn)[0])
+
+
+def _trained(seq, reps=40):
+    tm = BacktrackingTM(**PARAMS)
+    tm.add_slots(1)
+    for _ in range(reps):
+        for p in seq:
+            _step(tm, p)
+    return tm
+
+
+def test_a_learned_sequence_becomes_predicted():
+    seq = _patterns(8)
+    tm = _trained(seq, reps=1)
+    assert [_step(tm, p) for p in seq[:3]] != [0.0, 0.0, 0.0]   # not known yet
+    tm = _trained(seq)
+    assert [_step(tm, p) for p in seq] == [0.0] * len(seq)
+    # an input that never followed the last one is fully unexpected
+    assert _step(tm, _patterns(1, seed=7)[0], learn=False) == 1.0
+
+
+def test_entering_a_sequence_midway_locks_onto_start_cells_where_the_plain_tm_bursts():
+    seq, noise = _patterns(8), _patterns(2, seed=5)
+    tm = _trained(seq)
+    plain = TemporalMemory(Backend("numpy"), COLS, CELLS, 4, 3, 6)
+    plain.add_slots(1)
+    for _ in range(40):
+        for p in seq:
+            _step(plain, p)
+    locked = 0
+    for k in range(len(seq)):
+        bt, pl = copy.deepcopy(tm), copy.deepcopy(plain)
+        for p in (noise[1], seq[k]):
+            _step(bt, p, learn=False)
+            _step(pl, p, learn=False)
+        state = bt.models[0].inf_active.reshape(COLS, CELLS)[seq[k]]
+        if state[:, 1:].any():
+            assert state.all()                      # no start point found: the input bursts
+        else:
+            locked += 1
+            assert state[:, 0].all()                # replayed from this input's start cells
+            plain_state = pl.active[0, :COLS * CELLS].reshape(COLS, CELLS)[seq[k]]
+            assert plain_state.all()                # the plain TM can only burst here
+        # either way the continuation is predicted
+        assert _step(bt, seq[(k + 1) % len(seq)], learn=False) == 0.0
+    assert locked >= 1
+
+
+def test_state_round_trip_through_the_codec_is_bit_exact():
+    seq, noise = _patterns(6), _patterns(4, seed=3)
+    stream = (seq * 6 + noise + seq * 3) * 2
+    tm = BacktrackingTM(**PARAMS)
+    tm.add_slots(2)
+    for i, p in enumerate(stream[:40]):
+        _step(tm, p, slot=i % 2)
+    tree, blob = state_codec.dumps(tm.state_dict())
+    resumed = BacktrackingTM(**PARAMS)
+    resumed.load_state_dict(state_codec.loads(tree, blob))
+    for i, p in enumerate(stream[40:]):
+        assert _step(tm, p, slot=i % 2) == _step(resumed, p, slot=i % 2)
+    a, b = tm.state_dict(), resumed.state_dict()
+    for ma, mb in zip(a["models"], b["models"]):
+        for name, va in ma.items():
+            vb = mb[name]
+            if isinstance(va, dict):
+                assert all(np.array_equal(va[k], vb[k]) for k in va), name
+            else:
+                assert np.array_equal(va, vb), name
+
+
+def test_batched_keys_equal_each_key_alone():
+    seqs = [_patterns(5, seed=s) for s in (1, 2, 3)]
+    together = BacktrackingTM(**PARAMS)
+    together.add_slots(3)
+    alone = []
+    for _ in range(3):
+        tm = BacktrackingTM(**PARAMS)
+        tm.add_slots(1)
+        alone.append(tm)
+    for _rep in range(12):
+        for j in range(5):
+            batch = np.stack([s[j] for s in seqs])
+            got = together.compute(np.arange(3), batch)
+            want = [_step(alone[k], seqs[k][j]) for k in range(3)]
+            assert got.tolist() == want
+
+
+def test_detector_contract_with_the_backtracking_tm():
+    n = 40
+    rows = {"key": ["a", "b"] * n,
+            "timestamp": pa.array(np.repeat(np.arange(n), 2) * 300 * 10**9, pa.timestamp("ns")),
+            "value": np.sin(np.arange(2 * n) / 6.0) * 10}
+    config = HTMConfig.small(tm="backtracking")
+    check_operator(lambda: HTMDetector(config=config, resolution=0.5, probationary_period=20),
+                   Batch(pa.record_batch(rows), source="t", time_column="timestamp"))
