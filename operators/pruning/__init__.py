@@ -4,6 +4,7 @@
 - :mod:`.network`: wrap an ``nn.Sequential`` CNN; the training forward with masks.
 - :mod:`.executor`: inference that computes only the kept filters.
 - :mod:`.flops`: exact per-sample multiply-accumulate counts.
+- :mod:`.conv1d`: run a 1-D CNN as its exact 2-D equivalent.
 - :mod:`.training`: offline training of the classifier, the predictors, the fine-tune.
 - :mod:`.spec`: save/load a network without pickle.
 - :mod:`.operator`: the ``dynamic_pruning`` engine operator.
