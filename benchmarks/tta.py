@@ -40,19 +40,26 @@ from operators.tta.corruptions import CORRUPTIONS, VALIDATION  # noqa: E402
 
 
 def grids(quick: bool, bs: int) -> dict[str, list[dict]]:
-    """Candidate hyper-parameters per method (Tent and NHL take NormAdapt's norm_window).
+    """Candidate hyper-parameters per method.
 
-    Learning rates are per sample at batch 64 and scale linearly with the batch size
-    (a batch-1 stream takes 64 times as many steps).
+    NormAdapt chooses ``norm_window``; Tent takes it and chooses ``lr`` and
+    ``loss_stats``; NHL takes all of Tent's (its modulator is Tent's parameters,
+    ``modulator="all_norm"``, so NHL is Tent plus the Hebbian first layer) and chooses
+    only the Hebbian rule, its step and its temperature (``hebbian_lr`` 0 is not a
+    candidate: that would be Tent). Learning rates are per sample at batch 64 and
+    scale linearly with the batch size (a batch-1 stream takes 64 times as many steps).
     """
     scale = bs / 64
     windows = [16, 64, 256] if quick else [16, 64, 256, 1024]
     lrs = [1e-3, 1e-2] if quick else [3e-4, 1e-3, 3e-3, 1e-2]
-    nhl = [dict(hebbian_lr=h * scale, modulator=m, lr=lr * scale, entropy_filter=f)
-           for h, m, lr, f in itertools.product([1e-3, 1e-2], ["layer1"] if quick else ["layer1", "all_norm"],
-                                                [1e-3, 1e-2], [None] if quick else [None, 0.4])]
+    loss_stats = ["batch"] if quick else ["batch", "running"]
+    rules = ["oja", "softhebb"]
+    hebbian_lrs = [1e-3, 1e-2] if quick else [1e-3, 3e-3, 1e-2]
+    temperatures = [1.0] if quick else [1.0, 0.3]
     return {"NormAdapt": [dict(norm_window=w) for w in windows],
-            "Tent": [dict(lr=lr * scale) for lr in lrs], "NHL": nhl}
+            "Tent": [dict(lr=lr * scale, loss_stats=ls) for ls, lr in itertools.product(loss_stats, lrs)],
+            "NHL": [dict(rule=r, hebbian_lr=h * scale, temperature=t)
+                    for r, h, t in itertools.product(rules, hebbian_lrs, temperatures)]}
 
 
 def choose(model, val, bs: int, quick: bool) -> dict[str, dict]:
@@ -70,9 +77,8 @@ def choose(model, val, bs: int, quick: bool) -> dict[str, dict]:
 
     g = grids(quick, bs)
     chosen["NormAdapt"] = best("NormAdapt", g["NormAdapt"], {})
-    window = {"norm_window": chosen["NormAdapt"]["norm_window"]}
-    chosen["Tent"] = best("Tent", g["Tent"], window)
-    chosen["NHL"] = best("NHL", g["NHL"], window)
+    chosen["Tent"] = best("Tent", g["Tent"], {"norm_window": chosen["NormAdapt"]["norm_window"]})
+    chosen["NHL"] = best("NHL", g["NHL"], {**chosen["Tent"], "modulator": "all_norm"})
     return chosen
 
 

@@ -109,6 +109,23 @@ def test_batch_size_one_does_not_collapse(cls):
     assert len(np.unique(out.numpy("prediction")[-100:])) >= max(1, n_src - 2)
 
 
+@pytest.mark.parametrize("cls", [Tent, NHL], ids=lambda c: c.__name__)
+def test_loss_stats_batch_follows_the_mini_batch_statistics(cls):
+    """``loss_stats="batch"`` takes the gradient with the mini-batch's own statistics
+    (BatchNorm in train mode): a different step from ``"running"``, and running
+    statistics and predictions of the rows themselves are the same either way."""
+    data = stream(16)
+    ops = {ls: make(cls, batch_size=8, loss_stats=ls)() for ls in ("batch", "running")}
+    outs = {ls: op(data) for ls, op in ops.items()}
+    first = {ls: out.numpy("entropy")[:8] for ls, out in outs.items()}
+    np.testing.assert_array_equal(first["batch"], first["running"])    # before any step
+    norms = {ls: op.norms[0] for ls, op in ops.items()}   # trained by both (NHL: layer1)
+    assert not torch.allclose(norms["batch"].weight, norms["running"].weight)
+    assert not any(n.use_batch_stats for op in ops.values() for n in op.norms)
+    with pytest.raises(ConfigError, match="loss_stats"):
+        cls(tiny_model(), loss_stats="train")
+
+
 def test_nhl_tunes_only_first_conv_and_modulator():
     model = tiny_model()
     op = make(NHL, model, batch_size=8)()

@@ -14,11 +14,21 @@ The price is a lag of one mini-batch: Tent's "normalise with the current batch" 
 NHL's "adapt on the batch, then predict it" become "…, then predict the next one"
 (measured in benchmarks/tta.py: the lag is why batch 64 does worse than batch 1 there).
 
-**One forward pass.** All rows of a mini-batch are predicted by the same model, so the
-forward pass that produced their outputs is kept (autograd graph, normalisation moments,
-NHL's first-layer input) and the adaptation step reuses it: adapting costs one backward
-pass, not a second forward. A checkpoint stores the buffered rows, not the graph; on
-resume their forward pass is recomputed with the restored weights.
+**The entropy loss** (Tent, NHL) is computed one of two ways, the ``loss_stats``
+parameter:
+
+- ``"batch"`` (the papers' formulation): a second forward pass of the full mini-batch
+  with every normalisation layer using that mini-batch's own statistics, the gradient
+  flowing through the batch mean and variance (``BatchNorm`` in train mode, see
+  :func:`~operators.tta.norm_stats.batch_statistics`). Costs one more forward pass.
+- ``"running"``: the forward pass that produced the rows' outputs is kept (autograd
+  graph) and reused, so adapting costs one backward pass and no second forward; the
+  gradient sees the running statistics as constants.
+
+Either way the forward pass that predicted the rows also summed their normalisation
+moments (and NHL's first-layer input), so statistics are never computed twice. A
+checkpoint stores the buffered rows, not the graph; on resume their forward pass is
+recomputed with the restored weights.
 
 **Normalisation** uses :class:`~operators.tta.norm_stats.StreamingNorm` (running
 statistics blended with momentum), so batch size 1 works and does not collapse.
@@ -45,7 +55,7 @@ from stream import Batch, Operator
 from stream.errors import BadEventError, ConfigError, SchemaError
 
 from .models import load_model
-from .norm_stats import StreamingNorm, momentum_for, swap_batchnorm
+from .norm_stats import StreamingNorm, batch_statistics, momentum_for, swap_batchnorm
 from .reset import make_policy
 
 
@@ -64,6 +74,15 @@ def entropy_loss(logits: torch.Tensor, keep_below: float | None = None) -> torch
         if ent.numel() == 0:
             return None
     return ent.mean()
+
+
+LOSS_STATS = ("batch", "running")
+
+
+def check_loss_stats(owner: str, value: str) -> str:
+    if value not in LOSS_STATS:
+        raise ConfigError(f"{owner}: loss_stats must be one of {', '.join(map(repr, LOSS_STATS))}, got {value!r}")
+    return value
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
@@ -106,6 +125,8 @@ class TTAOperator(Operator):
     needs_norm = False
     #: per-subclass hyper-parameters shown in ``repr`` (and so in checkpoint fingerprints)
     hparams: tuple[str, ...] = ()
+    #: how the entropy loss's forward pass normalises (see the module docstring)
+    loss_stats = "running"
 
     def __init__(self, model: nn.Module | None = None, *, batch_size: int = 64, column: str = "image",
                  norm_window: float = 64, reset: str = "none", model_path: str | None = None,
@@ -160,7 +181,9 @@ class TTAOperator(Operator):
         return []
 
     def make_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-        return torch.optim.Adam(params, lr=getattr(self, "lr", 1e-3))
+        # fused: one kernel for all parameters; the step is otherwise per-tensor overhead
+        # (0.3 ms of Python per mini-batch for the six small tensors of a SmallCNN)
+        return torch.optim.Adam(params, lr=getattr(self, "lr", 1e-3), fused=True)
 
     def adapt(self, images: torch.Tensor, logits: torch.Tensor | None) -> None:
         """Adapt on one full mini-batch: ``batch_size`` images on the device and, when
@@ -267,15 +290,15 @@ class TTAOperator(Operator):
         """Predict rows of the current mini-batch and keep what adapting on it will need.
 
         Every row of a mini-batch is predicted by the same model (it only changes when a
-        mini-batch is complete), so this forward pass is also the adaptation's: its
-        graph is kept for the entropy gradient (no second forward; the adaptation cost
-        is one backward pass) and the normalisation layers sum its moments.
+        mini-batch is complete), so this forward pass also serves the adaptation: the
+        normalisation layers sum its moments and, with ``loss_stats="running"``, its
+        graph is kept for the entropy gradient (no second forward).
         """
         for norm in self.norms:
             norm.collect = True
         self._collecting = True
         try:
-            if self.optimizer is not None:
+            if self.optimizer is not None and self.loss_stats == "running":
                 with torch.enable_grad():
                     logits = self.net(images)
                 self._pending_logits.append(logits)
@@ -325,7 +348,7 @@ class TTAOperator(Operator):
         if self.policy.episodic:
             self.reset()   # adapt this mini-batch from the source model (replays it)
         images = torch.cat(self._pending)
-        logits = torch.cat(self._pending_logits) if self._pending_logits else None
+        logits = self._loss_logits(images)
         predictions = np.concatenate(self._pending_pred)
         self.adapt(images, logits)
         for norm in self.norms:
@@ -335,6 +358,15 @@ class TTAOperator(Operator):
         self.forget_pending()
         if self.policy.after_batch(predictions, num_classes):
             self.reset()
+
+    def _loss_logits(self, images: torch.Tensor) -> torch.Tensor | None:
+        """Logits, with their graph, for the entropy loss of the full mini-batch."""
+        if self.optimizer is None:
+            return None
+        if self.loss_stats == "running":
+            return torch.cat(self._pending_logits)
+        with batch_statistics(self.norms), torch.enable_grad():
+            return self.net(images)
 
     def forget_pending(self) -> None:
         """Drop what the forward passes of the current mini-batch kept."""

@@ -17,16 +17,19 @@ Two updates per mini-batch, the classifier (every other weight) frozen:
    back-propagated from the top: ``modulator="layer1"`` is a channel-wise scale and
    shift after the first convolution (the affine of the normalisation that follows it
    when there is one, since a normalisation would cancel an affine placed before it);
-   ``"all_norm"`` trains every normalisation affine (Tent's parameters).
+   ``"all_norm"`` trains every normalisation affine (Tent's parameters). The loss is
+   computed as Tent's (``loss_stats``: ``"batch"`` normalises with the mini-batch's own
+   statistics, gradient through them, as the paper's BatchNorm in train mode). With
+   ``modulator="all_norm"`` and Tent's ``lr``/``loss_stats``, NHL is Tent plus the
+   Hebbian first layer, which is how benchmarks/tta.py runs it.
 
 Safeguards the paper leaves open (documented parameters): normalisation statistics from
 the stream (``adapt_norm``, ``norm_window``), ``entropy_filter`` and the reset policies
-of :mod:`operators.tta.reset`. Both updates use the forward pass that predicted the
-mini-batch: the modulator step and the Hebbian step see the same activations, and the
-adaptation costs one backward pass plus the Hebbian product. The
-paper adapts on a mini-batch before predicting it; in a stream, a row's output cannot
-wait for later rows, so the adapted model predicts the next mini-batch
-(see :mod:`operators.tta.base`).
+of :mod:`operators.tta.reset`. The Hebbian step takes the first convolution's input from
+the forward pass that predicted the mini-batch; the modulator's loss is computed as
+``loss_stats`` says. The paper adapts on a mini-batch before predicting it; in a stream,
+a row's output cannot wait for later rows, so the adapted model predicts the next
+mini-batch (see :mod:`operators.tta.base`).
 
 Example:
     >>> import numpy as np, pyarrow as pa, torch
@@ -52,7 +55,7 @@ from torch import nn
 
 from stream.errors import ConfigError
 
-from .base import TTAOperator, entropy_loss, first_conv
+from .base import TTAOperator, check_loss_stats, entropy_loss, first_conv
 from .norm_stats import StreamingNorm
 
 
@@ -85,18 +88,19 @@ class NHL(TTAOperator):
         entropy_filter: train the modulator only on samples whose entropy is below this
             fraction of ``ln(classes)``.
         adapt_norm: normalisation statistics follow the stream (needs BatchNorm).
+        loss_stats: ``"batch"`` or ``"running"``, as for :class:`~operators.tta.tent.Tent`.
         **common: ``batch_size``, ``norm_window``, ``reset``, ... of
             :class:`~operators.tta.base.TTAOperator`.
     """
 
     needs_conv = True
     hparams = ("hebbian_lr", "temperature", "rule", "center_patches", "modulator", "lr",
-               "entropy_filter", "adapt_norm")
+               "entropy_filter", "adapt_norm", "loss_stats")
 
     def __init__(self, model: nn.Module | None = None, *, hebbian_lr: float = 0.01,
                  temperature: float = 1.0, rule: str = "oja", center_patches: bool = True,
                  modulator: str = "layer1", lr: float = 1e-3, entropy_filter: float | None = None,
-                 adapt_norm: bool = True, **common: Any):
+                 adapt_norm: bool = True, loss_stats: str = "batch", **common: Any):
         if rule not in ("oja", "softhebb"):
             raise ConfigError(f"NHL: rule must be 'oja' or 'softhebb', got {rule!r}")
         if modulator not in ("layer1", "all_norm"):
@@ -106,6 +110,7 @@ class NHL(TTAOperator):
         self.hebbian_lr, self.temperature, self.rule = hebbian_lr, temperature, rule
         self.center_patches, self.modulator, self.lr = center_patches, modulator, lr
         self.entropy_filter, self.adapt_norm = entropy_filter, adapt_norm
+        self.loss_stats = check_loss_stats("NHL", loss_stats)
         self.needs_norm = adapt_norm or modulator == "all_norm"
         super().__init__(model, **common)
 

@@ -8,11 +8,17 @@ pass (that is what makes the operators independent of micro-batch cuts). While
 through; :meth:`StreamingNorm.commit` turns the sums of one full mini-batch into its
 mean and variance and blends them into the running statistics with momentum ``m``.
 
-Why not ``BatchNorm`` in train mode: with one sample per batch its statistics are those
-of a single image (a 1-d BatchNorm even raises), so predictions collapse. Running
-statistics with momentum are what the TTA literature recommends for small batches. The
-blended variance is the variance of the mixture (``(1-m)·v + m·v_b + m(1-m)·(μ_b-μ)²``),
-so it stays unbiased when the batch is one image.
+:func:`batch_statistics` (a context manager over a list of layers) switches the
+layers to the mini-batch's own statistics, differentiably, as ``BatchNorm`` in train
+mode: Tent's and NHL's entropy loss is computed that way (the paper's formulation, the
+gradient flows through the batch mean and variance); predictions never are.
+
+Why not ``BatchNorm`` in train mode for predictions: with one sample per batch its
+statistics are those of a single image (a 1-d BatchNorm even raises), so predictions
+collapse. Running statistics with momentum are what the TTA literature recommends for
+small batches. The blended variance is the variance of the mixture
+(``(1-m)·v + m·v_b + m(1-m)·(μ_b-μ)²``), so it stays unbiased when the batch is one
+image.
 
 ``momentum_for(batch_size, window)`` turns a memory length in samples into the
 per-mini-batch momentum ``1 - (1 - 1/window)^batch_size``, so the same ``window`` means
@@ -22,7 +28,7 @@ statistics of the last mini-batch alone).
 Example:
     >>> import torch
     >>> from torch import nn
-    >>> from operators.tta.norm_stats import StreamingNorm, swap_batchnorm
+    >>> from operators.tta.norm_stats import StreamingNorm, batch_statistics, swap_batchnorm
     >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
     >>> norms = swap_batchnorm(net, momentum=1.0)
     >>> type(net[1]).__name__, len(norms)
@@ -35,9 +41,16 @@ Example:
     >>> y = net(x)                          # normalised with that mini-batch's statistics
     >>> round(abs(y.mean().item()), 4), round(y.var(unbiased=False).item(), 4)
     (0.0, 1.0)
+    >>> with batch_statistics(norms):      # the batch's own statistics, with gradient
+    ...     z = net(x * 2)
+    >>> round(abs(z.mean().item()), 4), round(z.var(unbiased=False).item(), 4)
+    (0.0, 1.0)
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -79,8 +92,14 @@ class StreamingNorm(nn.Module):
         self.eps = bn.eps
         self.momentum = float(momentum)
         self.collect = False
+        self.use_batch_stats = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_batch_stats and x.numel() > x.shape[1]:
+            # train-mode BatchNorm (biased variance, gradient through the moments), the
+            # fused kernel; with one value per channel there is no variance to take, so
+            # running statistics serve below
+            return nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
         if self.collect and self.momentum > 0:
             with torch.no_grad():
                 dims = [0, *range(2, x.dim())]
@@ -110,6 +129,20 @@ class StreamingNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.mean.numel()}, momentum={self.momentum:.4g}"
+
+
+@contextmanager
+def batch_statistics(norms: list[StreamingNorm]) -> Iterator[None]:
+    """Within the block, ``norms`` normalise with the statistics of what passes through
+    (differentiably) and collect nothing; running statistics are left untouched."""
+    saved = [(n.use_batch_stats, n.collect) for n in norms]
+    for n in norms:
+        n.use_batch_stats, n.collect = True, False
+    try:
+        yield
+    finally:
+        for n, (use, collect) in zip(norms, saved):
+            n.use_batch_stats, n.collect = use, collect
 
 
 def swap_batchnorm(model: nn.Module, momentum: float) -> list[StreamingNorm]:

@@ -1,13 +1,15 @@
 """``Tent``: test entropy minimisation (Wang et al., ICLR 2021).
 
 Only the affine parameters (γ, β) of the normalisation layers are trained, by Adam on
-the mean prediction entropy of each mini-batch, one step per mini-batch; normalisation
-uses running statistics into which each mini-batch's statistics are blended
-(``norm_window``; 1 keeps only the last mini-batch's, the closest to the paper's batch
-statistics; larger windows keep batch size 1 stable). The loss is computed on the very
-forward pass whose predictions were returned (see :mod:`operators.tta.base`), so the
-step costs one backward pass; unlike the paper, no gradient flows through the batch
-statistics, since predictions never depend on the other samples of the batch.
+the mean prediction entropy of each mini-batch, one step per mini-batch. As in the
+paper, the loss is computed with every normalisation layer using the mini-batch's own
+statistics and the gradient flows through them (``loss_stats="batch"``: one extra
+forward pass per mini-batch); ``loss_stats="running"`` reuses the forward pass whose
+predictions were returned instead (cheaper; the running statistics are constants for
+the gradient). Predictions always use running statistics into which each mini-batch's
+statistics are blended (``norm_window``; 1 keeps only the last mini-batch's; larger
+windows keep batch size 1 stable), so they never depend on the other samples of the
+batch (see :mod:`operators.tta.base`).
 
 Example:
     >>> import numpy as np, pyarrow as pa, torch
@@ -30,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import TTAOperator, entropy_loss
+from .base import TTAOperator, check_loss_stats, entropy_loss
 
 
 class Tent(TTAOperator):
@@ -41,17 +43,21 @@ class Tent(TTAOperator):
         lr: Adam learning rate (the paper: 1e-3 at batch size 128 with SGD/Adam).
         entropy_filter: train only on samples whose entropy is below this fraction of
             ``ln(classes)`` (``None``: all samples, as in the paper).
+        loss_stats: ``"batch"`` (the paper: the loss normalises with the mini-batch's
+            statistics, gradient through them) or ``"running"`` (reuse the prediction
+            forward pass).
         **common: ``batch_size``, ``norm_window``, ``reset``, ... of
             :class:`~operators.tta.base.TTAOperator`.
     """
 
     needs_norm = True
     needs_affine = True
-    hparams = ("lr", "entropy_filter")
+    hparams = ("lr", "entropy_filter", "loss_stats")
 
     def __init__(self, model: nn.Module | None = None, *, lr: float = 1e-3,
-                 entropy_filter: float | None = None, **common: Any):
+                 entropy_filter: float | None = None, loss_stats: str = "batch", **common: Any):
         self.lr, self.entropy_filter = lr, entropy_filter
+        self.loss_stats = check_loss_stats("Tent", loss_stats)
         super().__init__(model, **common)
 
     def trainable(self) -> list[nn.Parameter]:
