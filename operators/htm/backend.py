@@ -139,6 +139,29 @@ class Backend:
             return base.astype(np.int32) + offset.astype(np.int32, copy=False)
         return self.astype(base, self.i64) + self.astype(offset, self.i64)
 
+    def put(self, a: Any, idx: Any, values: Any) -> None:
+        """``a.flat[idx] = values`` (broadcast to ``idx``'s shape) in place, for a
+        contiguous ``a``: np.put is faster than N-d fancy indexing."""
+        if self.kind == "numpy":
+            np.put(a, idx, np.broadcast_to(values, idx.shape))
+        else:
+            v = self.xp.as_tensor(values, dtype=a.dtype, device=a.device)
+            a.view(-1)[idx.reshape(-1)] = v.expand(idx.shape).reshape(-1)
+
+    def repeat(self, a: Any, counts: Any) -> Any:
+        """Each element of the 1-D ``a`` repeated ``counts`` times (``np.repeat``)."""
+        if self.kind == "numpy":
+            return np.repeat(a, counts)
+        return self.xp.repeat_interleave(a, counts)
+
+    def cumsum(self, a: Any) -> Any:
+        """Running sum of a 1-D array (int64)."""
+        return np.cumsum(a, dtype=np.int64) if self.kind == "numpy" else a.cumsum(0)
+
+    def take_rows(self, a: Any, rows: Any) -> Any:
+        """``a[rows]`` along the first axis (np.take: faster than fancy indexing)."""
+        return np.take(a, rows, axis=0) if self.kind == "numpy" else a[rows]
+
     def count_true(self, a: Any) -> Any:
         """Number of True values along the last axis (int64)."""
         if self.kind == "numpy" and a.shape[-1] % 8 == 0 and a.flags.c_contiguous:

@@ -107,12 +107,22 @@ class SpatialPooler:
         valid = be.asarray(valid, be.b)
         # duplicate bits point at the always-off row so they count once
         gather = be.xp.where(valid, bits, self.input_size)
-        rows = self.conn[slots[:, None], gather]                       # (B, w, C)
-        if be.kind == "numpy":   # a uint8 reduction over the middle axis is much faster
+        if be.kind == "numpy" and self.columns % 8 == 0 and gather.shape[1] < 256:
+            # SWAR: eight columns' bytes are one uint64; summing the w rows as uint64 adds
+            # every byte lane separately (each count <= w < 256, so no lane carries over)
+            words = self.conn.reshape(-1, self.columns).view(np.uint64)
+            flat = (slots[:, None] * (self.input_size + 1) + gather).reshape(-1)
+            rows64 = np.take(words, flat, axis=0).reshape(*gather.shape, self.columns // 8)
+            overlap = rows64.sum(1).view(np.uint8)                                # (B, C)
+        elif be.kind == "numpy":
+            rows = self.conn[slots[:, None], gather]                       # (B, w, C)
             overlap = rows.view(np.uint8).sum(1, dtype=np.int16)
+        else:
+            rows = self.conn[slots[:, None], gather]
+        if be.kind == "numpy":
             # scores are unique, so the set of the num_active largest is too; int32 (it
             # fits: overlap <= w) partitions faster, and no negated copy is needed
-            wide = (rows.shape[1] + 1) * self.columns >= 2**31
+            wide = (gather.shape[1] + 1) * self.columns >= 2**31
             score = overlap.astype(np.int64 if wide else np.int32) * self.columns \
                 + self._rank[None, :].astype(np.int64 if wide else np.int32)
             cut = self.columns - self.num_active

@@ -207,22 +207,42 @@ class TemporalMemory:
         return pre, perm, act, npot, nconn
 
     def _step_activity(self, slots: Any, cols: Any, active: Any, width: int) -> tuple[Any, ...]:
-        """:meth:`_segment_activity` for :meth:`compute`, without the (B, A, S, M)
-        permanence gather: a segment can only reach ``activation_threshold`` connected
-        active synapses if it has that many potential ones, so connected synapses are
-        counted for those segments only (``nconn`` is 0 elsewhere, which changes no
-        decision). Returns ``pre, act, npot, nconn``."""
+        """:meth:`_segment_activity` for :meth:`compute`, reading only the segments in use.
+
+        Used segments are a prefix of each column's bucket, so they form a ragged list of
+        ``R = sum(used)`` rows of ``pre``; a padded (B, A, ``width``, M) gather would read
+        ~3.5x as many on NAB (most columns use a few segments, some use dozens). Connected
+        synapses are counted only for segments with at least ``activation_threshold``
+        potential ones (only those can be active; ``nconn`` is 0 elsewhere, which changes
+        no decision), so no (R, M) permanence gather either.
+
+        Returns ``pre, act, start, npot, nconn``: ``pre`` and ``act`` (R, M) for the used
+        segments, ``start`` (B, A) the row of each column's first segment (segment ``s``
+        is row ``start + s``), ``npot`` and ``nconn`` (B, A, ``width``), 0 where unused."""
         be = self.be
-        pre = self.pre[slots[:, None], cols, :width]                      # (B, A, S, M)
-        base = (slots * (self.dummy + 1))[:, None, None, None]
-        act = be.take(active, be.index(base, pre, self._index_bound))
-        npot = be.count_true(act)
-        nconn = be.zeros(npot.shape, npot.dtype)
-        ck, ca, cs = be.nonzero(npot >= self.activation_threshold)
-        if ck.shape[0]:
-            perm = self.perm[slots[ck], cols[ck, ca], cs]                 # (P, M)
-            nconn[ck, ca, cs] = be.count_true(act[ck, ca, cs] & (perm >= self.connected))
-        return pre, act, npot, nconn
+        b, a = cols.shape
+        m = self.max_syn
+        used = be.astype(self.used[slots[:, None], cols], be.i64).reshape(-1)   # (B*A,)
+        ends = be.cumsum(used)
+        r = int(ends[-1]) if b * a else 0
+        start = ends - used
+        seg = be.arange(r) - be.repeat(start, used)                            # (R,)
+        pos = be.repeat(be.arange(b * a) * width, used) + seg                  # in (B, A, width)
+        col_row = (slots[:, None] * self.columns + cols).reshape(-1) * self.segments_per_column
+        rows = be.repeat(col_row, used) + seg
+        pre = be.take_rows(self.pre.reshape(-1, m), rows)                       # (R, M)
+        base = be.repeat(be.repeat(slots * (self.dummy + 1), be.full((b,), a, be.i64)), used)
+        act = be.take(active, be.index(base[:, None], pre, self._index_bound))
+        npot_r = be.count_true(act)
+        npot = be.zeros((b * a * width,), be.i64)
+        npot[pos] = npot_r
+        nconn = be.zeros((b * a * width,), be.i64)
+        ci = be.nonzero(npot_r >= self.activation_threshold)[0]
+        if ci.shape[0]:
+            perm = be.take_rows(self.perm.reshape(-1, m), rows[ci])               # (P, M)
+            nconn[pos[ci]] = be.count_true(act[ci] & (perm >= self.connected))
+        shape = (b, a, width)
+        return pre, act, start.reshape(b, a), npot.reshape(shape), nconn.reshape(shape)
 
     def _predicted(self, ki: Any, cols: Any, active: Any, rows: Any) -> tuple[Any, Any]:
         """Active segments (B, A, S) and cell-in-column of each segment, for inference."""
@@ -251,7 +271,7 @@ class TemporalMemory:
         # free slot for a new segment
         s_cap = min(cap, int(self.used[ki, cols].max()) + 1)
         flat_active = self.active.reshape(-1)
-        pre, act, npot, nconn = self._step_activity(slots, cols, flat_active, s_cap)
+        pre, act, start, npot, nconn = self._step_activity(slots, cols, flat_active, s_cap)
         scell = self.seg_cell[ki, cols, :s_cap]                         # (B, A, S)
         slast = self.seg_last[ki, cols, :s_cap]
         valid = scell >= 0
@@ -293,19 +313,21 @@ class TemporalMemory:
             new_active = self._backtrack(slots, cols, predicted, new_active)
         winners = cols * n + winner_cell
         if learn:
-            self._learn(slots, cols, step, pre, act, npot, scell, slast, active_seg,
+            self._learn(slots, cols, step, pre, act, start, npot, scell, slast, active_seg,
                         predicted, any_match, best, new_seg, winner_cell, seg_ids)
             if self.punish > 0:
                 self._punish(slots, cols, step, flat_active)
         # advance: clear the cells of last step's columns, set this step's
+        # (flat indices into the (slots, cells + 1) bitmaps: faster than 2-D fancy indexing)
         ar_n = cell_ids[None, None, :]
-        rows = slots[:, None, None]
-        self.active[rows, self.prev_cols[slots][:, :, None] * n + ar_n] = False
-        self.active[rows, cols[:, :, None] * n + ar_n] = new_active
+        base = slots * (self.dummy + 1)
+        cells_of = base[:, None, None] + ar_n
+        be.put(self.active, cells_of + self.prev_cols[slots][:, :, None] * n, False)
+        be.put(self.active, cells_of + cols[:, :, None] * n, new_active)
         self.prev_cols[slots] = cols
         # old winners of -1 (first step) clear the dummy cell, which is -1 anyway
-        self.winpos[rows[:, :, 0], self.winners[slots]] = -1
-        self.winpos[rows[:, :, 0], winners] = be.astype(be.arange(a), be.i16)
+        be.put(self.winpos, base[:, None] + self.winners[slots], -1)
+        be.put(self.winpos, base[:, None] + winners, be.astype(be.arange(a), be.i16))
         self.winners[slots] = winners
         self.step[slots] = step + 1
         if self.max_backtrack > 0:
@@ -316,10 +338,11 @@ class TemporalMemory:
     def _recompute(self, slots: Any, cols: Any, learn: bool) -> Any:
         return self.compute(slots, cols, learn)
 
-    def _learn(self, slots, cols, step, pre, act, npot, scell, slast, active_seg,
+    def _learn(self, slots, cols, step, pre, act, start, npot, scell, slast, active_seg,
                predicted, any_match, best, new_seg, winner_cell, seg_ids) -> None:
         be = self.be
         b, a, s_cap = scell.shape
+        s_all = self.segments_per_column
         burst = ~predicted
         best_hot = best[..., None] == seg_ids
         # slot for a new segment: a free one, else the least recently used
@@ -333,9 +356,15 @@ class TemporalMemory:
         if lk.shape[0] == 0:
             return
         is_new = new_hot[lk, la, ls]
-        pre_l = pre[lk, la, ls]                                          # (L, M)
-        perm_l = self.perm[slots[lk], cols[lk, la], ls]
-        act_l = act[lk, la, ls]
+        if pre.shape[0]:
+            # rows of ``pre``/``act`` (a new segment's may be out of range: it is reset below)
+            ri = (start[lk, la] + ls).clip(None, pre.shape[0] - 1)
+            pre_l, act_l = be.take_rows(pre, ri), be.take_rows(act, ri)     # (L, M)
+        else:       # no segment in use yet: every learning segment is new
+            pre_l = be.full((lk.shape[0], self.max_syn), self.dummy, be.i32)
+            act_l = be.zeros((lk.shape[0], self.max_syn), be.b)
+        seg_row = (slots[lk] * self.columns + cols[lk, la]) * s_all + ls
+        perm_l = be.take_rows(self.perm.reshape(-1, self.max_syn), seg_row)
         zero16 = be.asarray(0, be.i16)
         perm_l = be.xp.where(is_new[:, None], zero16, perm_l)
         pre_l = be.xp.where(is_new[:, None], self.dummy, pre_l)
@@ -354,13 +383,16 @@ class TemporalMemory:
         if gi.shape[0]:
             self._grow(slots, cols, step, lk[gi], la[gi], ls[gi], n_grow[gi], gi, pre_l, perm_l)
         # write back only the learning segments
-        key, col = slots[lk], cols[lk, la]
-        self.pre[key, col, ls] = pre_l
-        self.perm[key, col, ls] = perm_l
-        self.seg_last[key, col, ls] = step[lk]
+        # (flat rows of the (slots * columns * segments) arrays: faster than 3-D indexing)
+        m = self.max_syn
+        self.pre.reshape(-1, m)[seg_row] = pre_l
+        self.perm.reshape(-1, m)[seg_row] = perm_l
+        be.put(self.seg_last, seg_row, step[lk])
         new_cell = be.astype(winner_cell[lk, la], be.i16)
-        self.seg_cell[key, col, ls] = be.xp.where(is_new, new_cell, scell[lk, la, ls])
-        self.used[key, col] = be.maximum(self.used[key, col], be.astype(ls + 1, self.used.dtype))
+        be.put(self.seg_cell, seg_row, be.xp.where(is_new, new_cell, scell[lk, la, ls]))
+        col_row = slots[lk] * self.columns + cols[lk, la]
+        used = self.used.reshape(-1)
+        be.put(self.used, col_row, be.maximum(used[col_row], be.astype(ls + 1, self.used.dtype)))
 
     def _grow(self, slots, cols, step, lk, la, ls, n_grow, gi, pre_l, perm_l) -> None:
         """Grow up to ``n_grow`` synapses on rows ``gi`` of the learning segments'
