@@ -160,6 +160,13 @@ def _plasma(mapsize: int, wibbledecay: float, rng: np.random.Generator) -> np.nd
     return maparray / maparray.max()
 
 
+def _affine(x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Warp each image by its own ``(2, 3)`` affine (normalised coordinates, zeros outside)."""
+    xt = _t(x)
+    grid = F.affine_grid(torch.from_numpy(theta.astype(np.float32)), list(xt.shape), align_corners=False)
+    return _n(F.grid_sample(xt, grid, mode="bilinear", padding_mode="zeros", align_corners=False))
+
+
 def _zoom(x: np.ndarray, factor: float) -> np.ndarray:
     """Zoom into the centre by ``factor`` (crop back to the same size)."""
     theta = torch.tensor([[1 / factor, 0, 0], [0, 1 / factor, 0]], dtype=torch.float32)
@@ -195,6 +202,20 @@ def speckle_noise(x, s, rng):
 
 def gamma(x, s, rng):
     return x ** [1.5, 2.0, 2.5, 3.0, 4.0][s - 1]
+
+
+def rotate(x, s, rng):
+    deg = [10, 15, 20, 25, 30][s - 1] * rng.choice([-1.0, 1.0], size=len(x))
+    a = np.deg2rad(deg)
+    theta = np.stack([np.stack([np.cos(a), -np.sin(a), 0 * a], 1), np.stack([np.sin(a), np.cos(a), 0 * a], 1)], 1)
+    return _affine(x, theta)
+
+
+def shear(x, s, rng):
+    k = [0.1, 0.2, 0.3, 0.4, 0.5][s - 1] * rng.choice([-1.0, 1.0], size=len(x))
+    one, zero = np.ones_like(k), np.zeros_like(k)
+    theta = np.stack([np.stack([one, k, zero], 1), np.stack([zero, one, zero], 1)], 1)
+    return _affine(x, theta)
 
 
 # -- blur -------------------------------------------------------------------------------------
@@ -329,7 +350,7 @@ CORRUPTIONS: dict[str, Corruption] = {f.__name__: f for f in (
     snow, fog, brightness, contrast, elastic_transform, pixelate, jpeg_compression)}
 
 #: held out for choosing hyper-parameters (CIFAR-10-C's extra corruptions)
-VALIDATION: dict[str, Corruption] = {f.__name__: f for f in (speckle_noise, gaussian_blur, gamma)}
+VALIDATION: dict[str, Corruption] = {f.__name__: f for f in (speckle_noise, gaussian_blur, gamma, rotate, shear)}
 
 
 def corrupt(images: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarray:
