@@ -91,6 +91,10 @@ class TemporalMemory:
         # empty synapse slots point at this always-inactive cell, so one bitmap lookup
         # answers "exists and presynaptic cell active"
         self.dummy = columns * cells_per_column
+        # active-cell bitmaps have one row of ``cells`` per column plus a padding row that
+        # holds the dummy: (slots * (columns + 1), cells) rows, so a column's cells are
+        # written as one row
+        self.stride = (columns + 1) * cells_per_column
         s0 = min(initial_segments_per_column, max_segments_per_column)
         self.num_active: int | None = None
         self._alloc(0, s0, 0)
@@ -102,7 +106,7 @@ class TemporalMemory:
         self.seg_last = be.zeros((k, c, s), be.i64)
         self.pre = be.full((k, c, s, m), self.dummy, be.i32)
         self.perm = be.zeros((k, c, s, m), be.i16)
-        self.active = be.zeros((k, self.dummy + 1), be.b)
+        self.active = be.zeros((k, self.stride), be.b)
         self.prev_cols = be.zeros((k, a), be.i64)
         self.winners = be.full((k, a), -1, be.i64)
         self.step = be.zeros((k,), be.i64)
@@ -121,9 +125,9 @@ class TemporalMemory:
 
     @property
     def _index_bound(self) -> int:
-        """Largest flat index into a (slots, cells + 1) bitmap: every row is a slot or a
+        """Largest flat index into a (slots, stride) bitmap: every row is a slot or a
         row of a smaller private bitmap, every presynaptic cell is at most ``dummy``."""
-        return self.slots * (self.dummy + 1) - 1
+        return self.slots * self.stride - 1
 
     @property
     def segments_per_column(self) -> int:
@@ -168,6 +172,8 @@ class TemporalMemory:
 
     def state_dict(self) -> dict[str, Any]:
         out = {name: self.be.to_numpy(getattr(self, name)).copy() for name in self._STATE}
+        # the checkpoint keeps the (slots, cells + 1) bitmap: the padding row is all off
+        out["active"] = out["active"][:, :self.dummy + 1].copy()
         out["num_active"] = -1 if self.num_active is None else int(self.num_active)
         return out
 
@@ -176,6 +182,9 @@ class TemporalMemory:
         self.num_active = None if a < 0 else a
         for name in self._STATE:
             setattr(self, name, self.be.asarray(np.asarray(state[name]).copy()))
+        active = np.zeros((self.active.shape[0], self.stride), dtype=bool)
+        active[:, :self.dummy + 1] = np.asarray(state["active"])
+        self.active = self.be.asarray(active)
         self.used = self.be.astype((self.seg_cell >= 0).sum(-1), self.be.i32)
         self._index_winners()
 
@@ -200,7 +209,7 @@ class TemporalMemory:
         w = self.segments_per_column if width is None else width
         pre = self.pre[ki, cols, :w]                                    # (B, A, S, M)
         perm = self.perm[ki, cols, :w]
-        base = ((ki if rows is None else rows) * (self.dummy + 1))[:, :, None, None]
+        base = ((ki if rows is None else rows) * self.stride)[:, :, None, None]
         act = be.take(active, be.index(base, pre, self._index_bound))
         npot = be.count_true(act)
         nconn = be.count_true(act & (perm >= self.connected))
@@ -231,7 +240,7 @@ class TemporalMemory:
         col_row = (slots[:, None] * self.columns + cols).reshape(-1) * self.segments_per_column
         rows = be.repeat(col_row, used) + seg
         pre = be.take_rows(self.pre.reshape(-1, m), rows)                       # (R, M)
-        base = be.repeat(be.repeat(slots * (self.dummy + 1), be.full((b,), a, be.i64)), used)
+        base = be.repeat(be.repeat(slots * self.stride, be.full((b,), a, be.i64)), used)
         act = be.take(active, be.index(base[:, None], pre, self._index_bound))
         npot_r = be.count_true(act)
         npot = be.zeros((b * a * width,), be.i64)
@@ -318,12 +327,13 @@ class TemporalMemory:
             if self.punish > 0:
                 self._punish(slots, cols, step, flat_active)
         # advance: clear the cells of last step's columns, set this step's
-        # (flat indices into the (slots, cells + 1) bitmaps: faster than 2-D fancy indexing)
-        ar_n = cell_ids[None, None, :]
+        # (a column's cells are one row of the bitmap; flat winner indices: faster than
+        # 2-D fancy indexing)
+        col_rows = self.active.reshape(-1, n)
+        first = slots[:, None] * (self.columns + 1)
+        col_rows[(first + self.prev_cols[slots]).reshape(-1)] = False
+        col_rows[(first + cols).reshape(-1)] = new_active.reshape(-1, n)
         base = slots * (self.dummy + 1)
-        cells_of = base[:, None, None] + ar_n
-        be.put(self.active, cells_of + self.prev_cols[slots][:, :, None] * n, False)
-        be.put(self.active, cells_of + cols[:, :, None] * n, new_active)
         self.prev_cols[slots] = cols
         # old winners of -1 (first step) clear the dummy cell, which is -1 anyway
         be.put(self.winpos, base[:, None] + self.winners[slots], -1)
@@ -470,7 +480,7 @@ class TemporalMemory:
                 continue
             # a private bitmap for the replay: the first input bursts (every cell of its
             # columns); the inputs after it narrow the cells down to one context
-            bitmap = be.zeros((idx.shape[0], self.dummy + 1), be.b)
+            bitmap = be.zeros((idx.shape[0], self.stride), be.b)
             rows = be.arange(idx.shape[0])[:, None]
             bitmap[rows[:, :, None], seq[:, start][:, :, None] * n + cell_ids] = True
             ok = be.full((idx.shape[0],), True, be.b)
@@ -481,7 +491,7 @@ class TemporalMemory:
                 ok = ok & (be.astype(pred, be.i64).sum(-1) * 2 >= pred.shape[1])
                 onehot = be.astype(scell, be.i64)[..., None] == cell_ids
                 cells = be.xp.where((~pred)[..., None], True, (onehot & act_seg[..., None]).any(2))
-                bitmap = be.zeros((idx.shape[0], self.dummy + 1), be.b)
+                bitmap = be.zeros((idx.shape[0], self.stride), be.b)
                 bitmap[rows[:, :, None], seq[:, t][:, :, None] * n + cell_ids] = cells
             take = todo & ok
             result = be.xp.where(take[:, None, None], cells, result)
