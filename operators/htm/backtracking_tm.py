@@ -180,9 +180,11 @@ class _KeyModel:
         conf = np.zeros(self.p.columns, bool)
         conf[cells // self.n] = True
         pred = np.zeros(self.cells, bool)
-        pred[cells[conn[hit] >= self.thr]] = True
-        n_pred = int(pred.reshape(-1, self.n).any(1).sum())
-        return pred, conf, n_pred >= 0.5 * self.avg_density
+        on = cells[conn[hit] >= self.thr]
+        pred[on] = True
+        cols = np.zeros(self.p.columns, bool)
+        cols[on // self.n] = True
+        return pred, conf, int(cols.sum()) >= 0.5 * self.avg_density
 
     def _infer_backtrack(self, active: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         hist = self.inf_history

@@ -61,6 +61,8 @@ class SegmentStore:
                  seed: int = 0, capacity: int = 64):
         self.cells, self.n = cells, cells_per_column
         self.max_syn, self.seed = max_synapses, seed
+        pow2 = max_synapses & (max_synapses - 1) == 0
+        self._shift = max_synapses.bit_length() - 1 if pow2 else None
         self.pre = np.full((capacity, max_synapses), -1, np.int32)
         self.perm = np.zeros((capacity, max_synapses), np.int16)
         self.ver = np.zeros((capacity, max_synapses), np.int32)
@@ -166,8 +168,14 @@ class SegmentStore:
         pos = np.repeat(lo - (ends - cnt), cnt) + np.arange(total)
         tail = np.flatnonzero(bitmap[self.idx_pre[self.n_sorted:self.n_idx]]) + self.n_sorted
         pos = np.concatenate([pos, tail])
-        syn = self.idx_syn[pos]
-        syn = syn[self.ver.reshape(-1)[syn] == self.idx_ver[pos]]
+        syn = np.take(self.idx_syn, pos)
+        syn = syn[np.take(self.ver.reshape(-1), syn) == np.take(self.idx_ver, pos)]
+        return self._split(syn)
+
+    def _split(self, syn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flat synapse ids → (segment, slot)."""
+        if self._shift is not None:
+            return syn >> self._shift, syn & (self.max_syn - 1)
         return syn // self.max_syn, syn % self.max_syn
 
     def activity(self, cells: np.ndarray, bitmap: np.ndarray,
@@ -178,7 +186,7 @@ class SegmentStore:
         pot = np.bincount(seg, minlength=self.used)
         if connected is None:
             return pot, None
-        strong = self.perm.reshape(-1)[seg * self.max_syn + slot] >= connected
+        strong = np.take(self.perm.reshape(-1), seg * self.max_syn + slot) >= connected
         return pot, np.bincount(seg[strong], minlength=self.used)
 
     # -- growth and release ------------------------------------------------------------------
