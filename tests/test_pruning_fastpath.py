@@ -70,3 +70,11 @@ def test_fast_path_sees_online_predictor_updates_without_a_rebuild():
     out, ref = fast(x), SparseExecutor(net, fast=False)(x)
     assert out.kept.tolist() == ref.kept.tolist() == [[10, 12, 1, 14]]
     torch.testing.assert_close(out.logits, ref.logits, atol=1e-6, rtol=1e-5)
+
+
+def test_fast_path_records_no_autograd_graph_outside_no_grad():
+    net = pattern_net((0.2, 0.1, 0.0, -0.1))
+    x = torch.randn(1, 1, 7, 7, requires_grad=True)
+    for mode in ("union", "dense"):
+        out = SparseExecutor(net, mode)(x)
+        assert not out.logits.requires_grad and out.logits.grad_fn is None

@@ -51,11 +51,21 @@ MODES = ("union", "grouped", "loop", "dense")
 
 @dataclass
 class SparseResult:
-    """Class logits, filters kept per sample and layer (``[N, L]``), optional full masks."""
+    """Class logits, filters kept per sample and layer (``[N, L]``), optional full masks.
+
+    ``kept`` may be given as nested lists (the batch-1 fast path's): it becomes a tensor
+    when first read, so a caller that only wants the logits does not pay for it.
+    """
 
     logits: torch.Tensor
-    kept: torch.Tensor
+    _kept: torch.Tensor | list[list[int]]
     masks: list[torch.Tensor] | None = None
+
+    @property
+    def kept(self) -> torch.Tensor:
+        if not isinstance(self._kept, torch.Tensor):
+            self._kept = torch.tensor(self._kept)
+        return self._kept
 
 
 @dataclass
@@ -116,13 +126,17 @@ class SparseExecutor:
 
     def __call__(self, x: torch.Tensor, return_masks: bool = False) -> SparseResult:
         if self.fast is not None and x.shape[0] == 1 and not return_masks:
-            # the hot path: no inference_mode context (entering it cost ~50 µs a call in
-            # our measurements, ~8 % of a pruned forward); the weights need no gradient
-            with torch.no_grad():
-                logits, kept = self.fast(x, self.mode == "dense")
-                for op in self.rest:
-                    logits = op(logits)
-            return SparseResult(logits, torch.tensor([kept]), None)
+            # the hot path: no inference_mode or no_grad context (entering one cost tens of
+            # µs a call in our measurements, several % of a pruned forward); no weight it
+            # reads requires grad, so with a detached input nothing records a graph
+            if x.requires_grad:
+                x = x.detach()
+            logits, kept = self.fast(x, self.mode == "dense")
+            if self.rest:
+                with torch.no_grad():
+                    for op in self.rest:
+                        logits = op(logits)
+            return SparseResult(logits, [kept], None)
         return self._run(x, return_masks)
 
     @torch.inference_mode()

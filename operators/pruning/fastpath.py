@@ -176,6 +176,9 @@ def compile_fast_path(executor: Any) -> FastPath | None:
             [lay.pred_weight for lay in layers], [lay.pred_bias for lay in layers], scales,
             geometry, pools)
     lin, spatial = executor.linear, executor.spatial
-    bias = lin.bias if lin.bias is not None else torch.zeros(lin.out_features, device=lin.weight.device)
-    head = (lin.weight, bias, 1.0 / area if global_pool else 1.0, spatial, global_pool)
+    # detached views of the parameters: no tensor the function reads requires grad, so it
+    # records no graph even when called outside no_grad (the executor relies on this)
+    weight = lin.weight.detach()
+    bias = lin.bias.detach() if lin.bias is not None else torch.zeros(lin.out_features, device=weight.device)
+    head = (weight, bias, 1.0 / area if global_pool else 1.0, spatial, global_pool)
     return FastPath(args, head)
