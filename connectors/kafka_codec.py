@@ -97,10 +97,13 @@ class Codec:
         ``(message index, reason)`` for each bad message.
         """
         if self.format == "raw":
-            bad = [(i, _TOMBSTONE) for i, v in enumerate(values) if v is None]
-            counts = np.array([v is not None for v in values], dtype=np.int64)
-            good = [v for v in values if v is not None]
-            return pa.record_batch([pa.array(good, pa.binary())], schema=self.schema), counts, bad
+            col = pa.array(values, pa.binary())
+            if not col.null_count:
+                return pa.record_batch([col], schema=self.schema), np.ones(len(values), dtype=np.int64), []
+            present = col.is_valid()
+            counts = present.to_numpy(zero_copy_only=False).astype(np.int64)
+            bad = [(int(i), _TOMBSTONE) for i in np.flatnonzero(counts == 0)]
+            return pa.record_batch([col.filter(present)], schema=self.schema), counts, bad
         if self.format == "arrow":
             return self._decode_arrow(values)
         return self._decode_json(values)
@@ -208,7 +211,7 @@ class Codec:
                                   f"the stream has {rb.schema.names}")
             col = rb.column(rb.schema.get_field_index("value"))
             if (pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)) and not col.null_count:
-                return col.to_pylist()  # bytes through, no per-value check
+                return py_bytes(col)  # bytes through, no per-value check
             return [v if isinstance(v, bytes) else str(v).encode() for v in col.to_pylist()]
         if self.format == "arrow":
             return [self.encode_ipc(rb.slice(i, 1)) for i in range(rb.num_rows)]
@@ -221,7 +224,7 @@ class Codec:
         pieces: list[Any] = []
         for i, f in enumerate(rb.schema):
             pieces += [("{" if i == 0 else ",") + json.dumps(f.name) + ":", _json_text(rb.column(i))]
-        return pc.binary_join_element_wise(*pieces, "}", "").cast(pa.binary()).to_pylist()
+        return py_bytes(pc.binary_join_element_wise(*pieces, "}", "").cast(pa.binary()))
 
     @staticmethod
     def encode_ipc(rb: pa.RecordBatch) -> bytes:
@@ -230,6 +233,16 @@ class Codec:
         with pa.ipc.new_stream(sink, rb.schema) as w:
             w.write_batch(rb)
         return sink.getvalue().to_pybytes()
+
+
+def py_bytes(arr: pa.Array) -> list[bytes | None]:
+    """A binary column as a list of ``bytes`` (``None`` for null): through NumPy, which
+    builds the objects in one C++ pass (about half the cost of ``to_pylist``).
+
+    >>> py_bytes(pa.array([b"a", None], pa.binary()))
+    [b'a', None]
+    """
+    return arr.to_numpy(zero_copy_only=False).tolist()
 
 
 def _one_batch(table: pa.Table) -> pa.RecordBatch:

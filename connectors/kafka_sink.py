@@ -40,7 +40,7 @@ from stream.batch import Batch
 from stream.connector import Sink
 from stream.errors import ConfigError, HebbstreamError
 
-from .kafka_codec import Codec
+from .kafka_codec import Codec, py_bytes
 
 log = logging.getLogger("hebbstream.kafka")
 
@@ -187,7 +187,7 @@ class KafkaSink(Sink):
             return None
         col = rb.column(rb.schema.get_field_index(self.key))
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            return col.cast(pa.binary()).to_pylist()  # UTF-8 bytes, None for null, without Python encode
+            return py_bytes(col.cast(pa.binary()))  # UTF-8 bytes, None for null, without Python encode
         return [None if k is None else (k if isinstance(k, bytes) else str(k).encode())
                 for k in col.to_pylist()]
 

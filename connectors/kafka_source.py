@@ -40,6 +40,7 @@ Example (not run: needs a broker)::
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time as _time
 from collections.abc import Iterator
@@ -220,87 +221,132 @@ class KafkaSource(Source):
         return held
 
     def _to_batches(self, msgs: list[Any]) -> Iterator[Batch]:
-        by_task: dict[int, list[Any]] = {}
-        tasks: dict[tuple[str, int], int] = {}  # one _task() call per partition, not per message
+        """One batch for a whole poll (rows of several partitions; the task column routes them).
+
+        Message fields are read with C-level ``map`` over the unbound ``Message`` methods
+        and turned into Arrow/NumPy arrays in bulk: no Python statement runs per message
+        unless a message is bad or carries an error."""
+        f = _fields()
+        if any(map(f.error, msgs)):
+            msgs = self._without_errors(msgs)
+        if not msgs:
+            return
+        tasks, runs = self._tasks_of(msgs)
+        batch = self._decode(msgs, tasks, runs)
+        if batch is not None:
+            self._read += batch.num_rows
+            yield batch
+
+    def _without_errors(self, msgs: list[Any]) -> list[Any]:
+        """The data messages of a poll; error events are logged, fatal ones raised."""
+        good = []
         for m in msgs:
             err = m.error()
-            if err is not None:
-                if err.code() == -191:  # _PARTITION_EOF (enable.partition.eof)
-                    continue
-                if err.fatal() or not err.retriable():
-                    raise SourceError(f"{self.name}: {m.topic()}[{m.partition()}]: {err}")
-                log.warning("%s: %s", self.name, err)
+            if err is None:
+                good.append(m)
                 continue
-            tp = (m.topic(), m.partition())
-            task = tasks.get(tp)
-            if task is None:
-                task = tasks[tp] = self._task(*tp)
-            by_task.setdefault(task, []).append(m)
-        for task, group, decoded in self._decode_groups(by_task):
-            batch = self._decode(task, group, decoded)
-            if batch is not None:
-                self._read += batch.num_rows
-                yield batch
+            if err.code() == -191:  # _PARTITION_EOF (enable.partition.eof)
+                continue
+            if err.fatal() or not err.retriable():
+                raise SourceError(f"{self.name}: {m.topic()}[{m.partition()}]: {err}")
+            log.warning("%s: %s", self.name, err)
+        return good
 
-    def _decode_groups(self, by_task: dict[int, list[Any]]) -> Iterator[tuple[int, list[Any], tuple]]:
-        """Each partition's messages with their decoded ``(rows, rows_per_message, bad)``.
+    def _tasks_of(self, msgs: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Task id of every message, and where runs of one task start (plus the end).
 
-        Once the schema is fixed, all partitions of a poll are decoded in one codec call
-        (one bulk JSON parse instead of one per partition) and the rows sliced per
-        partition; before that, per partition, so the first partition alone fixes the
-        schema as it always did."""
-        if self.codec.schema is None or len(by_task) < 2:
-            for task, group in by_task.items():
-                yield task, group, self.codec.decode([m.value() for m in group])
-            return
-        rb, counts, bad = self.codec.decode([m.value() for g in by_task.values() for m in g])
-        first_msg = first_row = 0
-        for task, group in by_task.items():
-            end_msg = first_msg + len(group)
-            part = counts[first_msg:end_msg]
-            rows = int(part.sum())
-            bad_here = [(i - first_msg, why) for i, why in bad if first_msg <= i < end_msg]
-            yield task, group, (rb.slice(first_row, rows), part, bad_here)
-            first_msg, first_row = end_msg, first_row + rows
+        A poll returns each partition's messages in runs (one per fetched message set),
+        so per-run work (names, offsets) is per few hundred messages, not per message."""
+        f = _fields()
+        n = len(msgs)
+        tasks = np.fromiter(map(f.partition, msgs), np.int64, n)
+        if len(self.topics) > 1:
+            index = {t: i for i, t in enumerate(self.topics)}
+            tasks |= np.fromiter(map(index.__getitem__, map(f.topic, msgs)), np.int64, n) << _TASK_BITS
+        runs = np.concatenate(([0], np.flatnonzero(tasks[1:] != tasks[:-1]) + 1, [n]))
+        for task in set(tasks[runs[:-1]].tolist()):
+            if task not in self._names:
+                m = msgs[int(np.argmax(tasks == task))]
+                self._task(m.topic(), m.partition())
+        return tasks, runs
 
-    def _decode(self, task: int, msgs: list[Any], decoded: tuple) -> Batch | None:
-        name = self._names[task]
-        rb, counts, bad = decoded
-        bad = list(bad)
-        keep = np.repeat(np.ones(len(msgs), dtype=bool), counts)
-        key_from_message = bool(self.key) and self.key not in rb.schema.names
-        keys = [m.key() for m in msgs] if key_from_message else []  # one pass less when not needed
-        if key_from_message:
-            missing = [i for i, k in enumerate(keys) if k is None and counts[i]]
-            if missing:
-                bad += [(i, f"the message has no key (the stream key {self.key!r})") for i in missing]
-                keep &= np.repeat(np.array([k is not None for k in keys]), counts)
-        skip = self._skip.pop(task, None)
-        if skip is not None and counts[0] > 0 and msgs[0].offset() == skip[0]:
-            keep[:skip[1]] = False  # rows of a multi-row message processed before the restore
-        if bad:
-            self._reject(name, msgs, sorted(bad))
-        offsets = np.repeat(np.fromiter((m.offset() for m in msgs), np.int64, len(msgs)), counts)
-        columns: dict[str, Any] = {}
-        if key_from_message:
-            columns[self.key] = pa.array([None if k is None else k.decode("utf-8", "replace")
-                                          for k in keys], pa.string()).take(_row_owner(counts))
+    def _decode(self, msgs: list[Any], tasks: np.ndarray, runs: np.ndarray) -> Batch | None:
+        f = _fields()
+        n = len(msgs)
+        if self.codec.schema is None and runs.size > 2:
+            # the first partition's messages alone fix the schema, as when partitions
+            # were decoded one by one; the rest of the poll is then checked against it
+            first = int(runs[1])
+            head = self.codec.decode(list(map(f.value, msgs[:first])))
+            rest = self.codec.decode(list(map(f.value, msgs[first:])))
+            rb, counts, bad = _join_decoded(head, rest, first)
+        else:
+            rb, counts, bad = self.codec.decode(list(map(f.value, msgs)))
+        one_row_each = rb.num_rows == n and bool((counts == 1).all())  # no per-row repeats
+        keep: np.ndarray | None = None
+        columns: dict[str, pa.Array] = {}
+        if self.key and self.key not in rb.schema.names:
+            keys = pa.array(list(map(f.key, msgs)), pa.binary())
+            if keys.null_count:
+                missing = np.flatnonzero(keys.is_null().to_numpy(zero_copy_only=False) & (counts > 0))
+                bad = bad + [(int(i), f"the message has no key (the stream key {self.key!r})")
+                             for i in missing]
+                keep = _rows_of(~keys.is_null().to_numpy(zero_copy_only=False), counts)
+            columns[self.key] = _utf8(keys) if one_row_each else _utf8(keys).take(_row_owner(counts))
         if self.time and self.time not in rb.schema.names:
-            ms = np.fromiter((m.timestamp()[1] for m in msgs), np.int64, len(msgs))
-            columns[self.time] = pa.array(np.repeat(ms, counts), pa.timestamp("ms", tz="UTC"))
-        columns[TASK_COLUMN] = np.full(rb.num_rows, task, dtype=np.int64)
+            ms = np.fromiter(map(_second, map(f.timestamp, msgs)), np.int64, n)
+            columns[self.time] = pa.array(ms if one_row_each else np.repeat(ms, counts),
+                                          pa.timestamp("ms", tz="UTC"))
+        if self._skip:
+            keep = self._skip_restored(msgs, tasks, counts, keep)
+        if bad:
+            self._reject(msgs, sorted(bad))
+        offsets = self._offsets(msgs, runs)
+        row_tasks = tasks
+        if not one_row_each:
+            offsets, row_tasks = np.repeat(offsets, counts), np.repeat(tasks, counts)
+            for i in np.flatnonzero(counts > 1):
+                self._msg_rows[(int(tasks[i]), msgs[i].offset())] = int(counts[i])
+        columns[TASK_COLUMN] = pa.array(row_tasks, pa.int64())
         for name_, values in columns.items():
-            rb = rb.append_column(name_, values if isinstance(values, pa.Array) else pa.array(values))
-        for i in np.flatnonzero(counts > 1):
-            self._msg_rows[(task, msgs[i].offset())] = int(counts[i])
-        if not keep.all():
+            rb = rb.append_column(name_, values)
+        if keep is not None and not keep.all():
             rb, offsets = rb.filter(pa.array(keep)), offsets[keep]
         if rb.num_rows == 0:
             return None
-        return Batch(rb, source=name, row_offsets=offsets, key_column=self.key or DEFAULT_KEY,
+        source = self._names[int(tasks[0])] if runs.size == 2 else self.name
+        return Batch(rb, source=source, row_offsets=offsets, key_column=self.key or DEFAULT_KEY,
                      time_column=self.time or DEFAULT_TIME)
 
-    def _reject(self, name: str, msgs: list[Any], bad: list[tuple[int, str]]) -> None:
+    def _offsets(self, msgs: list[Any], runs: np.ndarray) -> np.ndarray:
+        """Offset of every message: per run ``first + arange`` when the run has no gaps
+        (the usual case), else read one by one."""
+        parts = []
+        for lo, hi in zip(runs[:-1].tolist(), runs[1:].tolist(), strict=True):
+            first, last = msgs[lo].offset(), msgs[hi - 1].offset()
+            if last - first == hi - lo - 1:
+                parts.append(np.arange(first, last + 1, dtype=np.int64))
+            else:  # gaps: transaction markers, compacted or aborted records
+                parts.append(np.fromiter(map(_fields().offset, msgs[lo:hi]), np.int64, hi - lo))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _skip_restored(self, msgs: list[Any], tasks: np.ndarray, counts: np.ndarray,
+                       keep: np.ndarray | None) -> np.ndarray | None:
+        """Drop the rows of a multi-row message that were processed before a restore."""
+        row_start = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        for task in list(self._skip):
+            hits = np.flatnonzero(tasks == task)
+            if not hits.size:
+                continue
+            offset, rows = self._skip.pop(task)
+            i = int(hits[0])
+            if counts[i] > 0 and msgs[i].offset() == offset:
+                if keep is None:
+                    keep = np.ones(int(counts.sum()), dtype=bool)
+                keep[row_start[i]:row_start[i] + rows] = False
+        return keep
+
+    def _reject(self, msgs: list[Any], bad: list[tuple[int, str]]) -> None:
         if self.on_error == "stop":
             i, reason = bad[0]
             m = msgs[i]
@@ -315,7 +361,7 @@ class KafkaSource(Source):
                  "session.", "heartbeat.", "max.poll"))} | {"enable.idempotence": True})
         for i, reason in bad:
             m = msgs[i]
-            log.warning("dead-letter: %s offset %d: %s", name, m.offset(), reason)
+            log.warning("dead-letter: %s-%d offset %d: %s", m.topic(), m.partition(), m.offset(), reason)
             self._dlq.produce(self.dead_letter_topic, m.value(), key=m.key(), headers=[
                 ("hebbstream-reason", reason), ("hebbstream-topic", m.topic()),
                 ("hebbstream-partition", str(m.partition())), ("hebbstream-offset", str(m.offset()))])
@@ -453,6 +499,37 @@ class KafkaSource(Source):
         if self._dlq is not None:
             self._dlq.flush(30)
             self._dlq = None
+
+
+def _fields() -> Any:
+    """confluent-kafka's ``Message`` class (imported on first use: the module loads without it)."""
+    from confluent_kafka import Message
+
+    return Message
+
+
+_second = operator.itemgetter(1)  # (timestamp type, milliseconds) -> milliseconds
+
+
+def _utf8(keys: pa.Array) -> pa.Array:
+    """Message keys as text: a cast when they are valid UTF-8, else replacement characters."""
+    try:
+        return keys.cast(pa.string())
+    except pa.ArrowInvalid:
+        return pa.array([None if k is None else k.decode("utf-8", "replace") for k in keys.to_pylist()],
+                        pa.string())
+
+
+def _rows_of(per_message: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """A per-message flag repeated for each row the message gave."""
+    return per_message if (counts == 1).all() else np.repeat(per_message, counts)
+
+
+def _join_decoded(head: tuple, rest: tuple, first: int) -> tuple:
+    """Two ``Codec.decode`` results of consecutive message ranges as one."""
+    (rb1, c1, bad1), (rb2, c2, bad2) = head, rest
+    rb = pa.concat_batches([rb1, rb2]) if rb2.num_rows and rb1.num_rows else (rb1 if rb1.num_rows else rb2)
+    return rb, np.concatenate([c1, c2]), list(bad1) + [(i + first, why) for i, why in bad2]
 
 
 def _row_owner(counts: np.ndarray) -> pa.Array:

@@ -43,7 +43,6 @@ import copy
 import json
 import logging
 import threading
-from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -118,7 +117,8 @@ class PartitionedPipeline(Pipeline):
                 if pipe is None:
                     raise RuntimeError(f"rows of task {task} arrived but its partition is "
                                        "not assigned")
-                part = plain if rows is None else plain.take(rows)
+                part = plain if rows is None else plain.slice(rows.start, rows.stop - rows.start) \
+                    if isinstance(rows, slice) else plain.take(rows)
                 out = pipe(replace(part, source=self.names[task]), on_reject)
                 if out.num_rows:
                     outs.append(out)
@@ -158,12 +158,26 @@ class PartitionedPipeline(Pipeline):
         return repr(self.template)
 
 
-def _groups(ids: np.ndarray) -> Iterable[tuple[int, np.ndarray | None]]:
-    """(task, row indices) in order of first appearance; ``None`` rows = the whole batch."""
-    if len(ids) == 0:
+def _groups(ids: np.ndarray) -> list[tuple[int, np.ndarray | slice | None]]:
+    """(task, rows) in order of first appearance: ``None`` = the whole batch, a slice
+    when every task's rows are one contiguous run (the usual case: a poll returns each
+    partition's messages in runs), else row indices.
+
+    >>> _groups(np.array([3, 3, 1, 1, 1]))
+    [(3, slice(0, 2, None)), (1, slice(2, 5, None))]
+    >>> [(t, r.tolist()) for t, r in _groups(np.array([0, 1, 0]))]
+    [(0, [0, 2]), (1, [1])]
+    """
+    n = len(ids)
+    if n == 0:
         return []
     if ids[0] == ids[-1] and (ids == ids[0]).all():
         return [(int(ids[0]), None)]
+    starts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+    run_ids = ids[np.concatenate(([0], starts))].tolist()
+    if len(set(run_ids)) == len(run_ids):
+        bounds = [0, *starts.tolist(), n]
+        return [(task, slice(bounds[i], bounds[i + 1])) for i, task in enumerate(run_ids)]
     uniq, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
