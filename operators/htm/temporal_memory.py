@@ -215,7 +215,8 @@ class TemporalMemory:
         nconn = be.count_true(act & (perm >= self.connected))
         return pre, perm, act, npot, nconn
 
-    def _step_activity(self, slots: Any, cols: Any, active: Any, width: int) -> tuple[Any, ...]:
+    def _step_activity(self, slots: Any, cols: Any, used: Any, active: Any,
+                       width: int) -> tuple[Any, ...]:
         """:meth:`_segment_activity` for :meth:`compute`, reading only the segments in use.
 
         Used segments are a prefix of each column's bucket, so they form a ragged list of
@@ -227,11 +228,12 @@ class TemporalMemory:
 
         Returns ``pre, act, start, npot, nconn``: ``pre`` and ``act`` (R, M) for the used
         segments, ``start`` (B, A) the row of each column's first segment (segment ``s``
-        is row ``start + s``), ``npot`` and ``nconn`` (B, A, ``width``), 0 where unused."""
+        is row ``start + s``), ``npot`` and ``nconn`` (B, A, ``width``, int16), 0 where
+        unused. ``used``: (B, A) segments in use in each column."""
         be = self.be
         b, a = cols.shape
         m = self.max_syn
-        used = be.astype(self.used[slots[:, None], cols], be.i64).reshape(-1)   # (B*A,)
+        used = be.astype(used, be.i64).reshape(-1)                             # (B*A,)
         ends = be.cumsum(used)
         r = int(ends[-1]) if b * a else 0
         start = ends - used
@@ -243,13 +245,13 @@ class TemporalMemory:
         base = be.repeat(be.repeat(slots * self.stride, be.full((b,), a, be.i64)), used)
         act = be.take(active, be.index(base[:, None], pre, self._index_bound))
         npot_r = be.count_true(act)
-        npot = be.zeros((b * a * width,), be.i64)
-        npot[pos] = npot_r
-        nconn = be.zeros((b * a * width,), be.i64)
+        npot = be.zeros((b * a * width,), be.i16)
+        npot[pos] = be.astype(npot_r, be.i16)
+        nconn = be.zeros((b * a * width,), be.i16)
         ci = be.nonzero(npot_r >= self.activation_threshold)[0]
         if ci.shape[0]:
             perm = be.take_rows(self.perm.reshape(-1, m), rows[ci])               # (P, M)
-            nconn[pos[ci]] = be.count_true(act[ci] & (perm >= self.connected))
+            nconn[pos[ci]] = be.astype(be.count_true(act[ci] & (perm >= self.connected)), be.i16)
         shape = (b, a, width)
         return pre, act, start.reshape(b, a), npot.reshape(shape), nconn.reshape(shape)
 
@@ -277,42 +279,51 @@ class TemporalMemory:
         n, cap = self.cells, self.segments_per_column
         ki = slots[:, None]
         # read only as many segment slots as the fullest of these columns uses, plus one
-        # free slot for a new segment
-        s_cap = min(cap, int(self.used[ki, cols].max()) + 1)
+        # free slot for a new segment; used segments are a prefix of each bucket
+        used = self.used[ki, cols]                                      # (B, A)
+        s_cap = min(cap, int(used.max()) + 1)
         flat_active = self.active.reshape(-1)
-        pre, act, start, npot, nconn = self._step_activity(slots, cols, flat_active, s_cap)
-        scell = self.seg_cell[ki, cols, :s_cap]                         # (B, A, S)
-        slast = self.seg_last[ki, cols, :s_cap]
-        valid = scell >= 0
-        active_seg = valid & (nconn >= self.activation_threshold)
-        matching = valid & (npot >= self.min_threshold)
+        pre, act, start, npot, nconn = self._step_activity(slots, cols, used, flat_active, s_cap)
+        # npot / nconn are 0 on unused segment slots, so with thresholds >= 1 they need
+        # no validity mask
+        active_seg = nconn >= self.activation_threshold                 # (B, A, S)
+        matching = npot >= self.min_threshold
+        if min(self.activation_threshold, self.min_threshold) < 1:
+            valid = be.arange(s_cap) < used[..., None]
+            active_seg, matching = active_seg & valid, matching & valid
         predicted = active_seg.any(-1)                                  # (B, A)
         scores = 1.0 - be.astype(predicted.sum(-1), be.f64) / a
         step = self.step[slots]
         has_prev = (step > 0)[:, None]
-
         cell_ids = be.arange(n)
-        # per (key, column, cell): segment counts and "has an active segment", by bincount
-        ban = b * a * n
-        cell_slot = (be.arange(b * a) * n).reshape(b, a, 1) + be.astype(scell, be.i64)
-        pred_cells = be.bincount(be.xp.where(active_seg, cell_slot, ban), ban + 1)[:ban]
-        pred_cells = pred_cells.reshape(b, a, n) > 0                    # (B, A, N)
+        # cell of a segment: one flat look-up in seg_cell, for the few segments that need it
+        seg_cell = self.seg_cell.reshape(-1)
+        col_first = (ki * self.columns + cols) * cap                    # (B, A) row of segment 0
+        # cells with an active segment
+        ak, aa, as_ = be.nonzero(active_seg)
+        pred_cells = be.zeros((b * a * n,), be.b)
+        pred_cells[(ak * a + aa) * n + be.astype(seg_cell[col_first[ak, aa] + as_], be.i64)] = True
+        pred_cells = pred_cells.reshape(b, a, n)                         # (B, A, N)
         burst = ~predicted
         any_match = matching.any(-1)
-        seg_ids = be.arange(s_cap)
-        best = (be.xp.where(matching, npot * 1024 + (1023 - seg_ids), -1)).argmax(-1)
-        best_cell = be.astype(be.take_along(scell, best[..., None], 2)[..., 0], be.i64)
-        first_pred = be.astype(pred_cells, be.i64).argmax(-1)
+        # best matching segment: most active potential synapses, lowest index on ties
+        # (argmax returns the first maximum)
+        best = be.xp.where(matching, npot, -1).argmax(-1)               # (B, A)
+        best_cell = be.astype(seg_cell[col_first + best], be.i64)
+        first_pred = (pred_cells if be.kind == "numpy" else be.astype(pred_cells, be.i64)).argmax(-1)
         winner_cell = be.xp.where(predicted, first_pred, best_cell)
         # least-used cell with a random tie-break, for bursting columns without a matching
         # segment (computed for those columns only: the hash is costly)
         uk, ua = be.nonzero(burst & ~any_match)
         if uk.shape[0]:
-            counts = be.bincount(be.xp.where(valid, cell_slot, ban), ban + 1)[:ban].reshape(b, a, n)
+            u = uk.shape[0]
+            scell_u = be.astype(self.seg_cell[slots[uk], cols[uk, ua], :s_cap], be.i64)
+            slot_u = (be.arange(u) * n)[:, None] + scell_u
+            counts = be.bincount(be.xp.where(scell_u >= 0, slot_u, u * n), u * n + 1)[:u * n]
             rnd = be.mix(self.seed, step[uk][:, None], cols[uk, ua][:, None], cell_ids[None, :])
-            winner_cell[uk, ua] = (counts[uk, ua] * (1 << 32) + rnd).argmin(-1)
+            winner_cell[uk, ua] = (counts.reshape(u, n) * (1 << 32) + rnd).argmin(-1)
         new_seg = burst & ~any_match & has_prev
-        if learn and s_cap == cap < self.max_seg and bool((new_seg & valid.all(-1)).any()):
+        if learn and s_cap == cap < self.max_seg and bool((new_seg & (used >= cap)).any()):
             self._grow_segments()
             return self._recompute(slots, cols, learn)
 
@@ -322,8 +333,8 @@ class TemporalMemory:
             new_active = self._backtrack(slots, cols, predicted, new_active)
         winners = cols * n + winner_cell
         if learn:
-            self._learn(slots, cols, step, pre, act, start, npot, scell, slast, active_seg,
-                        predicted, any_match, best, new_seg, winner_cell, seg_ids)
+            self._learn(slots, cols, step, used, s_cap, pre, act, start, npot, active_seg,
+                        predicted, any_match, best, new_seg, winner_cell)
             if self.punish > 0:
                 self._punish(slots, cols, step, flat_active)
         # advance: clear the cells of last step's columns, set this step's
@@ -348,45 +359,46 @@ class TemporalMemory:
     def _recompute(self, slots: Any, cols: Any, learn: bool) -> Any:
         return self.compute(slots, cols, learn)
 
-    def _learn(self, slots, cols, step, pre, act, start, npot, scell, slast, active_seg,
-               predicted, any_match, best, new_seg, winner_cell, seg_ids) -> None:
+    def _learn(self, slots, cols, step, used, s_cap, pre, act, start, npot, active_seg,
+               predicted, any_match, best, new_seg, winner_cell) -> None:
+        """Adapt the learning segments: active segments of predicted columns, the best
+        matching segment of bursting columns, and a new segment (no matching one)."""
         be = self.be
-        b, a, s_cap = scell.shape
-        s_all = self.segments_per_column
-        burst = ~predicted
-        best_hot = best[..., None] == seg_ids
-        # slot for a new segment: a free one, else the least recently used
-        free = scell < 0
-        slot_key = be.xp.where(free, seg_ids - s_cap, be.astype(slast, be.i64) * s_cap + seg_ids)
-        new_slot = slot_key.argmin(-1)
-        new_hot = (new_slot[..., None] == seg_ids) & new_seg[..., None]
-        learning = ((predicted[..., None] & active_seg)
-                    | ((burst & any_match)[..., None] & best_hot) | new_hot)
-        lk, la, ls = be.nonzero(learning)
-        if lk.shape[0] == 0:
+        cap, m = self.segments_per_column, self.max_syn
+        # learning segments as (key, column, segment) rows: existing ones, then new ones
+        ok_, oa, os_ = be.nonzero(predicted[..., None] & active_seg)
+        bk, ba = be.nonzero(~predicted & any_match)
+        nk, na = be.nonzero(new_seg)
+        # a new segment goes to the first free slot (``used``), else replaces the least
+        # recently used segment of its (full) bucket
+        new_slot = be.astype(used[nk, na], be.i64)
+        full = be.nonzero(new_slot >= s_cap)[0]
+        if full.shape[0]:
+            fk, fa = nk[full], na[full]
+            slast = be.astype(self.seg_last[slots[fk], cols[fk, fa], :s_cap], be.i64)
+            new_slot[full] = (slast * s_cap + be.arange(s_cap)).argmin(-1)
+        lk_old, la_old = be.cat([ok_, bk]), be.cat([oa, ba])
+        ls_old = be.cat([os_, best[bk, ba]])
+        n_old, n_new = lk_old.shape[0], nk.shape[0]
+        if n_old + n_new == 0:
             return
-        is_new = new_hot[lk, la, ls]
-        if pre.shape[0]:
-            # rows of ``pre``/``act`` (a new segment's may be out of range: it is reset below)
-            ri = (start[lk, la] + ls).clip(None, pre.shape[0] - 1)
-            pre_l, act_l = be.take_rows(pre, ri), be.take_rows(act, ri)     # (L, M)
-        else:       # no segment in use yet: every learning segment is new
-            pre_l = be.full((lk.shape[0], self.max_syn), self.dummy, be.i32)
-            act_l = be.zeros((lk.shape[0], self.max_syn), be.b)
-        seg_row = (slots[lk] * self.columns + cols[lk, la]) * s_all + ls
-        perm_l = be.take_rows(self.perm.reshape(-1, self.max_syn), seg_row)
-        zero16 = be.asarray(0, be.i16)
-        perm_l = be.xp.where(is_new[:, None], zero16, perm_l)
-        pre_l = be.xp.where(is_new[:, None], self.dummy, pre_l)
-        act_l = act_l & ~is_new[:, None]
-        # reinforce synapses onto previously active cells, weaken the others
-        delta = be.xp.where(act_l, self.inc, -self.dec)
-        adapted = be.astype((be.astype(perm_l, be.i32) + delta).clip(0, PERM_SCALE), be.i16)
-        perm_l = be.xp.where(perm_l > 0, adapted, perm_l)
-        pre_l = be.xp.where(perm_l > 0, pre_l, self.dummy)
+        lk, la, ls = be.cat([lk_old, nk]), be.cat([la_old, na]), be.cat([ls_old, new_slot])
+        seg_row = (slots[lk] * self.columns + cols[lk, la]) * cap + ls
+        # existing segments: reinforce synapses onto previously active cells, weaken the
+        # others (int16 throughout: permanences <= PERM_SCALE, steps <= PERM_SCALE)
+        ri = start[lk_old, la_old] + ls_old                              # rows of pre / act
+        perm_o = be.take_rows(self.perm.reshape(-1, m), seg_row[:n_old])  # (L_old, M)
+        live = perm_o > 0
+        step_o = be.xp.where(be.take_rows(act, ri), be.asarray(self.inc, be.i16),
+                             be.asarray(-self.dec, be.i16))
+        perm_o = (perm_o + step_o).clip(0, PERM_SCALE) * live
+        pre_o = be.xp.where(perm_o > 0, be.take_rows(pre, ri), self.dummy)
+        # new segments start empty
+        perm_l = be.cat([perm_o, be.zeros((n_new, m), be.i16)])
+        pre_l = be.cat([be.astype(pre_o, be.i32), be.full((n_new, m), self.dummy, be.i32)])
         # grow synapses onto previous winner cells not yet on the segment
-        n_grow = be.xp.where(is_new, self.new_synapse_count,
-                             (self.new_synapse_count - npot[lk, la, ls]).clip(0, None))
+        want = be.astype(self.new_synapse_count - npot[lk_old, la_old, ls_old], be.i64)
+        n_grow = be.cat([want.clip(0, None), be.full((n_new,), self.new_synapse_count, be.i64)])
         # only segments that still want synapses pay for choosing them (in a trained
         # model most learning segments already have enough active synapses)
         gi = be.nonzero(n_grow > 0)[0]
@@ -394,15 +406,15 @@ class TemporalMemory:
             self._grow(slots, cols, step, lk[gi], la[gi], ls[gi], n_grow[gi], gi, pre_l, perm_l)
         # write back only the learning segments
         # (flat rows of the (slots * columns * segments) arrays: faster than 3-D indexing)
-        m = self.max_syn
         self.pre.reshape(-1, m)[seg_row] = pre_l
         self.perm.reshape(-1, m)[seg_row] = perm_l
         be.put(self.seg_last, seg_row, step[lk])
-        new_cell = be.astype(winner_cell[lk, la], be.i16)
-        be.put(self.seg_cell, seg_row, be.xp.where(is_new, new_cell, scell[lk, la, ls]))
-        col_row = slots[lk] * self.columns + cols[lk, la]
-        used = self.used.reshape(-1)
-        be.put(self.used, col_row, be.maximum(used[col_row], be.astype(ls + 1, self.used.dtype)))
+        if n_new:
+            # only new segments change their cell and their column's count
+            be.put(self.seg_cell, seg_row[n_old:], be.astype(winner_cell[nk, na], be.i16))
+            col_row = slots[nk] * self.columns + cols[nk, na]
+            count = be.maximum(self.used.reshape(-1)[col_row], be.astype(new_slot + 1, self.used.dtype))
+            be.put(self.used, col_row, count)
 
     def _grow(self, slots, cols, step, lk, la, ls, n_grow, gi, pre_l, perm_l) -> None:
         """Grow up to ``n_grow`` synapses on rows ``gi`` of the learning segments'
