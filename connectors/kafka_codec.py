@@ -221,10 +221,15 @@ class Codec:
         # one join over all pieces: '{"a":', a, ',"b":', b, '}' (one pass, not one per field)
         if rb.num_columns == 0:
             return [b"{}"] * rb.num_rows
+        # literals carry the quotes of string values (one piece less per string column)
         pieces: list[Any] = []
+        literal = "{"
         for i, f in enumerate(rb.schema):
-            pieces += [("{" if i == 0 else ",") + json.dumps(f.name) + ":", _json_text(rb.column(i))]
-        return py_bytes(pc.binary_join_element_wise(*pieces, "}", "").cast(pa.binary()))
+            text, quoted = _json_text(rb.column(i))
+            literal += ("," if i else "") + json.dumps(f.name) + ":" + ('"' if quoted else "")
+            pieces += [literal, text]
+            literal = '"' if quoted else ""
+        return py_bytes(pc.binary_join_element_wise(*pieces, literal + "}", "").cast(pa.binary()))
 
     @staticmethod
     def encode_ipc(rb: pa.RecordBatch) -> bytes:
@@ -268,29 +273,63 @@ def _json_fits(v: Any, typ: pa.DataType) -> bool:
     return True
 
 
-def _json_text(arr: pa.Array) -> pa.Array:
-    """The JSON text of each value of a column, as a string array (null → ``null``)."""
+def _json_text(arr: pa.Array) -> tuple[pa.Array, bool]:
+    """The JSON text of each value of a column, as a string array (null → ``null``), and
+    whether it still needs quotes around it (strings without nulls: the caller adds them)."""
     typ = arr.type
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        if _plain_text(arr):  # nothing to escape: the values are their JSON text
+            if not arr.null_count:
+                return arr, True
+            return pc.fill_null(pc.binary_join_element_wise('"', arr, '"', ""), "null"), False
         if pc.any(pc.match_substring_regex(arr, "[\\x00-\\x1f]")).as_py():
-            return pa.array(_json_values(arr), pa.string())  # control characters: json.dumps escapes them
-        text = arr
-        if pc.any(pc.match_substring_regex(arr, '[\\\\"]')).as_py():  # skip two passes when nothing to escape
-            text = pc.replace_substring(pc.replace_substring(arr, "\\", "\\\\"), '"', '\\"')
+            return pa.array(_json_values(arr), pa.string()), False  # control characters: json.dumps escapes them
+        text = pc.replace_substring(pc.replace_substring(arr, "\\", "\\\\"), '"', '\\"')
         text = pc.binary_join_element_wise('"', text, '"', "")
     elif pa.types.is_floating(typ):
         text = pc.cast(arr, pa.string())
-        # keep floats floats for the reader's type inference (3.0 is "3.0", not "3")
-        text = pc.if_else(pc.match_substring_regex(text, "^-?[0-9]+$"),
-                          pc.binary_join_element_wise(text, ".0", ""), text)
-        text = pc.if_else(pc.is_finite(arr), text, pa.scalar(None, pa.string()))
+        values = arr.to_numpy(zero_copy_only=False)  # NaN for nulls
+        with np.errstate(invalid="ignore"):
+            whole = values == np.trunc(values)
+        if whole.any():
+            # keep floats floats for the reader's type inference (3.0 is "3.0", not "3")
+            text = pc.if_else(pc.match_substring_regex(text, "^-?[0-9]+$"),
+                              pc.binary_join_element_wise(text, ".0", ""), text)
+        if not np.isfinite(values).all():
+            text = pc.if_else(pc.is_finite(arr), text, pa.scalar(None, pa.string()))
     elif pa.types.is_integer(typ) or pa.types.is_boolean(typ):
         text = pc.cast(arr, pa.string())
     elif pa.types.is_timestamp(typ) or pa.types.is_date(typ):
-        text = pc.binary_join_element_wise('"', pc.cast(arr, pa.string()), '"', "")
+        text = pc.cast(arr, pa.string())
+        if not arr.null_count:
+            return text, True
+        text = pc.binary_join_element_wise('"', text, '"', "")
     else:
-        return pa.array(_json_values(arr), pa.string())
-    return pc.fill_null(text, "null")
+        return pa.array(_json_values(arr), pa.string()), False
+    return pc.fill_null(text, "null"), False
+
+
+#: bytes that JSON strings escape: control characters, '"' and '\\' (UTF-8 never has
+#: them inside a multi-byte character, so a byte scan finds exactly these characters)
+_ESCAPED = np.zeros(256, dtype=bool)
+_ESCAPED[:0x20] = _ESCAPED[ord('"')] = _ESCAPED[ord("\\")] = True
+
+
+def _plain_text(arr: pa.Array) -> bool:
+    """Whether no value of a string column holds a character JSON escapes (a scan of the
+    column's bytes; a null slot's stray bytes can only make it say no, never wrongly yes).
+
+    >>> _plain_text(pa.array(["a b", "ü"])), _plain_text(pa.array(['say "hi"'])), _plain_text(pa.array(["a\\n"]))
+    (True, False, False)
+    """
+    if len(arr) == 0:
+        return True
+    _, offsets, data = arr.buffers()
+    if data is None:
+        return True
+    width = np.dtype(np.int64 if pa.types.is_large_string(arr.type) else np.int32)
+    bounds = np.frombuffer(offsets, width, count=len(arr) + 1, offset=arr.offset * width.itemsize)
+    return not _ESCAPED[np.frombuffer(data, np.uint8)[bounds[0]:bounds[-1]]].any()
 
 
 def _json_values(arr: pa.Array) -> list[str]:

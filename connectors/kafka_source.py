@@ -77,7 +77,8 @@ class KafkaSource(Source):
             payload lacks them); ``""`` for none.
         dead_letter_topic: where bad messages go; without one they stop the run.
         on_error: ``"dead_letter"`` (default when a topic is given) or ``"stop"``.
-        batch_size: messages per poll.
+        batch_size: most messages per poll (a poll returns sooner with fewer only when its
+            ``poll_timeout`` runs out; large polls spread the per-poll work thinly).
         max_inflight: rows read ahead of the pipeline before partitions are paused.
         idle_timeout: stop after this many seconds without a message (``None``: never).
         config: further librdkafka settings, passed through unchanged.
@@ -86,7 +87,7 @@ class KafkaSource(Source):
     def __init__(self, topic: str | list[str], *, group_id: str, bootstrap_servers: str | None = None,
                  format: str = "json", schema: dict[str, str] | None = None, key: str = "key",
                  time: str = "ts", dead_letter_topic: str | None = None, on_error: str | None = None,
-                 batch_size: int = 1000, poll_timeout: float = 0.1, max_inflight: int = 50_000,
+                 batch_size: int = 5000, poll_timeout: float = 0.1, max_inflight: int = 50_000,
                  idle_timeout: float | None = None, config: dict[str, Any] | None = None):
         self.topics = [topic] if isinstance(topic, str) else list(topic)
         self.name = f"kafka:{','.join(self.topics)}"
