@@ -91,6 +91,25 @@ class Backend:
     def cat(self, arrays, axis: int = 0) -> Any:
         return np.concatenate(arrays, axis) if self.kind == "numpy" else self.xp.cat(arrays, axis)
 
+    def pad_axis2(self, a: Any, extra: int, fill: Any) -> Any:
+        """``a`` with ``extra`` entries of ``fill`` appended along axis 2 (one pass over
+        the old data: no separate fill array to concatenate)."""
+        shape = list(a.shape)
+        old = shape[2]
+        shape[2] += extra
+        if self.kind == "numpy" and fill == 0:
+            # calloc'ed pages: the new entries cost nothing until written
+            out = np.zeros(shape, dtype=a.dtype)
+            out[:, :, :old] = a
+            return out
+        if self.kind == "numpy":
+            out = np.empty(shape, dtype=a.dtype)
+        else:
+            out = self.xp.empty(shape, dtype=a.dtype, device=a.device)
+        out[:, :, :old] = a
+        out[:, :, old:] = fill
+        return out
+
     def stack(self, arrays, axis: int = 0) -> Any:
         return np.stack(arrays, axis) if self.kind == "numpy" else self.xp.stack(arrays, axis)
 

@@ -142,8 +142,10 @@ class SpatialPooler:
         # an invalid entry only repeats an earlier bit of its row, so every entry is "on"
         on = be.zeros((b, self.input_size), be.b)
         on[be.arange(b)[:, None], bits] = True
-        ki = slots[:, None]
-        p = self.perm[ki, cols]                                         # (B, A, I)
+        # flat (slot, column) rows of perm: row copies, faster than 2-D fancy indexing
+        perm_rows = self.perm.reshape(-1, self.input_size)
+        rows = (slots[:, None] * self.columns + cols).reshape(-1)
+        p = be.take_rows(perm_rows, rows).reshape(*cols.shape, self.input_size)   # (B, A, I)
         if be.kind == "numpy":
             # one table look-up per synapse: permanences are -1..PERM_SCALE, so the
             # update below has only 2 * (PERM_SCALE + 2) possible results (tabulated in
@@ -153,7 +155,7 @@ class SpatialPooler:
         else:
             delta = be.astype(be.xp.where(on, self.active_inc, -self.inactive_dec), be.i16)
             q = self._update(be.xp, p, delta[:, None, :])
-        self.perm[ki, cols] = q
+        perm_rows[rows] = q.reshape(-1, self.input_size)
         # keep the (input, column) connection bitmap in step: only crossings change it
         now = q >= self.connected
         cb, ca, ci = be.nonzero(now != (p >= self.connected))

@@ -104,7 +104,10 @@ class TemporalMemory:
         be, c, m = self.be, self.columns, self.max_syn
         self.seg_cell = be.full((k, c, s), -1, be.i16)
         self.seg_last = be.zeros((k, c, s), be.i64)
-        self.pre = be.full((k, c, s, m), self.dummy, be.i32)
+        # synapse slots of unused segments hold 0 in memory (zeroed pages cost nothing
+        # until written): compute reads used segments only, and the padded readers mask
+        # unused ones by ``seg_cell >= 0``; checkpoints show them as ``dummy``
+        self.pre = be.zeros((k, c, s, m), be.i32)
         self.perm = be.zeros((k, c, s, m), be.i16)
         self.active = be.zeros((k, self.stride), be.b)
         self.prev_cols = be.zeros((k, a), be.i64)
@@ -153,11 +156,11 @@ class TemporalMemory:
         k, c = self.slots, self.columns
 
         def pad(x, fill, shape):
-            return be.cat([x, be.full(shape, fill, x.dtype)], 2)
+            return be.pad_axis2(x, shape[2], fill)
 
         self.seg_cell = pad(self.seg_cell, -1, (k, c, new - s))
         self.seg_last = pad(self.seg_last, 0, (k, c, new - s))
-        self.pre = pad(self.pre, self.dummy, (k, c, new - s, self.max_syn))
+        self.pre = pad(self.pre, 0, (k, c, new - s, self.max_syn))
         self.perm = pad(self.perm, 0, (k, c, new - s, self.max_syn))
 
     def _set_num_active(self, a: int) -> None:
@@ -173,6 +176,7 @@ class TemporalMemory:
     def state_dict(self) -> dict[str, Any]:
         out = {name: self.be.to_numpy(getattr(self, name)).copy() for name in self._STATE}
         # the checkpoint keeps the (slots, cells + 1) bitmap: the padding row is all off
+        out["pre"] = np.where(out["seg_cell"][..., None] >= 0, out["pre"], self.dummy).astype(np.int32)
         out["active"] = out["active"][:, :self.dummy + 1].copy()
         out["num_active"] = -1 if self.num_active is None else int(self.num_active)
         return out
