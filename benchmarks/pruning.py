@@ -38,7 +38,7 @@ Then the ``DynamicPruning`` operator replays the test images as a stream at the 
 (10 % shadow samples) and reports its miss rate: of the filters the masks dropped on
 shadow events, the fraction the dense targets kept.
 
-Run: ``python benchmarks/pruning.py`` (≈ 15 min on 2 idle cores, far more when shared) or ``--quick`` (< 1 min,
+Run: ``python benchmarks/pruning.py`` (≈ 11 min on 2 shared cores, MNIST-1D included) or ``--quick`` (< 1 min,
 small subset at 16×16, fewer epochs: a smoke test, not the figures).
 """
 
