@@ -312,7 +312,8 @@ class TemporalMemory:
         any_match = matching.any(-1)
         # best matching segment: most active potential synapses, lowest index on ties
         # (argmax returns the first maximum)
-        best = be.xp.where(matching, npot, -1).argmax(-1)               # (B, A)
+        # (npot + 1 on matching segments, 0 elsewhere: arithmetic beats np.where here)
+        best = ((npot + 1) * matching).argmax(-1)                       # (B, A)
         best_cell = be.astype(seg_cell[col_first + best], be.i64)
         first_pred = (pred_cells if be.kind == "numpy" else be.astype(pred_cells, be.i64)).argmax(-1)
         winner_cell = be.xp.where(predicted, first_pred, best_cell)
@@ -332,7 +333,7 @@ class TemporalMemory:
             return self._recompute(slots, cols, learn)
 
         # new active cells and winners
-        new_active = be.xp.where(burst[..., None], True, pred_cells)
+        new_active = pred_cells | burst[..., None]
         if self.max_backtrack > 0:
             new_active = self._backtrack(slots, cols, predicted, new_active)
         winners = cols * n + winner_cell
@@ -393,10 +394,9 @@ class TemporalMemory:
         ri = start[lk_old, la_old] + ls_old                              # rows of pre / act
         perm_o = be.take_rows(self.perm.reshape(-1, m), seg_row[:n_old])  # (L_old, M)
         live = perm_o > 0
-        step_o = be.xp.where(be.take_rows(act, ri), be.asarray(self.inc, be.i16),
-                             be.asarray(-self.dec, be.i16))
+        step_o = be.astype(be.take_rows(act, ri), be.i16) * (self.inc + self.dec) - self.dec
         perm_o = (perm_o + step_o).clip(0, PERM_SCALE) * live
-        pre_o = be.xp.where(perm_o > 0, be.take_rows(pre, ri), self.dummy)
+        pre_o = be.where_scalar(perm_o > 0, be.take_rows(pre, ri), self.dummy)
         # new segments start empty
         perm_l = be.cat([perm_o, be.zeros((n_new, m), be.i16)])
         pre_l = be.cat([be.astype(pre_o, be.i32), be.full((n_new, m), self.dummy, be.i32)])
