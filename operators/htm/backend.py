@@ -149,13 +149,14 @@ class Backend:
         return np.maximum(a, b) if self.kind == "numpy" else self.xp.maximum(a, b)
 
     def index(self, base: Any, offset: Any, bound: int | None = None) -> Any:
-        """``base + offset`` as an index array (int32 on NumPy when it fits: less memory).
-        ``bound``, when the caller knows one, is an upper limit of every sum (it saves
-        two passes over the arrays to find their maxima)."""
-        if bound is None and self.kind == "numpy":
-            bound = int(base.max(initial=0)) + int(offset.max(initial=0))
-        if self.kind == "numpy" and bound < 2**31 - 1:
-            return base.astype(np.int32) + offset.astype(np.int32, copy=False)
+        """``base + offset`` as an index array for :meth:`take`. On NumPy it is built in
+        intp directly (one cast, one in-place add): np.take would convert any narrower
+        index array to intp anyway. ``bound`` (an upper limit of every sum) is accepted
+        for callers that know one; intp holds any sum."""
+        if self.kind == "numpy":
+            out = offset.astype(np.intp)
+            out += base
+            return out
         return self.astype(base, self.i64) + self.astype(offset, self.i64)
 
     def put(self, a: Any, idx: Any, values: Any) -> None:

