@@ -15,8 +15,12 @@ mini-batches). Reported per method and batch size (1, 16, 64), over seeds:
 
 Hyper-parameters are chosen per seed and batch size on a **validation** stream: the
 held-out validation images (297) under the held-out corruptions
-(operators.tta.corruptions.VALIDATION: speckle_noise, gaussian_blur, gamma), severity 5,
-continual. The evaluation stream is never used for choosing anything.
+(operators.tta.corruptions.VALIDATION: speckle_noise, gaussian_blur, gamma, rotate,
+shear), severity 5, continual. The evaluation stream is never used for choosing
+anything. Order of choice (see :func:`grids`): NormAdapt's ``norm_window``; Tent's ``lr``
+and ``loss_stats`` with that window; NHL's Hebbian rule, step and temperature on top of
+Tent's choice (NHL's modulator is Tent's parameters, so NHL is Tent plus the Hebbian
+first layer).
 
 Usage: ``python benchmarks/tta.py [--quick] [--seeds 3]``
 """
