@@ -197,12 +197,15 @@ class Backend:
             return ((total * np.uint64(0x0101010101010101)) >> np.uint64(56)).astype(np.int64)
         return a.sum(-1)
 
-    def where_scalar(self, cond: Any, a: Any, value: Any) -> Any:
-        """``where(cond, a, value)`` for a scalar ``value`` (copy + masked fill on NumPy:
-        several times faster than np.where with a scalar)."""
+    def where_scalar(self, cond: Any, a: Any, value: int) -> Any:
+        """``where(cond, a, value)`` for an integer array ``a`` and an integer ``value``
+        such that ``a - value`` does not overflow: ``(a - value) * cond + value`` on
+        NumPy, three branch-free passes (np.where and masked copies are several times
+        slower on mixed masks)."""
         if self.kind == "numpy":
-            out = a.copy()
-            np.copyto(out, value, where=~cond, casting="unsafe")
+            out = a - value
+            out *= cond
+            out += value
             return out
         return self.xp.where(cond, a, value)
 

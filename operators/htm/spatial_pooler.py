@@ -166,8 +166,10 @@ class SpatialPooler:
             # one table look-up per synapse: permanences are -1..PERM_SCALE, so the
             # update below has only 2 * (PERM_SCALE + 2) possible results (tabulated in
             # __init__ by the same formula); masked NumPy updates are several times slower
-            row = be.astype(on, be.i16) * (PERM_SCALE + 2) + 1          # (B, I)
-            q = np.take(self._update_table, p + row[:, None, :])
+            row = on.astype(np.intp) * (PERM_SCALE + 2) + 1              # (B, I)
+            idx = p.astype(np.intp)      # np.take would convert a narrower index anyway
+            idx += row[:, None, :]
+            q = np.take(self._update_table, idx)
         else:
             delta = be.astype(be.xp.where(on, self.active_inc, -self.inactive_dec), be.i16)
             q = self._update(be.xp, p, delta[:, None, :])
