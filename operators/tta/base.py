@@ -25,9 +25,8 @@ parameter:
   graph) and reused, so adapting costs one backward pass and no second forward; the
   gradient sees the running statistics as constants.
 
-Normalisation moments are summed once per mini-batch: by the ``"batch"`` loss pass
-(the fused kernel computes them anyway), otherwise by the passes that predicted the rows
-(which also keep NHL's first-layer input). A
+Either way the forward pass that predicted the rows also summed their normalisation
+moments (and NHL's first-layer input), so statistics are never computed twice. A
 checkpoint stores the buffered rows, not the graph; on resume their forward pass is
 recomputed with the restored weights.
 
@@ -296,7 +295,7 @@ class TTAOperator(Operator):
         graph is kept for the entropy gradient (no second forward).
         """
         for norm in self.norms:
-            norm.collect = not self._stats_from_loss()
+            norm.collect = True
         self._collecting = True
         try:
             if self.optimizer is not None and self.loss_stats == "running":
@@ -366,13 +365,8 @@ class TTAOperator(Operator):
             return None
         if self.loss_stats == "running":
             return torch.cat(self._pending_logits)
-        with batch_statistics(self.norms, collect=True), torch.enable_grad():
+        with batch_statistics(self.norms), torch.enable_grad():
             return self.net(images)
-
-    def _stats_from_loss(self) -> bool:
-        """Whether the loss's forward pass of the full mini-batch (``loss_stats="batch"``)
-        sums the normalisation moments, so the prediction passes need not."""
-        return self.optimizer is not None and self.loss_stats == "batch"
 
     def forget_pending(self) -> None:
         """Drop what the forward passes of the current mini-batch kept."""

@@ -99,19 +99,7 @@ class StreamingNorm(nn.Module):
             # train-mode BatchNorm (biased variance, gradient through the moments), the
             # fused kernel; with one value per channel there is no variance to take, so
             # running statistics serve below
-            if not (self.collect and self.momentum > 0):
-                return nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
-            # the kernel's own moments are this piece's statistics: it writes the mean and
-            # the unbiased variance into the buffers given as running ones (momentum 1)
-            n = x.numel() / x.shape[1]
-            mean, var = torch.zeros_like(self.mean), torch.ones_like(self.var)
-            out = nn.functional.batch_norm(x, mean, var, self.weight, self.bias, True, 1.0, self.eps)
-            with torch.no_grad():
-                mean = mean.double()
-                self.acc[0] += n
-                self.acc[1] += n * mean
-                self.acc[2] += n * (var.double() * (n - 1) / n + mean * mean)
-            return out
+            return nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
         if self.collect and self.momentum > 0:
             with torch.no_grad():
                 dims = [0, *range(2, x.dim())]
@@ -144,13 +132,12 @@ class StreamingNorm(nn.Module):
 
 
 @contextmanager
-def batch_statistics(norms: list[StreamingNorm], collect: bool = False) -> Iterator[None]:
+def batch_statistics(norms: list[StreamingNorm]) -> Iterator[None]:
     """Within the block, ``norms`` normalise with the statistics of what passes through
-    (differentiably); running statistics are left untouched. With ``collect`` they also
-    sum those statistics for :meth:`StreamingNorm.commit` (one pass serves both)."""
+    (differentiably) and collect nothing; running statistics are left untouched."""
     saved = [(n.use_batch_stats, n.collect) for n in norms]
     for n in norms:
-        n.use_batch_stats, n.collect = True, collect
+        n.use_batch_stats, n.collect = True, False
     try:
         yield
     finally:
