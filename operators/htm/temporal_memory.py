@@ -33,11 +33,14 @@ bursting until the model relearns the context.
 Data layout (why it is fast across keys): segments live in fixed-capacity per-column
 buckets, ``pre[key, column, segment, synapse]`` (presynaptic cell) and
 ``perm[key, column, segment, synapse]`` (permanence in units of 1/10000, int16, 0 =
-no synapse). A step only needs the segments of the ~40 active columns, so it gathers
-``(keys, 40, S, 32)`` blocks and looks their presynaptic cells up in the active-cell
-bitmap of t-1. When a column's bucket is full its least recently used segment is
-replaced (NuPIC caps segments per cell instead; here the cap is per column,
-``max_segments_per_column``). Capacity grows by doubling as needed.
+no synapse). A step only needs the segments of the ~40 active columns, and only those
+in use (a prefix of each bucket), so it gathers them as a ragged list of (segment, 32)
+rows and looks their presynaptic cells up in the active-cell bitmap of t-1, which has
+one row of cells per column (a column's cells are written as one row). When a column's
+bucket is full its least recently used segment is replaced (NuPIC caps segments per
+cell instead; here the cap is per column, ``max_segments_per_column``). Capacity grows
+by doubling as needed, into zeroed memory: slots of unused segments hold 0 in memory
+and ``dummy`` in checkpoints.
 
 Example:
     >>> import numpy as np
