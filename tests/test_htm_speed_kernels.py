@@ -80,3 +80,28 @@ def test_checkpoint_shows_unused_synapse_slots_as_dummy():
         assert (tm.compute(np.array([0, 1]), cols) == other.compute(np.array([0, 1]), cols)).all()
     a, b = tm.state_dict(), other.state_dict()
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_spatial_pooler_learning_update_matches_definition():
+    """The int16 learning update equals :meth:`SpatialPooler._update` on every
+    permanence -1..PERM_SCALE, for on and off bits, and keeps the bitmap in step."""
+    from operators.htm.spatial_pooler import PERM_SCALE
+
+    be = Backend("numpy")
+    sp = SpatialPooler(be, input_size=64, columns=512, num_active=8, seed=4)
+    sp.add_slots(1)
+    values = np.arange(-1, PERM_SCALE + 1, dtype=np.int16)
+    half = np.zeros(512 * 32, dtype=np.int16)
+    half[:values.size] = values
+    # every value once under an on bit (inputs 0..31) and once under an off bit (32..63)
+    perm = np.concatenate([half.reshape(512, 32), half[::-1].reshape(512, 32)], 1)[None]
+    sp.load_state_dict({"perm": perm})
+    bits = np.arange(32)[None, :]
+    cols = np.arange(512)[None, :]
+    sp._learn(np.array([0]), bits, cols)
+    on = np.zeros(64, bool)
+    on[bits[0]] = True
+    delta = np.where(on, sp.active_inc, -sp.inactive_dec).astype(np.int16)
+    want = sp._update(np, perm[0], delta[None, :])
+    assert (sp.perm[0] == want).all()
+    assert (sp.conn[0, :64] == (want >= sp.connected).T).all()

@@ -70,11 +70,6 @@ class SpatialPooler:
             p[p < self.trim] = 0
             perm[pool, c] = p
         self._initial = np.ascontiguousarray(perm.T)                   # (columns, inputs)
-        # _learn's update of every permanence -1..PERM_SCALE by an off bit, then an on bit
-        p_all = np.arange(-1, PERM_SCALE + 1, dtype=np.int16)
-        self._update_table = np.concatenate(
-            [self._update(np, p_all, np.int16(d)) for d in (-self.inactive_dec, self.active_inc)]
-        ).astype(np.int16)
         # unique integer tie-break per column: score = overlap * columns + rank
         self._rank = be.asarray(rng.permutation(columns), be.i64)
         self.perm = be.zeros((0, columns, input_size), be.i16)
@@ -163,13 +158,17 @@ class SpatialPooler:
         rows = (slots[:, None] * self.columns + cols).reshape(-1)
         p = be.take_rows(perm_rows, rows).reshape(*cols.shape, self.input_size)   # (B, A, I)
         if be.kind == "numpy":
-            # one table look-up per synapse: permanences are -1..PERM_SCALE, so the
-            # update below has only 2 * (PERM_SCALE + 2) possible results (tabulated in
-            # __init__ by the same formula); masked NumPy updates are several times slower
-            row = on.astype(np.intp) * (PERM_SCALE + 2) + 1              # (B, I)
-            idx = p.astype(np.intp)      # np.take would convert a narrower index anyway
-            idx += row[:, None, :]
-            q = np.take(self._update_table, idx)
+            # :meth:`_update` in branch-free int16 passes (no masks, no index arrays:
+            # ~2x faster than a table look-up). Outside the pool p is exactly -1
+            # (load_state_dict checks the range), so "keep p" is "0, then -1".
+            step = on.astype(np.int16) * np.int16(self.active_inc + self.inactive_dec)
+            step -= np.int16(self.inactive_dec)
+            q = p + step[:, None, :]
+            np.clip(q, 0, PERM_SCALE, out=q)
+            q *= q >= self.trim
+            outside = p < 0
+            q *= ~outside
+            q -= outside
         else:
             delta = be.astype(be.xp.where(on, self.active_inc, -self.inactive_dec), be.i16)
             q = self._update(be.xp, p, delta[:, None, :])
@@ -196,7 +195,7 @@ class SpatialPooler:
             raise ValueError(f"spatial pooler state has shape {perm.shape[1:]}, "
                              f"model expects {self._initial.shape}")
         if perm.size and (perm.min() < -1 or perm.max() > PERM_SCALE):
-            # _learn's update table covers -1 (outside the pool) .. PERM_SCALE only
+            # _learn's int16 update assumes -1 (outside the pool) .. PERM_SCALE
             raise ValueError(f"spatial pooler permanences must lie in -1..{PERM_SCALE}, got "
                              f"{perm.min()}..{perm.max()}")
         self.perm = self.be.asarray(perm.copy())
