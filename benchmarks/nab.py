@@ -7,7 +7,9 @@ NAB result files, and scores them with the project's NAB scorer: the three profi
 with the detector's reported score (likelihood + spatial check), and the standard
 profile with the raw HTM score ("without likelihood").
 
-    python benchmarks/nab.py                 # full corpus, NuPIC's min/max resolution
+    python benchmarks/nab.py                 # full corpus, NuPIC's min/max resolution and
+                                             # NuPIC's backtracking TM (results/nab.json)
+    python benchmarks/nab.py --tm plain      # the faster plain TM (results/nab-plain.json)
     python benchmarks/nab.py --auto-resolution   # resolution from the first 100 records
     python benchmarks/nab.py --quick         # four files
 """
@@ -32,8 +34,9 @@ def _extra(p):
     p.add_argument("--out", default=None, help="results folder (default: a temporary one)")
     p.add_argument("--auto-resolution", action="store_true",
                    help="encoder resolution from the first 100 records, not the file's min/max")
-    p.add_argument("--tm", choices=("plain", "backtracking"), default="plain",
-                   help="temporal memory: htm.core-style plain TM or NuPIC's BacktrackingTM")
+    p.add_argument("--tm", choices=("plain", "backtracking"), default="backtracking",
+                   help="temporal memory: NuPIC's BacktrackingTM (default; NuPIC's NAB "
+                        "detector) or the faster htm.core-style plain TM")
     p.add_argument("--backtrack", type=int, default=0,
                    help="plain TM only: simplified backtracking depth (0: off)")
     p.add_argument("--files", default=None,
@@ -80,7 +83,7 @@ def main() -> None:
                    backend=report.get("metrics", {}).get("0.HTMDetector", {}).get("backend"),
                    results_dir=report["detector_dir"])
     name = "nab" + ("-auto" if args.auto_resolution else "") + (
-        "-backtracking" if args.tm == "backtracking" else "") + (
+        "-plain" if args.tm == "plain" else "") + (
         f"-backtrack{args.backtrack}" if args.backtrack else "")
     finish(name, figures, quick=args.quick)
 

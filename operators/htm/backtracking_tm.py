@@ -35,7 +35,8 @@ resets are not implemented; random draws come from a counter-based hash.
 
 Keys are independent models in one object (``add_slots``); a step runs each key's
 model in turn (the algorithm branches per key at every phase), so a key gives the same
-results alone or batched with others.
+results alone or batched with others. Cost: about 10 CPU-minutes for the whole NAB
+corpus on one core (NuPIC's C++ took 20-30 minutes), several times the plain TM's.
 
 Example:
     >>> import numpy as np

@@ -4,7 +4,9 @@ One HTM model (RDSE + time-of-day encoder → spatial pooler → temporal memory
 a key seen for the first time mid-stream gets a fresh model. Within a micro-batch the
 records of all keys advance in lockstep, so one tensor program serves every key (NumPy
 on CPU; torch when ``device`` is a torch device, CUDA under ``device="auto"``). Each
-record is scored before the model learns from it.
+record is scored before the model learns from it. ``HTMConfig(tm="backtracking")``
+swaps in NuPIC's backtracking temporal memory (the one NuPIC's NAB detector used;
+NumPy only, one model per key in turn, several times slower).
 
 Outputs (default names):
 - ``anomaly_score``: the raw HTM score, fraction of active columns not predicted.

@@ -62,7 +62,7 @@ examples:
 """
 
 
-def htm_factory(streams: dict[str, NABStream], seed: int = 0, tm: str = "plain") -> Any:
+def htm_factory(streams: dict[str, NABStream], seed: int = 0, tm: str = "backtracking") -> Any:
     """The HTM detector for the NAB corpus: ``HTMDetector.for_nab(streams, seed=seed)``,
     with the ``"plain"`` or NuPIC's ``"backtracking"`` temporal memory."""
     from .detector import HTMDetector  # the model is heavy: import it only to run it
@@ -104,9 +104,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--factory", default=None, metavar="MODULE:FUNCTION",
                    help="builds the detector from {file: NABStream} (default: the HTM detector)")
     p.add_argument("--seed", type=int, default=0, help="detector seed (default 0)")
-    p.add_argument("--tm", choices=("plain", "backtracking"), default="plain",
-                   help="HTM detector's temporal memory: plain (htm.core style, default) or "
-                        "backtracking (NuPIC's BacktrackingTM, as NuPIC's NAB detector)")
+    p.add_argument("--tm", choices=("plain", "backtracking"), default=None,
+                   help="HTM detector's temporal memory: backtracking (NuPIC's BacktrackingTM, "
+                        "as NuPIC's NAB detector; default) or plain (htm.core style, faster)")
     p.add_argument("--score-only", action="store_true", help="score existing results, run nothing")
     p.add_argument("--profiles", nargs="+", metavar="NAME",
                    help="profiles to report (default: all of config/profiles.json)")
@@ -211,11 +211,11 @@ def _main(args: argparse.Namespace) -> int:
             dirs = {args.detector: dirs[args.detector]}
     else:
         detector = args.detector or "htm"
-        if args.factory and args.tm != "plain":
+        if args.factory and args.tm:
             raise HebbstreamError("--tm chooses the HTM detector's temporal memory; it does "
                                   "not apply to --factory")
         factory = load_factory(args.factory) if args.factory else functools.partial(
-            htm_factory, tm=args.tm)
+            htm_factory, tm=args.tm or "backtracking")
         names = _select(corpus_files(nab_dir), args.files)
         t0 = time.perf_counter()
         summary = run_corpus(factory, nab_dir, args.out, detector, files=names, seed=args.seed,
