@@ -96,13 +96,21 @@ class SegmentStore:
         return sum(getattr(self, n).nbytes for n in (*self._STATE, "ver")) + self.idx_pre.nbytes * 3
 
     # -- the presynaptic index ---------------------------------------------------------------
-    _TAIL = 16384        # unsorted entries tolerated before they are merged in
+    _TAIL = 4096        # unsorted entries tolerated before they are merged in
 
     def _reset_index(self) -> None:
         self.idx_pre = np.zeros(1024, np.int32)
         self.idx_syn = np.zeros(1024, np.int32)    # segment * max_synapses + slot
         self.idx_ver = np.zeros(1024, np.int32)
         self.n_idx = self.n_sorted = self.n_stale = 0
+        self._index_sorted()
+
+    def _index_sorted(self) -> None:
+        """Offsets of each presynaptic cell's run in the sorted prefix (``idx_start[c]``
+        to ``idx_start[c + 1]``), so a look-up needs no binary search."""
+        counts = np.bincount(self.idx_pre[:self.n_sorted], minlength=self.cells)
+        self.idx_start = np.zeros(self.cells + 1, np.int64)
+        np.cumsum(counts, out=self.idx_start[1:])
 
     def _append_index(self, pre: np.ndarray, seg: np.ndarray, slot: np.ndarray) -> None:
         m = pre.shape[0]
@@ -142,6 +150,7 @@ class SegmentStore:
             merged[~is_tail] = a[:k]
             a[:n] = merged
         self.n_sorted = n
+        self._index_sorted()
 
     def _compact(self) -> None:
         """Drop stale entries and sort the rest by presynaptic cell."""
@@ -155,22 +164,29 @@ class SegmentStore:
             dst[:m] = src
         self.n_idx = self.n_sorted = m
         self.n_stale = 0
+        self._index_sorted()
 
     def lookup(self, cells: np.ndarray, bitmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(segment, slot)`` of every live synapse whose presynaptic cell is active
         (``cells``: the sorted active cells; ``bitmap``: the same set as a mask)."""
-        sp = self.idx_pre[:self.n_sorted]
-        cells = cells.astype(np.int32, copy=False)
-        lo = np.searchsorted(sp, cells, "left")
-        cnt = np.searchsorted(sp, cells, "right") - lo
-        total = int(cnt.sum())
-        ends = np.cumsum(cnt)
-        pos = np.repeat(lo - (ends - cnt), cnt) + np.arange(total)
-        tail = np.flatnonzero(bitmap[self.idx_pre[self.n_sorted:self.n_idx]]) + self.n_sorted
-        pos = np.concatenate([pos, tail])
-        syn = np.take(self.idx_syn, pos)
-        syn = syn[np.take(self.ver.reshape(-1), syn) == np.take(self.idx_ver, pos)]
-        return self._split(syn)
+        return self._split(self._live_synapses(cells, bitmap))
+
+    def _live_synapses(self, cells: np.ndarray, bitmap: np.ndarray) -> np.ndarray:
+        """Flat ids (``segment * max_synapses + slot``) of the live synapses from active cells."""
+        lo = self.idx_start.take(cells)
+        hi = self.idx_start.take(cells + 1)
+        cnt = hi - lo
+        ends = cnt.cumsum()
+        total = int(ends[-1]) if ends.shape[0] else 0
+        # positions of the runs [lo, hi) of every active cell, then the unsorted tail's hits
+        pos = np.arange(total, dtype=np.int64)
+        pos += np.repeat(lo - (ends - cnt), cnt)
+        tail = np.flatnonzero(bitmap[self.idx_pre[self.n_sorted:self.n_idx]])
+        if tail.shape[0]:
+            tail += self.n_sorted
+            pos = np.concatenate([pos, tail])
+        syn = self.idx_syn.take(pos)
+        return syn[self.ver.reshape(-1).take(syn) == self.idx_ver.take(pos)]
 
     def _split(self, syn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Flat synapse ids → (segment, slot)."""
@@ -182,12 +198,14 @@ class SegmentStore:
                  connected: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Active potential synapses per segment (and active connected ones when
         ``connected`` is given), as arrays over segment rows ``0..used-1``."""
-        seg, slot = self.lookup(cells, bitmap)
+        syn = self._live_synapses(cells, bitmap)
+        seg = syn >> self._shift if self._shift is not None else syn // self.max_syn
         pot = np.bincount(seg, minlength=self.used)
-        if connected is None:
-            return pot, None
-        strong = np.take(self.perm.reshape(-1), seg * self.max_syn + slot) >= connected
-        return pot, np.bincount(seg[strong], minlength=self.used)
+        conn = None
+        if connected is not None:
+            strong = self.perm.reshape(-1).take(syn) >= connected
+            conn = np.bincount(seg[strong], minlength=self.used)
+        return pot, conn
 
     # -- growth and release ------------------------------------------------------------------
     def _grow(self, need: int) -> None:
