@@ -40,16 +40,34 @@ PERM_SCALE = 10000
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
+def _mix(x: Any) -> Any:
+    """SplitMix64's finaliser, for Python ints (masked to 64 bits) or uint64 arrays."""
+    if isinstance(x, int):
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+        return x ^ (x >> 31)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
 def hash64(*parts: Any) -> np.ndarray:
-    """SplitMix64 of several broadcastable integer arrays (uint64 result)."""
-    h = np.zeros((), np.uint64)
+    """SplitMix64 of several broadcastable integer arrays (uint64 result).
+
+    Leading scalar parts are mixed with Python ints (the same arithmetic modulo 2**64),
+    which is much cheaper than NumPy calls on 0-d arrays.
+
+    >>> int(hash64(1, 2, np.array([3]))[0]) == int(hash64(np.array([1]), 2, 3)[0])
+    True
+    """
+    h: Any = 0
     with np.errstate(over="ignore"):
         for p in parts:
-            x = h + np.asarray(p).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-            x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-            x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-            h = x ^ (x >> np.uint64(31))
-    return h
+            if isinstance(h, int) and np.ndim(p) == 0:
+                h = _mix((h + int(p) + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
+            else:
+                h = _mix(np.uint64(h) + np.asarray(p).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+    return np.asarray(np.uint64(h)) if isinstance(h, int) else h
 
 
 class SegmentStore:
