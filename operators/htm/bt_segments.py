@@ -38,6 +38,7 @@ import numpy as np
 
 PERM_SCALE = 10000
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_SYN_MASK = np.int64(0xFFFFFFFF)
 
 
 def _mix(x: Any) -> Any:
@@ -111,15 +112,15 @@ class SegmentStore:
         self._append_index(self.pre[s, k], s, k)
 
     def nbytes(self) -> int:
-        return sum(getattr(self, n).nbytes for n in (*self._STATE, "ver")) + self.idx_pre.nbytes * 3
+        return sum(getattr(self, n).nbytes for n in (*self._STATE, "ver")) + self.idx_pre.nbytes + self.idx_sv.nbytes
 
     # -- the presynaptic index ---------------------------------------------------------------
     _TAIL = 4096        # unsorted entries tolerated before they are merged in
 
     def _reset_index(self) -> None:
         self.idx_pre = np.zeros(1024, np.int32)
-        self.idx_syn = np.zeros(1024, np.int32)    # segment * max_synapses + slot
-        self.idx_ver = np.zeros(1024, np.int32)
+        # (version << 32) | (segment * max_synapses + slot): one gather reads both
+        self.idx_sv = np.zeros(1024, np.int64)
         self.n_idx = self.n_sorted = self.n_stale = 0
         self._index_sorted()
 
@@ -138,8 +139,8 @@ class SegmentStore:
             self._resize_index(2 * (self.n_idx + m))
         lo, hi = self.n_idx, self.n_idx + m
         syn = seg * self.max_syn + slot
-        self.idx_pre[lo:hi], self.idx_syn[lo:hi] = pre, syn
-        self.idx_ver[lo:hi] = self.ver.reshape(-1)[syn]
+        self.idx_pre[lo:hi] = pre
+        self.idx_sv[lo:hi] = (self.ver.reshape(-1)[syn].astype(np.int64) << 32) | syn
         self.n_idx = hi
         if self.n_idx - self.n_sorted > self._TAIL:
             if 4 * self.n_stale > self.n_idx:
@@ -148,7 +149,7 @@ class SegmentStore:
                 self._merge_tail()
 
     def _resize_index(self, cap: int) -> None:
-        for name in ("idx_pre", "idx_syn", "idx_ver"):
+        for name in ("idx_pre", "idx_sv"):
             old = getattr(self, name)
             new = np.zeros(max(cap, 1024), old.dtype)
             new[:self.n_idx] = old[:self.n_idx]
@@ -158,11 +159,11 @@ class SegmentStore:
         """Sort the unsorted tail and merge it into the sorted prefix (linear time)."""
         n, k = self.n_idx, self.n_sorted
         order = np.argsort(self.idx_pre[k:n], kind="stable")
-        tails = [a[k:n][order] for a in (self.idx_pre, self.idx_syn, self.idx_ver)]
+        tails = [a[k:n][order] for a in (self.idx_pre, self.idx_sv)]
         at = np.searchsorted(self.idx_pre[:k], tails[0], "right") + np.arange(n - k)
         is_tail = np.zeros(n, bool)
         is_tail[at] = True
-        for a, t in zip((self.idx_pre, self.idx_syn, self.idx_ver), tails):
+        for a, t in zip((self.idx_pre, self.idx_sv), tails):
             merged = np.empty(n, a.dtype)
             merged[at] = t
             merged[~is_tail] = a[:k]
@@ -173,12 +174,12 @@ class SegmentStore:
     def _compact(self) -> None:
         """Drop stale entries and sort the rest by presynaptic cell."""
         n = self.n_idx
-        pre, syn, ver = (a[:n] for a in (self.idx_pre, self.idx_syn, self.idx_ver))
-        ok = self.ver.reshape(-1)[syn] == ver
+        pre, sv = self.idx_pre[:n], self.idx_sv[:n]
+        ok = self.ver.reshape(-1)[sv & _SYN_MASK] == (sv >> 32)
         order = np.argsort(pre[ok], kind="stable")
-        keep = [a[ok][order] for a in (pre, syn, ver)]
+        keep = [a[ok][order] for a in (pre, sv)]
         m = keep[0].shape[0]
-        for dst, src in zip((self.idx_pre, self.idx_syn, self.idx_ver), keep):
+        for dst, src in zip((self.idx_pre, self.idx_sv), keep):
             dst[:m] = src
         self.n_idx = self.n_sorted = m
         self.n_stale = 0
@@ -203,8 +204,9 @@ class SegmentStore:
         if tail.shape[0]:
             tail += self.n_sorted
             pos = np.concatenate([pos, tail])
-        syn = self.idx_syn.take(pos)
-        return syn[self.ver.reshape(-1).take(syn) == self.idx_ver.take(pos)]
+        sv = self.idx_sv.take(pos)
+        syn = sv & _SYN_MASK
+        return syn[self.ver.reshape(-1).take(syn) == (sv >> 32)]
 
     def _split(self, syn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Flat synapse ids → (segment, slot)."""
