@@ -81,6 +81,10 @@ class Backend:
             return np.asarray(a)
         return a.detach().cpu().numpy()
 
+    def nbytes(self, a: Any) -> int:
+        """Bytes held by array ``a`` (without copying it off a GPU)."""
+        return int(a.nbytes) if self.kind == "numpy" else int(a.numel() * a.element_size())
+
     def astype(self, a: Any, dtype) -> Any:
         return a.astype(dtype) if self.kind == "numpy" else a.to(dtype)
 

@@ -24,49 +24,59 @@ from typing import Any
 import numpy as np
 
 from .backend import Backend, resolve_backend
-from .backtracking_tm import BacktrackingTM
+from .backtracking_tm import BacktrackingParams, BacktrackingTM
 from .encoders import RandomDistributedScalarEncoder, TimeOfDayEncoder, encode_record, input_width
 from .spatial_pooler import SpatialPooler
 from .temporal_memory import TemporalMemory
 
 TM_KINDS = ("plain", "backtracking")
+#: HTMConfig's temporal-memory defaults (NuPIC's NAB values) come from one place,
+#: :class:`BacktrackingParams`; the plain TM gets the same values through HTMConfig.
+_TM = BacktrackingParams()
 
 
 @dataclass(frozen=True)
 class HTMConfig:
-    """Hyper-parameters; the defaults are NuPIC 1.0.5's NAB "numenta" detector."""
+    """Hyper-parameters; the defaults are NuPIC 1.0.5's NAB "numenta" detector.
+
+    The temporal-memory defaults are :class:`BacktrackingParams`' (``seed`` 0 gives the
+    TM its default seed):
+
+    >>> HTMModel(HTMConfig(tm="backtracking"), device="numpy").tm.params == BacktrackingParams()
+    True
+    """
 
     rdse_n: int = 400
     rdse_w: int = 21
     time_of_day: bool = True
     tod_w: int = 21
     tod_radius_hours: float = 9.49
-    columns: int = 2048
+    columns: int = _TM.columns
     num_active: int = 40
     potential_pct: float = 0.8
     syn_perm_connected: float = 0.2
     syn_perm_active_inc: float = 0.003
     syn_perm_inactive_dec: float = 0.0005
-    cells_per_column: int = 32
-    activation_threshold: int = 13
-    min_threshold: int = 10
-    new_synapse_count: int = 20
-    initial_permanence: float = 0.21
-    connected_permanence: float = 0.5
-    permanence_increment: float = 0.1
-    permanence_decrement: float = 0.1
+    cells_per_column: int = _TM.cells_per_column
+    activation_threshold: int = _TM.activation_threshold
+    min_threshold: int = _TM.min_threshold
+    new_synapse_count: int = _TM.new_synapse_count
+    initial_permanence: float = _TM.initial_permanence
+    connected_permanence: float = _TM.connected_permanence
+    permanence_increment: float = _TM.permanence_increment
+    permanence_decrement: float = _TM.permanence_decrement
     predicted_segment_decrement: float = 0.0
-    max_synapses_per_segment: int = 32
+    max_synapses_per_segment: int = _TM.max_synapses_per_segment
     max_segments_per_column: int = 64
     max_backtrack: int = 0
     # "plain": htm.core-style temporal memory; "backtracking": NuPIC's BacktrackingTM
     # (operators.htm.backtracking_tm), which NuPIC's NAB detector used
     tm: str = "plain"
-    max_segments_per_cell: int = 128
-    pam_length: int = 3
-    max_inf_backtrack: int = 10
-    max_lrn_backtrack: int = 5
-    max_seq_length: int = 32
+    max_segments_per_cell: int = _TM.max_segments_per_cell
+    pam_length: int = _TM.pam_length
+    max_inf_backtrack: int = _TM.max_inf_backtrack
+    max_lrn_backtrack: int = _TM.max_lrn_backtrack
+    max_seq_length: int = _TM.max_seq_length
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -102,26 +112,20 @@ class HTMModel:
         self.sp = SpatialPooler(self.be, input_width(self.rdse, self.tod), c.columns, c.num_active,
                                 c.potential_pct, c.syn_perm_connected, c.syn_perm_active_inc,
                                 c.syn_perm_inactive_dec, seed=c.seed + 1956)
-        self.tm: Any
+        # either TM: compute / peek take host (NumPy) slots and columns and return float64
+        # NumPy scores, plus memory_bytes, add_slots, slots, state_dict / load_state_dict
+        self.tm: TemporalMemory | BacktrackingTM
         if c.tm == "backtracking":
-            self.tm = BacktrackingTM(
-                columns=c.columns, cells_per_column=c.cells_per_column,
-                activation_threshold=c.activation_threshold, min_threshold=c.min_threshold,
-                new_synapse_count=c.new_synapse_count, initial_permanence=c.initial_permanence,
-                connected_permanence=c.connected_permanence,
-                permanence_increment=c.permanence_increment,
-                permanence_decrement=c.permanence_decrement,
-                max_segments_per_cell=c.max_segments_per_cell,
-                max_synapses_per_segment=c.max_synapses_per_segment, pam_length=c.pam_length,
-                max_inf_backtrack=c.max_inf_backtrack, max_lrn_backtrack=c.max_lrn_backtrack,
-                max_seq_length=c.max_seq_length, seed=c.seed + 1960)
+            # every BacktrackingParams field has an HTMConfig field of the same name
+            self.tm = BacktrackingTM(**{f.name: getattr(c, f.name) for f in fields(BacktrackingParams)
+                                        if f.name != "seed"}, seed=c.seed + _TM.seed)
         else:
             self.tm = TemporalMemory(
                 self.be, c.columns, c.cells_per_column, c.activation_threshold, c.min_threshold,
                 c.new_synapse_count, c.initial_permanence, c.connected_permanence,
                 c.permanence_increment, c.permanence_decrement, c.predicted_segment_decrement,
                 c.max_synapses_per_segment, c.max_segments_per_column,
-                max_backtrack=c.max_backtrack, seed=c.seed + 1960)
+                max_backtrack=c.max_backtrack, seed=c.seed + _TM.seed)
 
     @property
     def slots(self) -> int:
@@ -137,9 +141,8 @@ class HTMModel:
         be = self.be
         bits, ok = encode_record(be, self.rdse, self.tod, values, resolution, times_ns)
         cols = self.sp.compute(slots, bits, ok, learn=learn)
-        if isinstance(self.tm, BacktrackingTM):   # NumPy-only, one model per key
-            return self.tm.compute(np.asarray(slots), be.to_numpy(cols), learn=learn)
-        return be.to_numpy(self.tm.compute(slots, cols, learn=learn)).astype(np.float64)
+        # host columns: BacktrackingTM is NumPy-only (one model per key)
+        return self.tm.compute(np.asarray(slots), be.to_numpy(cols), learn=learn)
 
     def peek(self, slots: np.ndarray, values: np.ndarray, resolution: np.ndarray,
              times_ns: np.ndarray) -> np.ndarray:
@@ -147,9 +150,7 @@ class HTMModel:
         be = self.be
         bits, ok = encode_record(be, self.rdse, self.tod, values, resolution, times_ns)
         cols = self.sp.compute(slots, bits, ok, learn=False)
-        if isinstance(self.tm, BacktrackingTM):
-            return self.tm.peek(np.asarray(slots), be.to_numpy(cols))
-        return be.to_numpy(self.tm.peek(slots, cols)).astype(np.float64)
+        return self.tm.peek(np.asarray(slots), be.to_numpy(cols))
 
     def state_dict(self) -> dict[str, Any]:
         return {"sp": self.sp.state_dict(), "tm": self.tm.state_dict()}
@@ -160,15 +161,4 @@ class HTMModel:
 
     def memory_bytes(self) -> int:
         """Bytes held by the state tensors (all slots)."""
-        total = 0
-        for name in ("perm",):
-            total += _nbytes(getattr(self.sp, name))
-        if isinstance(self.tm, BacktrackingTM):
-            return total + self.tm.memory_bytes()
-        for name in TemporalMemory._STATE:
-            total += _nbytes(getattr(self.tm, name))
-        return total
-
-
-def _nbytes(a: Any) -> int:
-    return int(a.nbytes) if hasattr(a, "nbytes") else int(a.numel() * a.element_size())
+        return self.be.nbytes(self.sp.perm) + self.tm.memory_bytes()

@@ -268,16 +268,28 @@ class TemporalMemory:
         scell = self.seg_cell[ki, cols]
         return (scell >= 0) & (nconn >= self.activation_threshold), scell
 
-    def peek(self, slots: Any, cols: Any) -> Any:
-        """Raw anomaly scores for active columns ``cols`` without changing any state."""
+    # -- the interface HTMModel calls, shared with BacktrackingTM ---------------------------
+    # compute / peek take slots (B,) and active columns cols (B, A) as NumPy arrays or
+    # this backend's arrays and return float64 NumPy scores on the host; memory_bytes,
+    # add_slots, slots and state_dict / load_state_dict complete it
+    def peek(self, slots: Any, cols: Any) -> np.ndarray:
+        """Raw anomaly scores (B,) for active columns ``cols`` without changing any state."""
         be = self.be
         slots = be.asarray(slots, be.i64)
         cols = be.asarray(cols, be.i64)
         active_seg, _ = self._predicted(slots[:, None], cols, self.active.reshape(-1), None)
-        return 1.0 - be.astype(active_seg.any(-1).sum(-1), be.f64) / cols.shape[1]
+        return be.to_numpy(1.0 - be.astype(active_seg.any(-1).sum(-1), be.f64) / cols.shape[1])
 
-    def compute(self, slots: Any, cols: Any, learn: bool = True) -> Any:
+    def compute(self, slots: Any, cols: Any, learn: bool = True) -> np.ndarray:
         """One record per slot: active columns ``cols`` (B, A) → raw anomaly scores (B,)."""
+        return self.be.to_numpy(self._compute(slots, cols, learn))
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the state tensors (all slots; derived indexes not counted)."""
+        return sum(self.be.nbytes(getattr(self, name)) for name in self._STATE)
+
+    def _compute(self, slots: Any, cols: Any, learn: bool = True) -> Any:
+        """:meth:`compute` on the backend: scores stay where the state is."""
         be = self.be
         slots = be.asarray(slots, be.i64)
         cols = be.asarray(cols, be.i64)
@@ -365,7 +377,7 @@ class TemporalMemory:
         return scores
 
     def _recompute(self, slots: Any, cols: Any, learn: bool) -> Any:
-        return self.compute(slots, cols, learn)
+        return self._compute(slots, cols, learn)
 
     def _learn(self, slots, cols, step, used, s_cap, pre, act, start, npot, active_seg,
                predicted, any_match, best, new_seg, winner_cell) -> None:
