@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from pruning_helpers import check_fast_path
 from torch import nn
 
 from operators.pruning.conv1d import as_conv2d
-from operators.pruning.executor import SparseExecutor
 from operators.pruning.network import PrunableNetwork
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -40,15 +40,7 @@ def test_pruned_1d_network_runs_the_fast_path_and_counts_1d_flops(bias):
     net = PrunableNetwork(as_conv2d(model_1d()), (2, 1, 20), init_bias=bias, seed=3).eval()
     # conv MACs: out × in × k × L_out; then the 12 × 5 → 3 head
     assert net.flops.dense() == 6 * 2 * 5 * 20 + 8 * 6 * 3 * 10 + 12 * 8 * 3 * 5 + 12 * 5 * 3
-    fast, slow = SparseExecutor(net), SparseExecutor(net, fast=False)
-    assert fast.fast is not None
-    for seed in range(3):
-        x = torch.randn(1, 2, 1, 20, generator=torch.Generator().manual_seed(seed))
-        a, b = fast(x), slow(x)
-        with torch.no_grad():
-            ref = net(x)
-        assert a.kept.tolist() == b.kept.tolist() == [[int(m.sum()) for m in ref.masks]]
-        torch.testing.assert_close(a.logits, ref.logits, atol=1e-5, rtol=1e-4)
+    for a, _ in check_fast_path(net, (1, 2, 1, 20)):
         k = a.kept[0].tolist()
         assert net.flops.count([k])[0] == k[0] * 2 * 5 * 20 + k[1] * k[0] * 3 * 10 + k[2] * k[1] * 3 * 5 \
             + k[2] * 5 * 3
