@@ -12,10 +12,12 @@ profile with the raw HTM score ("without likelihood").
     python benchmarks/nab.py --tm plain      # the faster plain TM (results/nab-plain.json)
     python benchmarks/nab.py --auto-resolution   # resolution from the first 100 records
     python benchmarks/nab.py --quick         # four files
+    python benchmarks/nab.py --workers 2     # the files split over two processes (same results)
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
@@ -42,7 +44,9 @@ def _extra(p):
     p.add_argument("--files", default=None,
                    help="comma-separated corpus files (category/file.csv) instead of all")
     p.add_argument("--device", default="auto", help="auto, numpy, torch, cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (per worker)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes, each running some of the files (default 1)")
 
 
 def main() -> None:
@@ -51,22 +55,21 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from operators.htm.detector import HTMDetector
-    from operators.htm.model import HTMConfig
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)   # what spawned workers' torch uses
+    from operators.htm.nab_cli import htm_factory
     from operators.htm.nab_corpus import read_results, read_windows
     from operators.htm.nab_runner import run_corpus, score_results
     from operators.htm.nab_scorer import ScoringTable, evaluate
 
     files = QUICK_FILES if args.quick else (args.files.split(",") if args.files else None)
-    config = HTMConfig(tm=args.tm, max_backtrack=args.backtrack)
-
-    def factory(streams, seed=0):
-        return HTMDetector.for_nab(streams, seed=seed, minmax=not args.auto_resolution,
-                                   config=config, device=args.device)
+    # a partial of a module-level function: it pickles, so workers can build it
+    factory = functools.partial(htm_factory, tm=args.tm, max_backtrack=args.backtrack,
+                                minmax=not args.auto_resolution, device=args.device)
 
     out = args.out or tempfile.mkdtemp(prefix="hebbstream-nab-")
     t0 = time.perf_counter()
-    report = run_corpus(factory, args.nab_dir, out, "htm", files=files, seed=args.seed)
+    report = run_corpus(factory, args.nab_dir, out, "htm", files=files, seed=args.seed,
+                        workers=args.workers)
     seconds = time.perf_counter() - t0
     scores = score_results(report["detector_dir"], args.nab_dir, files=files)
     windows = read_windows(args.nab_dir)
@@ -78,6 +81,7 @@ def main() -> None:
     figures["without_likelihood"] = {name: round(r.normalised, 2) for name, r in raw.items()}
     figures.update(seconds=round(seconds, 1), records=report["events"],
                    records_per_s=round(report["events"] / seconds, 1), files=len(names),
+                   workers=report["workers"],
                    seed=args.seed, resolution="auto (first 100 records)" if args.auto_resolution
                    else "NAB min/max", tm=args.tm, backtrack=args.backtrack,
                    backend=report.get("metrics", {}).get("0.HTMDetector", {}).get("backend"),

@@ -57,14 +57,19 @@ and a perfect one 100).
 EPILOG = """\
 examples:
   hebbstream nab --nab-dir ../NAB --out results                  # HTM over the corpus
+  hebbstream nab --nab-dir ../NAB --out results --workers 2      # on two processes
   hebbstream nab --nab-dir ../NAB --out results --seed 1 --files 'realKnownCause/*'
   hebbstream nab --nab-dir ../NAB --out ../NAB/results/numenta --score-only
 """
 
 
-def htm_factory(streams: dict[str, NABStream], seed: int = 0, tm: str = "backtracking") -> Any:
+def htm_factory(streams: dict[str, NABStream], seed: int = 0, tm: str = "backtracking", *,
+                max_backtrack: int = 0, minmax: bool = True, device: Any = "auto") -> Any:
     """The HTM detector for the NAB corpus: ``HTMDetector.for_nab(streams, seed=seed)``,
-    with the ``"plain"`` or NuPIC's ``"backtracking"`` temporal memory."""
+    with the ``"plain"`` or NuPIC's ``"backtracking"`` temporal memory (``max_backtrack``:
+    the plain TM's simplified backtracking), the encoder resolution from the file's min
+    and max (NAB's rule) or, ``minmax=False``, from the first records. Module-level, so
+    ``functools.partial(htm_factory, ...)`` pickles for ``--workers``."""
     from .detector import HTMDetector  # the model is heavy: import it only to run it
     from .model import HTMConfig
 
@@ -72,7 +77,8 @@ def htm_factory(streams: dict[str, NABStream], seed: int = 0, tm: str = "backtra
     if build is None:
         raise HebbstreamError("operators.htm.detector.HTMDetector has no for_nab(streams, "
                               "seed=...) constructor; pass --factory MODULE:FUNCTION")
-    return build(streams, seed=seed, config=HTMConfig(tm=tm))
+    return build(streams, seed=seed, minmax=minmax, device=device,
+                 config=HTMConfig(tm=tm, max_backtrack=max_backtrack))
 
 
 def load_factory(spec: str) -> Callable[..., Any]:
@@ -122,6 +128,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "(scores are then normalised over their windows only)")
     p.add_argument("--batch-size", type=int, default=4096, help="micro-batch size (default 4096)")
     p.add_argument("--device", default=None, help="device for the detector (cpu, cuda)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="worker processes, each running some of the files (balanced by "
+                        "records); same result files as one (default 1)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
     p.set_defaults(func=main)
@@ -218,14 +227,18 @@ def _main(args: argparse.Namespace) -> int:
             htm_factory, tm=args.tm or "backtracking")
         names = _select(corpus_files(nab_dir), args.files)
         t0 = time.perf_counter()
+        if args.workers < 1:
+            raise HebbstreamError(f"--workers must be >= 1, got {args.workers}")
         summary = run_corpus(factory, nab_dir, args.out, detector, files=names, seed=args.seed,
                              batch_size=args.batch_size, progress=args.progress,
-                             device=args.device)
+                             device=args.device, workers=args.workers)
         seconds = time.perf_counter() - t0
         print(f"{detector}: ran {summary['events']:,} records of {len(names)} files in "
-              f"{seconds:.1f} s ({summary['events'] / seconds:,.0f} records/s), seed {args.seed}; "
+              f"{seconds:.1f} s ({summary['events'] / seconds:,.0f} records/s) on "
+              f"{summary['workers']} worker(s), seed {args.seed}; "
               f"results in {summary['detector_dir']}", file=sys.stderr)
-        results["run"] = {"seconds": seconds, "records": summary["events"], "seed": args.seed}
+        results["run"] = {"seconds": seconds, "records": summary["events"], "seed": args.seed,
+                          "workers": summary["workers"]}
         dirs = {detector: summary["detector_dir"]}
     for detector, folder in dirs.items():
         files = None

@@ -166,7 +166,8 @@ def run_corpus(detector_factory: Callable[..., Operator], nab_dir: str, out_dir:
                detector: str = "htm", *, files: Sequence[str] | None = None,
                seed: int | None = None, batch_size: int = 4096, per_turn: int = 1,
                score_column: str = "anomaly_score", progress: bool = False,
-               device: Any = None) -> dict[str, Any]:
+               device: Any = None, workers: int = 1,
+               start_method: str | None = None) -> dict[str, Any]:
     """Run a detector over the corpus and write ``out_dir/<detector>/<category>/<detector>_<file>``.
 
     Args:
@@ -177,11 +178,27 @@ def run_corpus(detector_factory: Callable[..., Operator], nab_dir: str, out_dir:
         batch_size / per_turn: micro-batch size, and rows of a stream per turn of the
             interleaving (1: every micro-batch spreads over all streams).
         device: passed to :func:`stream.run` (``pipeline.to(device)``).
+        workers: processes to split the files over (:mod:`operators.htm.nab_workers`:
+            each owns some files, balanced by records, and writes their results; the
+            result files are the same bytes as with one). More workers than files
+            start one per file (one file runs here). With more than one, the factory
+            must pickle.
+        start_method: how worker processes start (default ``"spawn"``).
 
-    Returns the engine's run summary plus ``detector_dir`` and ``files`` written.
+    Returns the engine's run summary plus ``detector_dir``, ``files`` written and
+    ``workers`` (with more than one: the merged summary, and ``per_worker``).
     NAB files repeat or step back timestamps at clock changes, so the run does not
     reject time going backwards within a key (NAB detectors see rows in file order).
     """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers > 1:
+        from .nab_workers import START_METHOD, run_workers  # it imports this module
+
+        return run_workers(detector_factory, nab_dir, out_dir, detector, files, workers,
+                           start_method=start_method or START_METHOD, progress=progress,
+                           seed=seed, batch_size=batch_size, per_turn=per_turn,
+                           score_column=score_column, device=device)
     windows = read_windows(nab_dir)
     source = NABCorpusSource(nab_dir, files, per_turn=per_turn, batch_rows=batch_size)
     unknown = [n for n in source.files if n not in windows]
@@ -206,7 +223,7 @@ def run_corpus(detector_factory: Callable[..., Operator], nab_dir: str, out_dir:
         extra = {c: v for c, v in cols.items() if c != score_column}
         written.append(write_result(detector_dir, detector, name, ts, values, cols[score_column],
                                     window_labels(name, ts, windows[name]), extra))
-    return {**summary, "detector_dir": detector_dir, "files": written}
+    return {**summary, "detector_dir": detector_dir, "files": written, "workers": 1}
 
 
 def read_nab_thresholds(nab_dir: str) -> dict[str, dict[str, float]]:

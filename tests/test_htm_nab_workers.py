@@ -1,0 +1,159 @@
+"""NAB corpus over worker processes: same result files as one process, errors surface."""
+
+from __future__ import annotations
+
+import filecmp
+import functools
+import importlib
+import multiprocessing
+import os
+import random
+
+import numpy as np
+import pytest
+
+from operators.htm.detector import HTMDetector
+from operators.htm.model import HTMConfig
+from operators.htm.nab_runner import run_corpus
+from operators.htm.nab_workers import NABWorkerError, assign_files
+from stream import Batch, Operator
+from stream.cli import main
+from stream.errors import HebbstreamError
+
+HERE = os.path.dirname(__file__)
+EXCERPT = os.path.join(HERE, "data", "nab")
+FILES = ["realAdExchange/exchange-2_cpc_results.csv", "realKnownCause/rogue_agent_key_hold.csv"]
+
+
+class FailsOn(Operator):
+    """Test-only detector: scores 0, but fails (raises, or kills its process) on one key."""
+
+    requires = {"value": "number"}
+
+    def __init__(self, key: str | None, how: str = "raise"):
+        self.key, self.how = key, how
+
+    def process(self, batch: Batch) -> Batch:
+        if self.key is not None and self.key in set(batch.keys().tolist()):
+            if self.how == "exit":
+                os._exit(3)   # a worker that dies without a word (OOM killer, segfault)
+            raise RuntimeError(f"cannot score {self.key}")
+        return batch.with_columns({"anomaly_score": np.zeros(batch.num_rows)})
+
+
+def fails_on(streams, seed=0, key=FILES[1], how="raise"):
+    return FailsOn(key if key in streams else None, how)
+
+
+def spawnable(name: str):
+    """``name`` from this file imported by its name on the tests path (``pythonpath``),
+    which a spawned worker can import too (pytest's own module name it cannot)."""
+    return getattr(importlib.import_module("test_htm_nab_workers"), name)
+
+
+def small_htm(tm: str) -> functools.partial:
+    return functools.partial(HTMDetector.for_nab, config=HTMConfig.small(tm=tm))
+
+
+def result_names(report: dict) -> list[str]:
+    return [os.path.relpath(p, os.path.dirname(report["detector_dir"])) for p in report["files"]]
+
+
+def assert_same_files(one: str, many: str, names: list[str]) -> None:
+    match, mismatch, errors = filecmp.cmpfiles(one, many, names, shallow=False)
+    assert (mismatch, errors) == ([], []) and match == names
+
+
+@pytest.mark.parametrize("tm", ["plain", "backtracking"])
+def test_two_workers_write_the_same_bytes_as_one(tmp_path, tm):
+    one = run_corpus(small_htm(tm), EXCERPT, str(tmp_path / "one"), "htm", seed=3)
+    two = run_corpus(small_htm(tm), EXCERPT, str(tmp_path / "two"), "htm", seed=3, workers=2)
+    names = result_names(one)
+    assert result_names(two) == names and len(names) == 2
+    assert_same_files(str(tmp_path / "one"), str(tmp_path / "two"), names)
+    assert (one["workers"], two["workers"]) == (1, 2)
+    assert two["events"] == one["events"] == 1624 + 1882
+    # each worker owns one file: the largest goes first, onto worker 1
+    assert [w["files"] for w in two["per_worker"]] == [[FILES[1]], [FILES[0]]]
+    assert two["metrics"]["0.HTMDetector"]["keys"] == [1, 1]
+    assert two["metrics"]["0.HTMDetector"]["backend"] == one["metrics"]["0.HTMDetector"]["backend"]
+
+
+def test_more_workers_than_files(tmp_path):
+    one = run_corpus(small_htm("plain"), EXCERPT, str(tmp_path / "one"), "htm")
+    five = run_corpus(small_htm("plain"), EXCERPT, str(tmp_path / "five"), "htm", workers=5)
+    assert five["workers"] == 2 and len(five["per_worker"]) == 2
+    assert_same_files(str(tmp_path / "one"), str(tmp_path / "five"), result_names(one))
+    # one file and several workers: it runs in this process
+    alone = run_corpus(small_htm("plain"), EXCERPT, str(tmp_path / "alone"), "htm",
+                       files=FILES[:1], workers=4)
+    assert alone["workers"] == 1 and "per_worker" not in alone
+
+
+def test_a_failing_detector_raises_in_the_parent_naming_the_file(tmp_path):
+    with pytest.raises(NABWorkerError) as info:
+        run_corpus(spawnable("fails_on"), EXCERPT, str(tmp_path), "x", workers=2)
+    message = str(info.value)
+    assert message.startswith(f"NAB worker 1 of 2 (file {FILES[1]}) failed: RuntimeError: "
+                              f"cannot score {FILES[1]}")
+    assert "--- worker traceback ---" in message and "in process" in message   # where it broke
+    assert info.value.files == [FILES[1]]
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert multiprocessing.active_children() == []   # the other worker is gone too
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang(tmp_path):
+    factory = functools.partial(spawnable("fails_on"), key=FILES[0], how="exit")
+    with pytest.raises(NABWorkerError, match=rf"NAB worker 2 of 2 \(file {FILES[0]}\) died "
+                                             r"\(exit code 3\) before reporting"):
+        run_corpus(factory, EXCERPT, str(tmp_path), "x", workers=2)
+    assert multiprocessing.active_children() == []
+
+
+def test_bad_arguments_fail_before_any_worker_starts(tmp_path):
+    with pytest.raises(HebbstreamError, match="must pickle"):
+        run_corpus(lambda streams, seed=0: fails_on(streams), EXCERPT, str(tmp_path), workers=2)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        run_corpus(small_htm("plain"), EXCERPT, str(tmp_path), workers=0)
+    with pytest.raises(HebbstreamError, match="no entry for"):
+        run_corpus(small_htm("plain"), EXCERPT, str(tmp_path), files=[*FILES, "a/b.csv"], workers=2)
+
+
+def test_assign_files_balances_largest_first():
+    assert assign_files(["a", "b", "c"], [5, 3, 4], 2) == [["a"], ["b", "c"]]
+    assert assign_files(["a", "b"], [1, 1], 3) == [["a"], ["b"]]
+    rng = random.Random(0)
+    for _ in range(50):
+        n, w = rng.randint(1, 30), rng.randint(1, 8)
+        names = [f"f{i}" for i in range(n)]
+        sizes = [rng.randint(1, 1000) for _ in names]
+        parts = assign_files(names, sizes, w)
+        assert len(parts) == min(n, w) and all(parts)
+        assert sorted(sum(parts, [])) == sorted(names)
+        assert all(p == sorted(p, key=names.index) for p in parts)   # corpus order kept
+        # greedy bound: no worker exceeds the lightest by more than the largest file
+        loads = [sum(sizes[names.index(f)] for f in p) for p in parts]
+        assert max(loads) - min(loads) <= max(sizes)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        assign_files(["a"], [1], 0)
+
+
+def small_htm_plain(streams, seed=0):
+    """Factory for ``--factory test_htm_nab_workers:small_htm_plain``."""
+    return small_htm("plain")(streams, seed=seed)
+
+
+def test_cli_workers(tmp_path, capsys):
+    outs = []
+    for workers in ("1", "2"):
+        out = str(tmp_path / workers)
+        assert main(["nab", "--nab-dir", EXCERPT, "--out", out, "--workers", workers,
+                     "--factory", "test_htm_nab_workers:small_htm_plain"]) == 0
+        captured = capsys.readouterr()
+        assert "of 2 files in" in captured.err and f"on {workers} worker(s)" in captured.err
+        outs.append(captured.out)
+    assert outs[0] == outs[1]   # the same scores
+    assert_same_files(str(tmp_path / "1"), str(tmp_path / "2"),
+                      [os.path.join("htm", n.split("/")[0], "htm_" + n.split("/")[1]) for n in FILES])
+    assert main(["nab", "--nab-dir", EXCERPT, "--out", str(tmp_path), "--workers", "0"]) == 1
+    assert "--workers must be >= 1" in capsys.readouterr().err
