@@ -82,14 +82,21 @@ def digits(size: int, seed: int):
     return x[perm[:cut]], y[perm[:cut]], x[perm[cut:]], y[perm[cut:]]
 
 
-def cnn(widths) -> nn.Sequential:
+def conv_blocks(widths, dims: int, first_kernel: int) -> list[nn.Module]:
+    """The four conv + batch-norm + ReLU blocks (max pooling after the 1st and 3rd) of
+    both benchmark CNNs, 2-D (digits) or 1-D (MNIST-1D), on one input channel."""
+    conv, norm, pool = ((nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d) if dims == 2
+                        else (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d))
     a, b, c, d = widths
-    return nn.Sequential(
-        nn.Conv2d(1, a, 3, padding=1), nn.BatchNorm2d(a), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(),
-        nn.Conv2d(b, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(c, d, 3, padding=1), nn.BatchNorm2d(d), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(d, 10))
+    return [conv(1, a, first_kernel, padding=first_kernel // 2), norm(a), nn.ReLU(), pool(2),
+            conv(a, b, 3, padding=1), norm(b), nn.ReLU(),
+            conv(b, c, 3, padding=1), norm(c), nn.ReLU(), pool(2),
+            conv(c, d, 3, padding=1), norm(d), nn.ReLU()]
+
+
+def cnn(widths) -> nn.Sequential:
+    return nn.Sequential(*conv_blocks(widths, 2, 3),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], 10))
 
 
 @torch.inference_mode()
@@ -149,7 +156,7 @@ def main() -> None:
 
     ratios = RATIOS if quick else EXTRA_RATIOS + RATIOS
     compiled = None if quick else compile_dense(model, xte[:1])
-    results, nets = sweep(base, model, xtr, ytr, xte, yte, ratios, mask_epochs, args.seed, quick,
+    results, nets = sweep(base, model, dense_acc, xtr, ytr, xte, yte, ratios, mask_epochs, args.seed, quick,
                           compiled=compiled)
 
     ok, chosen = choose(results)
@@ -174,15 +181,16 @@ def main() -> None:
     finish("pruning", figures, quick=quick)
 
 
-def sweep(base: PrunableNetwork, stock: nn.Module, xtr, ytr, xte, yte, ratios, mask_epochs: int,
+def sweep(base: PrunableNetwork, stock: nn.Module, dense_acc: float, xtr, ytr, xte, yte, ratios, mask_epochs: int,
           seed: int, quick: bool, lift=None, compiled=None) -> tuple[dict, dict]:
     """Train masks at each r; accuracy, FLOPs and interleaved timings against ``base``.
 
-    ``stock`` is the user's dense model, timed on the test inputs as they are; the
+    ``dense_acc`` is ``base``'s test accuracy with every filter kept (the caller's
+    measurement, the baseline of ``accuracy_drop``). ``stock`` is the user's dense model,
+    timed on the test inputs as they are; the
     executors get ``lift(x)`` (the 2-D view of a 1-D signal) when ``lift`` is given;
     ``compiled`` (``torch.compile`` of the stock model), when given, is timed alongside.
     """
-    dense_acc = evaluate(SparseExecutor(base, "dense"), xte if lift is None else lift(xte), yte, base)[0]
     dense_flops = base.flops.dense()
     b1_inputs = [xte[i:i + 1] for i in range(60 if quick else 150)]
     b64_inputs = [xte[i:i + 64] for i in range(0, 128, 64)]
@@ -196,15 +204,13 @@ def sweep(base: PrunableNetwork, stock: nn.Module, xtr, ytr, xte, yte, ratios, m
         sparse = SparseExecutor(net, "union")
         acc, flops, flops_np, kept = evaluate(sparse, xte if lift is None else lift(xte), yte, net)
         fast_dense = SparseExecutor(net, "dense")   # same fast path, every filter: like for like
-        fns = {"stock_dense": stock, "fast_dense": lifted(fast_dense, lift), "sparse": lifted(sparse, lift)}
-        if compiled is not None:
-            fns["compiled_dense"] = compiled
-        b1, b1_cpu = interleaved(fns, b1_inputs, reps=2 if quick else 8)
-        b64, _ = interleaved({"stock_dense": stock, "fast_dense": lifted(fast_dense, lift),
-                              "union": lifted(sparse, lift),
-                              "grouped": lifted(SparseExecutor(net, "grouped"), lift),
-                              "loop": lifted(SparseExecutor(net, "loop"), lift)},
-                             b64_inputs, reps=2 if quick else 10)
+        b1, b1_cpu = time_against_stock(stock, {"fast_dense": fast_dense, "sparse": sparse}, lift,
+                                        b1_inputs, reps=2 if quick else 8,
+                                        extra=None if compiled is None else {"compiled_dense": compiled})
+        b64, _ = time_against_stock(stock, {"fast_dense": fast_dense, "union": sparse,
+                                            "grouped": SparseExecutor(net, "grouped"),
+                                            "loop": SparseExecutor(net, "loop")}, lift,
+                                    b64_inputs, reps=2 if quick else 10)
         best64 = min(("union", "grouped", "loop"), key=b64.get)
         results[str(r)] = {
             "accuracy": acc, "accuracy_drop": 100 * (dense_acc - acc),
@@ -243,8 +249,16 @@ def compile_dense(model: nn.Module, x: torch.Tensor):
         return None
 
 
-def lifted(ex: SparseExecutor, lift):
-    return ex if lift is None else (lambda x: ex(lift(x)))
+def time_against_stock(stock: nn.Module, executors: dict[str, SparseExecutor], lift, inputs: list,
+                       reps: int, extra: dict | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """:func:`interleaved` timings of ``stock`` (as ``"stock_dense"``, on the inputs as
+    they are), the executors (on ``lift(x)`` when ``lift`` is given: the 2-D view of a
+    1-D signal, taken inside the timed call) and ``extra`` callables, in that order."""
+    def on_lifted(ex: SparseExecutor):
+        return ex if lift is None else (lambda x: ex(lift(x)))
+
+    fns = {"stock_dense": stock, **{k: on_lifted(ex) for k, ex in executors.items()}, **(extra or {})}
+    return interleaved(fns, inputs, reps)
 
 
 def choose(results: dict) -> tuple[list, float]:
@@ -257,13 +271,8 @@ def choose(results: dict) -> tuple[list, float]:
 
 
 def mnist1d_cnn(widths) -> nn.Sequential:
-    a, b, c, d = widths
-    return nn.Sequential(
-        nn.Conv1d(1, a, 5, padding=2), nn.BatchNorm1d(a), nn.ReLU(), nn.MaxPool1d(2),
-        nn.Conv1d(a, b, 3, padding=1), nn.BatchNorm1d(b), nn.ReLU(),
-        nn.Conv1d(b, c, 3, padding=1), nn.BatchNorm1d(c), nn.ReLU(), nn.MaxPool1d(2),
-        nn.Conv1d(c, d, 3, padding=1), nn.BatchNorm1d(d), nn.ReLU(),
-        nn.Flatten(), nn.Linear(d * 10, 10))
+    # length 40, pooled twice: 10 positions per channel into the head
+    return nn.Sequential(*conv_blocks(widths, 1, 5), nn.Flatten(), nn.Linear(widths[-1] * 10, 10))
 
 
 def mnist1d_section(seed: int, quick: bool) -> dict:
@@ -287,7 +296,7 @@ def mnist1d_section(seed: int, quick: bool) -> dict:
     dense_acc = evaluate(SparseExecutor(base, "dense"), lift(xte), yte, base)[0]
     print(f"mnist1d dense: accuracy {dense_acc:.4f}, {base.flops.dense()} MACs, trained in "
           f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    results, _ = sweep(base, model, lift(xtr), ytr, xte, yte, MNIST1D_RATIOS, 2 if quick else 4,
+    results, _ = sweep(base, model, dense_acc, lift(xtr), ytr, xte, yte, MNIST1D_RATIOS, 2 if quick else 4,
                        seed, quick, lift)
     ok, chosen = choose(results)
     return {"data": "MNIST-1D (mnist1d package, generated), length 40", "widths": list(widths),
