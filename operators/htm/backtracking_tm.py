@@ -175,13 +175,12 @@ class _KeyModel:
     def _infer_phase2(self, active: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """Predicted cells, columns with confidence, and whether enough columns are
         predicted to stay in sequence."""
-        pot, conn = self.store.activity(np.flatnonzero(active), active, self.connected)
-        hit = np.flatnonzero(pot >= self.thr)
+        hit = np.flatnonzero(self.store.activity(np.flatnonzero(active), active) >= self.thr)
         cells = self.store.cell[hit]
         conf = np.zeros(self.p.columns, bool)
         conf[cells // self.n] = True
         pred = np.zeros(self.cells, bool)
-        on = cells[conn[hit] >= self.thr]
+        on = cells[self.store.active_synapses(hit, active, self.connected) >= self.thr]
         pred[on] = True
         cols = np.zeros(self.p.columns, bool)
         cols[on // self.n] = True
@@ -246,7 +245,7 @@ class _KeyModel:
         sources = np.flatnonzero(prev_active)
         best = np.zeros(0, np.int64)
         if sources.shape[0]:
-            pot, _ = st.activity(sources, prev_active)
+            pot = st.activity(sources, prev_active)
             cand = np.flatnonzero(pot >= self.min_thr)
             wanted = np.zeros(self.p.columns, bool)
             wanted[miss] = True
@@ -270,7 +269,7 @@ class _KeyModel:
         cells = np.flatnonzero(active)
         if cells.shape[0] == 0:
             return pred, np.zeros(0, np.int64)
-        pot, _ = self.store.activity(cells, active)
+        pot = self.store.activity(cells, active)
         best = self._best_per_column(np.flatnonzero(pot >= self.thr), pot)
         pred[self.store.cell[best]] = True
         return pred, best

@@ -10,11 +10,13 @@ leave the active cells, not the size of the model.
 
 Layout: segment ``s`` owns row ``s`` of ``pre`` (presynaptic cell, -1 = empty slot) and
 ``perm`` (permanence in 1/10000, int16), belongs to cell ``cell[s]`` (-1 = free row)
-and carries NuPIC's sequence-segment flag ``seq[s]``. The index is a list of
-``(pre, segment, slot, version)`` entries, a sorted prefix plus an unsorted tail that
-is merged in when it grows; an entry counts only while ``version`` equals the slot's
-current version, so removing or re-using a synapse slot never needs an index search.
-The index is derived state: it is rebuilt from ``pre`` on load.
+and carries NuPIC's sequence-segment flag ``seq[s]``. Row 0 is a sentinel that no
+segment uses. The index is a list of ``(pre, flat synapse id)`` entries, a sorted
+prefix plus an unsorted tail that is merged in when it grows; ``ipos`` maps each live
+synapse to its entry, so removing a synapse turns that entry into a dead one (pointing
+at the sentinel row, whose count is discarded) without any search, and a look-up reads
+synapse ids with no liveness check. The index is derived state: it is rebuilt from
+``pre`` on load.
 
 Randomness is a counter-based hash of (seed, iteration, segment or column, cell), so
 the draws are the same whether a key runs alone or batched with others and need no
@@ -25,9 +27,8 @@ Example:
     >>> st = SegmentStore(cells=64, cells_per_column=4, max_synapses=8, seed=1)
     >>> st.create(np.array([21]), np.array([4, 9, 14]), n_new=3, initial=2100, iteration=1)
     >>> active = np.zeros(64, bool); active[[4, 9]] = True
-    >>> seg, slot = st.lookup(np.flatnonzero(active), active)
-    >>> np.bincount(seg, minlength=st.used).tolist()
-    [2]
+    >>> st.activity(np.flatnonzero(active), active).tolist()     # row 0: the sentinel
+    [0, 2]
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from typing import Any
 import numpy as np
 
 PERM_SCALE = 10000
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-_SYN_MASK = np.int64(0xFFFFFFFF)
+#: Flat synapse id of dead index entries: slot 0 of the sentinel row 0.
+DEAD = 0
 
 
 def _mix(x: Any) -> Any:
@@ -84,43 +85,43 @@ class SegmentStore:
         self._shift = max_synapses.bit_length() - 1 if pow2 else None
         self.pre = np.full((capacity, max_synapses), -1, np.int32)
         self.perm = np.zeros((capacity, max_synapses), np.int16)
-        self.ver = np.zeros((capacity, max_synapses), np.int32)
+        self.ipos = np.full((capacity, max_synapses), -1, np.int64)   # index entry of a synapse
         self.cell = np.full(capacity, -1, np.int32)
         self.seq = np.zeros(capacity, bool)
         self.last = np.zeros(capacity, np.int64)
-        self.used = 0                          # rows 0..used-1 have been handed out
+        self.used = 1                          # rows 1..used-1 have been handed out
         self.cell_segments = np.zeros(cells, np.int32)
         self._reset_index()
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name)[:self.used].copy() for name in self._STATE}
+        return {name: getattr(self, name)[1:self.used].copy() for name in self._STATE}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        used = int(np.asarray(state["cell"]).shape[0])
-        self._grow(max(used, 1))
+        used = int(np.asarray(state["cell"]).shape[0]) + 1
+        self._grow(used)
         for name in self._STATE:
             arr = getattr(self, name)
             arr[:] = -1 if name in ("pre", "cell") else 0
-            arr[:used] = np.asarray(state[name])
+            arr[1:used] = np.asarray(state[name])
         self.used = used
-        self.ver[:] = 0
+        self.ipos[:] = -1
         live = self.cell[:used] >= 0
         self.cell_segments = np.bincount(self.cell[:used][live], minlength=self.cells).astype(np.int32)
         self._reset_index()
         s, k = np.nonzero(self.pre[:used] >= 0)
-        self._append_index(self.pre[s, k], s, k)
+        self._append_index(self.pre[s, k], s * self.max_syn + k)
 
     def nbytes(self) -> int:
-        return sum(getattr(self, n).nbytes for n in (*self._STATE, "ver")) + self.idx_pre.nbytes + self.idx_sv.nbytes
+        return (sum(getattr(self, n).nbytes for n in (*self._STATE, "ipos"))
+                + self.idx_pre.nbytes + self.idx_syn.nbytes)
 
     # -- the presynaptic index ---------------------------------------------------------------
     _TAIL = 4096        # unsorted entries tolerated before they are merged in
 
     def _reset_index(self) -> None:
         self.idx_pre = np.zeros(1024, np.int32)
-        # (version << 32) | (segment * max_synapses + slot): one gather reads both
-        self.idx_sv = np.zeros(1024, np.int64)
+        self.idx_syn = np.zeros(1024, np.int64)     # flat synapse id (DEAD: removed)
         self.n_idx = self.n_sorted = self.n_stale = 0
         self._index_sorted()
 
@@ -131,16 +132,16 @@ class SegmentStore:
         self.idx_start = np.zeros(self.cells + 1, np.int64)
         np.cumsum(counts, out=self.idx_start[1:])
 
-    def _append_index(self, pre: np.ndarray, seg: np.ndarray, slot: np.ndarray) -> None:
+    def _append_index(self, pre: np.ndarray, syn: np.ndarray) -> None:
         m = pre.shape[0]
         if m == 0:
             return
         if self.n_idx + m > self.idx_pre.shape[0]:
             self._resize_index(2 * (self.n_idx + m))
         lo, hi = self.n_idx, self.n_idx + m
-        syn = seg * self.max_syn + slot
         self.idx_pre[lo:hi] = pre
-        self.idx_sv[lo:hi] = (self.ver.reshape(-1)[syn].astype(np.int64) << 32) | syn
+        self.idx_syn[lo:hi] = syn
+        self.ipos.reshape(-1)[syn] = np.arange(lo, hi)
         self.n_idx = hi
         if self.n_idx - self.n_sorted > self._TAIL:
             if 4 * self.n_stale > self.n_idx:
@@ -148,53 +149,64 @@ class SegmentStore:
             else:
                 self._merge_tail()
 
+    def _unindex(self, syn: np.ndarray) -> None:
+        """Turn the index entries of live synapses ``syn`` (flat ids) into dead ones."""
+        flat = self.ipos.reshape(-1)
+        self.idx_syn[flat[syn]] = DEAD
+        flat[syn] = -1
+        self.n_stale += syn.shape[0]
+
     def _resize_index(self, cap: int) -> None:
-        for name in ("idx_pre", "idx_sv"):
+        for name in ("idx_pre", "idx_syn"):
             old = getattr(self, name)
             new = np.zeros(max(cap, 1024), old.dtype)
             new[:self.n_idx] = old[:self.n_idx]
             setattr(self, name, new)
 
+    def _reposition(self) -> None:
+        """After the entries moved: point every live synapse at its entry again."""
+        n = self.n_idx
+        self.ipos.reshape(-1)[self.idx_syn[:n]] = np.arange(n)
+        self.ipos[0, 0] = -1                  # written by the dead entries
+
     def _merge_tail(self) -> None:
         """Sort the unsorted tail and merge it into the sorted prefix (linear time)."""
         n, k = self.n_idx, self.n_sorted
         order = np.argsort(self.idx_pre[k:n], kind="stable")
-        tails = [a[k:n][order] for a in (self.idx_pre, self.idx_sv)]
+        tails = [a[k:n][order] for a in (self.idx_pre, self.idx_syn)]
         at = np.searchsorted(self.idx_pre[:k], tails[0], "right") + np.arange(n - k)
         is_tail = np.zeros(n, bool)
         is_tail[at] = True
-        for a, t in zip((self.idx_pre, self.idx_sv), tails):
+        for a, t in zip((self.idx_pre, self.idx_syn), tails):
             merged = np.empty(n, a.dtype)
             merged[at] = t
             merged[~is_tail] = a[:k]
             a[:n] = merged
         self.n_sorted = n
+        self._reposition()
         self._index_sorted()
 
     def _compact(self) -> None:
-        """Drop stale entries and sort the rest by presynaptic cell."""
+        """Drop dead entries and sort the rest by presynaptic cell."""
         n = self.n_idx
-        pre, sv = self.idx_pre[:n], self.idx_sv[:n]
-        ok = self.ver.reshape(-1)[sv & _SYN_MASK] == (sv >> 32)
+        pre, syn = self.idx_pre[:n], self.idx_syn[:n]
+        ok = syn != DEAD
         order = np.argsort(pre[ok], kind="stable")
-        keep = [a[ok][order] for a in (pre, sv)]
+        keep = [a[ok][order] for a in (pre, syn)]
         m = keep[0].shape[0]
-        for dst, src in zip((self.idx_pre, self.idx_sv), keep):
+        for dst, src in zip((self.idx_pre, self.idx_syn), keep):
             dst[:m] = src
         self.n_idx = self.n_sorted = m
         self.n_stale = 0
+        self._reposition()
         self._index_sorted()
 
-    def lookup(self, cells: np.ndarray, bitmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(segment, slot)`` of every live synapse whose presynaptic cell is active
-        (``cells``: the sorted active cells; ``bitmap``: the same set as a mask)."""
-        return self._split(self._live_synapses(cells, bitmap))
-
     def _live_synapses(self, cells: np.ndarray, bitmap: np.ndarray) -> np.ndarray:
-        """Flat ids (``segment * max_synapses + slot``) of the live synapses from active cells."""
+        """Flat ids (``segment * max_synapses + slot``) of the synapses from active cells
+        (``cells``: the sorted active cells; ``bitmap``: the same set as a mask); dead
+        entries come back as ``DEAD``."""
         lo = self.idx_start.take(cells)
-        hi = self.idx_start.take(cells + 1)
-        cnt = hi - lo
+        cnt = self.idx_start.take(cells + 1) - lo
         ends = cnt.cumsum()
         total = int(ends[-1]) if ends.shape[0] else 0
         # positions of the runs [lo, hi) of every active cell, then the unsorted tail's hits
@@ -204,28 +216,25 @@ class SegmentStore:
         if tail.shape[0]:
             tail += self.n_sorted
             pos = np.concatenate([pos, tail])
-        sv = self.idx_sv.take(pos)
-        syn = sv & _SYN_MASK
-        return syn[self.ver.reshape(-1).take(syn) == (sv >> 32)]
+        return self.idx_syn.take(pos)
 
-    def _split(self, syn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Flat synapse ids → (segment, slot)."""
-        if self._shift is not None:
-            return syn >> self._shift, syn & (self.max_syn - 1)
-        return syn // self.max_syn, syn % self.max_syn
-
-    def activity(self, cells: np.ndarray, bitmap: np.ndarray,
-                 connected: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Active potential synapses per segment (and active connected ones when
-        ``connected`` is given), as arrays over segment rows ``0..used-1``."""
+    def activity(self, cells: np.ndarray, bitmap: np.ndarray) -> np.ndarray:
+        """Active synapses per segment, as an array over segment rows ``0..used-1``."""
         syn = self._live_synapses(cells, bitmap)
         seg = syn >> self._shift if self._shift is not None else syn // self.max_syn
         pot = np.bincount(seg, minlength=self.used)
-        conn = None
-        if connected is not None:
-            strong = self.perm.reshape(-1).take(syn) >= connected
-            conn = np.bincount(seg[strong], minlength=self.used)
-        return pot, conn
+        pot[0] = 0                            # the dead entries' sentinel row
+        return pot
+
+    def active_synapses(self, segs: np.ndarray, bitmap: np.ndarray,
+                        min_perm: int = 0) -> np.ndarray:
+        """Synapses of each of ``segs`` onto cells of ``bitmap`` with permanence at
+        least ``min_perm`` (a direct count, for a few segments)."""
+        pre = self.pre[segs]
+        on = bitmap[pre] & (pre >= 0)
+        if min_perm > 0:
+            on &= self.perm[segs] >= min_perm
+        return on.sum(1)
 
     # -- growth and release ------------------------------------------------------------------
     def _grow(self, need: int) -> None:
@@ -239,12 +248,12 @@ class SegmentStore:
             out[:cap] = a
             return out
 
-        self.pre, self.perm, self.ver = pad(self.pre, -1), pad(self.perm, 0), pad(self.ver, 0)
+        self.pre, self.perm, self.ipos = pad(self.pre, -1), pad(self.perm, 0), pad(self.ipos, -1)
         self.cell, self.seq, self.last = pad(self.cell, -1), pad(self.seq, 0), pad(self.last, 0)
 
     def _allocate(self, m: int) -> np.ndarray:
         """``m`` free segment rows: released rows first (lowest first), then new ones."""
-        free = np.flatnonzero(self.cell[:self.used] < 0)[:m]
+        free = np.flatnonzero(self.cell[1:self.used] < 0)[:m] + 1
         fresh = m - free.shape[0]
         self._grow(self.used + fresh)
         rows = np.concatenate([free, np.arange(self.used, self.used + fresh)])
@@ -252,23 +261,27 @@ class SegmentStore:
         return rows.astype(np.int64)
 
     def release(self, segs: np.ndarray) -> None:
-        """Free segments and their synapses (their index entries go stale)."""
+        """Free segments and their synapses (their index entries die)."""
         if segs.shape[0] == 0:
             return
         np.subtract.at(self.cell_segments, self.cell[segs], 1)
-        self.n_stale += int((self.pre[segs] >= 0).sum())
+        r, k = np.nonzero(self.pre[segs] >= 0)
+        self._unindex(segs[r] * self.max_syn + k)
         self.pre[segs] = -1
         self.perm[segs] = 0
-        self.ver[segs] += 1
         self.cell[segs] = -1
 
     # -- learning ---------------------------------------------------------------------------
     def _choose(self, tag: int, rows: np.ndarray, candidates: np.ndarray, ok: np.ndarray,
-                iteration: int) -> np.ndarray:
-        """Each row's candidates in a random order, eligible (``ok``) ones first."""
+                iteration: int, k: int | None = None) -> np.ndarray:
+        """Each row's candidates in a random order, eligible (``ok``) ones first; only
+        the first ``k`` columns when ``k`` is given (a partial sort: same order)."""
         rnd = hash64(self.seed, tag, iteration, rows[:, None], candidates[None, :])
         key = np.where(ok, rnd >> np.uint64(1), np.uint64(1) << np.uint64(63))
-        return np.take_along_axis(np.broadcast_to(candidates, ok.shape), np.argsort(key, 1), 1)
+        if k is None or k >= key.shape[1]:
+            return candidates[np.argsort(key, 1)]
+        part = np.argpartition(key, k - 1, 1)[:, :k]
+        return candidates[np.take_along_axis(part, np.argsort(np.take_along_axis(key, part, 1), 1), 1)]
 
     def create(self, cells: np.ndarray, sources: np.ndarray, n_new: int, initial: int,
                iteration: int) -> None:
@@ -279,13 +292,12 @@ class SegmentStore:
         segs = self._allocate(cells.shape[0])
         k = min(n_new, sources.shape[0], self.max_syn)
         ok = np.ones((segs.shape[0], sources.shape[0]), bool)
-        chosen = self._choose(0, cells.astype(np.int64), sources, ok, iteration)[:, :k]
+        chosen = self._choose(0, cells.astype(np.int64), sources, ok, iteration, k)
         self.pre[segs, :k] = chosen
         self.perm[segs, :k] = initial
-        self.ver[segs, :k] += 1
         self.cell[segs], self.seq[segs], self.last[segs] = cells, True, iteration
         np.add.at(self.cell_segments, cells, 1)
-        self._append_index(chosen.reshape(-1), np.repeat(segs, k), np.tile(np.arange(k), segs.shape[0]))
+        self._append_index(chosen.reshape(-1), (segs[:, None] * self.max_syn + np.arange(k)).reshape(-1))
 
     def adapt(self, segs: np.ndarray, prev: np.ndarray, sources: np.ndarray, n_new: int,
               inc: int, dec: int, initial: int, iteration: int) -> None:
@@ -296,37 +308,42 @@ class SegmentStore:
         (then the weakest active ones) when the segment is full."""
         if segs.shape[0] == 0:
             return
-        pre, perm = self.pre[segs], self.perm[segs].astype(np.int32)
+        pre, perm = self.pre[segs], self.perm[segs]
         exist = pre >= 0
-        exist_before = exist.copy()
-        act = exist & prev[np.where(exist, pre, 0)]
-        want = np.maximum(n_new - act.sum(1), 0)
-        perm = np.where(act, np.minimum(perm + inc, PERM_SCALE), perm - dec)
-        gone = exist & (perm <= 0)
-        exist &= ~gone
-        perm = np.where(exist, perm, 0)
-        pre = np.where(exist, pre, -1)
-        changed = gone.copy()
+        act = prev[pre]                    # empty slots read the last cell: masked next
+        act &= exist
+        want = n_new - act.sum(1)
+        # int16 is wide enough: permanences stay within [-dec, PERM_SCALE + inc]
+        perm += np.where(act, np.int16(inc), np.int16(-dec))
+        np.minimum(perm, PERM_SCALE, out=perm)
+        dead = perm <= 0                   # synapses that went, and empty slots
+        changed = dead & exist
+        pre[dead] = -1
+        perm[dead] = 0
         rows = np.flatnonzero(want > 0)
         if rows.shape[0] and sources.shape[0]:
             present = (pre[rows][:, :, None] == sources[None, None, :]).any(1)
-            chosen = self._choose(1, segs[rows], sources, ~present, iteration)
-            n_take = np.minimum(want[rows], (~present).sum(1))
+            n_take = np.minimum(want[rows], sources.shape[0] - present.sum(1))
+            # rows count from 1 (row 0: the sentinel); the draws use 0-based segment numbers
+            chosen = self._choose(1, segs[rows] - 1, sources, ~present, iteration,
+                                  max(int(n_take.max()), 1))
             # empty slots first, then the weakest inactive synapses, then active ones
-            score = np.where(~exist[rows], -1, np.where(act[rows], 2 * PERM_SCALE, 0) + perm[rows])
+            score = np.where(dead[rows], -1, np.where(act[rows], 2 * PERM_SCALE, 0) + perm[rows])
             slot_order = np.argsort(score, 1, kind="stable")
-            r, j = np.nonzero(np.arange(self.max_syn)[None, :] < n_take[:, None])
+            r, j = np.nonzero(np.arange(chosen.shape[1])[None, :] < n_take[:, None])
             rr, slots = rows[r], slot_order[r, j]
             pre[rr, slots] = chosen[r, j]
             perm[rr, slots] = initial
             changed[rr, slots] = True
-        self.pre[segs], self.perm[segs] = pre, perm.astype(np.int16)
+        self.pre[segs], self.perm[segs] = pre, perm
         self.last[segs] = iteration
+        if not changed.any():
+            return
         cr, cs = np.nonzero(changed)
-        self.n_stale += int(exist_before[cr, cs].sum())
-        self.ver[segs[cr], cs] += 1
+        syn = segs[cr] * self.max_syn + cs
+        self._unindex(syn[exist[cr, cs]])
         new = pre[cr, cs] >= 0
-        self._append_index(pre[cr, cs][new], segs[cr][new], cs[new])
+        self._append_index(pre[cr, cs][new], syn[new])
         empty = ~(pre >= 0).any(1)
         if empty.any():
             self.release(segs[empty])
@@ -338,7 +355,7 @@ class SegmentStore:
         n = self.n
         cand = cols[:, None] * n + np.arange(1, n)[None, :]
         ok = self.cell_segments[cand] < max_per_cell
-        pick = self._choose(2, cols.astype(np.int64), np.arange(1, n), ok, iteration)[:, 0]
+        pick = self._choose(2, cols.astype(np.int64), np.arange(1, n), ok, iteration, 1)[:, 0]
         cells = cols * n + pick
         for i in np.flatnonzero(~ok.any(1)):
             rows = np.flatnonzero((self.cell[:self.used] >= 0) & (self.cell[:self.used] // n == cols[i])
