@@ -184,6 +184,7 @@ def run_corpus(detector_factory: Callable[..., Operator], nab_dir: str, out_dir:
             start one per file (one file runs here). With more than one, the factory
             must pickle.
         start_method: how worker processes start (default ``"spawn"``).
+        progress: a progress bar; with workers, a line per finished worker.
 
     Returns the engine's run summary plus ``detector_dir``, ``files`` written and
     ``workers`` (with more than one: the merged summary, and ``per_worker``).
@@ -199,12 +200,8 @@ def run_corpus(detector_factory: Callable[..., Operator], nab_dir: str, out_dir:
                            start_method=start_method or START_METHOD, progress=progress,
                            seed=seed, batch_size=batch_size, per_turn=per_turn,
                            score_column=score_column, device=device)
-    windows = read_windows(nab_dir)
     source = NABCorpusSource(nab_dir, files, per_turn=per_turn, batch_rows=batch_size)
-    unknown = [n for n in source.files if n not in windows]
-    if unknown:
-        raise NABFormatError(f"{nab_dir}: labels/combined_windows.json has no entry for "
-                             f"{unknown[:3]}")
+    windows = labelled_windows(nab_dir, source.files)
     kwargs = {} if seed is None else {"seed": seed}
     operator = detector_factory(dict(source.streams), **kwargs)
     sink = NABResultSink(source.streams, score_column)
@@ -224,6 +221,16 @@ def run_corpus(detector_factory: Callable[..., Operator], nab_dir: str, out_dir:
         written.append(write_result(detector_dir, detector, name, ts, values, cols[score_column],
                                     window_labels(name, ts, windows[name]), extra))
     return {**summary, "detector_dir": detector_dir, "files": written, "workers": 1}
+
+
+def labelled_windows(nab_dir: str, names: Sequence[str]) -> dict[str, list[tuple]]:
+    """The corpus's anomaly windows; an error when one of ``names`` has no entry."""
+    windows = read_windows(nab_dir)
+    unknown = [n for n in names if n not in windows]
+    if unknown:
+        raise NABFormatError(f"{nab_dir}: labels/combined_windows.json has no entry for "
+                             f"{unknown[:3]}")
+    return windows
 
 
 def read_nab_thresholds(nab_dir: str) -> dict[str, dict[str, float]]:

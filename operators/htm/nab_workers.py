@@ -25,7 +25,7 @@ so it pickles):
     >>> assign_files(["a.csv", "b.csv", "c.csv", "d.csv"], [10, 40, 30, 20], 2)
     [['a.csv', 'b.csv'], ['c.csv', 'd.csv']]
     >>> nab = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "data", "nab")
-    >>> factory = functools.partial(HTMDetector.for_nab, config=HTMConfig.small())
+    >>> factory = functools.partial(HTMDetector.for_nab, config=HTMConfig.small(), device="numpy")
     >>> one, two = tempfile.mkdtemp(), tempfile.mkdtemp()
     >>> report = run_corpus(factory, nab, two, "htm", workers=2)
     >>> report["workers"], report["events"], [len(w["files"]) for w in report["per_worker"]]
@@ -52,8 +52,8 @@ from typing import Any
 from stream import Operator
 from stream.errors import HebbstreamError
 
-from .nab_corpus import DATA_DIR, NABFormatError, corpus_files, corpus_row_count, read_windows
-from .nab_runner import run_corpus
+from .nab_corpus import DATA_DIR, NABFormatError, corpus_files, corpus_row_count
+from .nab_runner import labelled_windows, run_corpus
 
 #: How worker processes start (a :mod:`multiprocessing` start method).
 START_METHOD = "spawn"
@@ -115,6 +115,14 @@ def _work(conn: Connection, factory: Callable[..., Operator], nab_dir: str, out_
         conn.close()
 
 
+def _unpickled(data: bytes | None) -> BaseException | None:
+    """The worker's exception, when this process can rebuild it (its class may not import)."""
+    try:
+        return pickle.loads(data) if data is not None else None
+    except Exception:
+        return None
+
+
 def run_workers(detector_factory: Callable[..., Operator], nab_dir: str, out_dir: str,
                 detector: str, files: Sequence[str] | None, workers: int, *,
                 start_method: str = START_METHOD, progress: bool = False,
@@ -122,11 +130,7 @@ def run_workers(detector_factory: Callable[..., Operator], nab_dir: str, out_dir
     """:func:`~operators.htm.nab_runner.run_corpus` over ``workers`` processes; ``options``
     go to each worker's ``run_corpus``. Returns the merged summary (see :func:`merge_summaries`)."""
     names = list(files) if files is not None else corpus_files(nab_dir)
-    windows = read_windows(nab_dir)   # fail here, before any process starts
-    unknown = [n for n in names if n not in windows]
-    if unknown:
-        raise NABFormatError(f"{nab_dir}: labels/combined_windows.json has no entry for "
-                             f"{unknown[:3]}")
+    labelled_windows(nab_dir, names)   # fail here, before any process starts
     sizes = []
     for name in names:
         rows = corpus_row_count(nab_dir, name)
@@ -169,15 +173,17 @@ def run_workers(detector_factory: Callable[..., Operator], nab_dir: str, out_dir
                     message = conn.recv()
                 except EOFError:
                     procs[i].join(EXIT_GRACE_S)
-                    raise NABWorkerError(f"{who} died (exit code {procs[i].exitcode}) before "
-                                         "reporting", parts[i]) from None
+                    code = procs[i].exitcode
+                    how = (f"was killed by signal {-code}" if code is not None and code < 0
+                           else f"died (exit code {code})")
+                    raise NABWorkerError(f"{who} {how} before reporting", parts[i]) from None
                 finally:
                     conn.close()
                 if message[0] == "failed":
                     _, error, tb, cause = message
                     err = NABWorkerError(f"{who} failed: {error}\n--- worker traceback ---\n"
                                          f"{tb.rstrip()}", parts[i], tb)
-                    raise err from (pickle.loads(cause) if cause is not None else None)
+                    raise err from _unpickled(cause)
                 summaries[i] = message[1]
                 if progress:
                     print(f"{who}: {message[1]['events']:,} records in "
