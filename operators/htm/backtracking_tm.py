@@ -175,7 +175,7 @@ class _KeyModel:
     def _infer_phase2(self, active: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """Predicted cells, columns with confidence, and whether enough columns are
         predicted to stay in sequence."""
-        hit = np.flatnonzero(self.store.activity(np.flatnonzero(active), active) >= self.thr)
+        hit = (self.store.activity(active.nonzero()[0], active) >= self.thr).nonzero()[0]
         cells = self.store.cell[hit]
         conf = np.zeros(self.p.columns, bool)
         conf[cells // self.n] = True
@@ -228,7 +228,7 @@ class _KeyModel:
         on = np.zeros(self.p.columns, bool)
         on[cols] = True
         segs = pending[live & on[np.where(live, cell, 0) // self.n]]
-        st.adapt(segs, prev_active, np.flatnonzero(prev_active), self.p.new_synapse_count,
+        st.adapt(segs, prev_active, prev_active.nonzero()[0], self.p.new_synapse_count,
                  self.inc, self.dec, self.initial, self.lrn_iteration)
 
     def _learn_phase1(self, cols: np.ndarray, prev_active: np.ndarray, prev_pred: np.ndarray,
@@ -242,11 +242,11 @@ class _KeyModel:
         if read_only or miss.shape[0] == 0:
             return state, in_seq
         st = self.store
-        sources = np.flatnonzero(prev_active)
+        sources = prev_active.nonzero()[0]
         best = np.zeros(0, np.int64)
         if sources.shape[0]:
             pot = st.activity(sources, prev_active)
-            cand = np.flatnonzero(pot >= self.min_thr)
+            cand = (pot >= self.min_thr).nonzero()[0]
             wanted = np.zeros(self.p.columns, bool)
             wanted[miss] = True
             cand = cand[wanted[st.cell[cand] // self.n]]
@@ -266,11 +266,11 @@ class _KeyModel:
     def _learn_phase2(self, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Learn-predicted cells (one per column at most) and the segments to queue."""
         pred = np.zeros(self.cells, bool)
-        cells = np.flatnonzero(active)
+        cells = active.nonzero()[0]
         if cells.shape[0] == 0:
             return pred, np.zeros(0, np.int64)
         pot = self.store.activity(cells, active)
-        best = self._best_per_column(np.flatnonzero(pot >= self.thr), pot)
+        best = self._best_per_column((pot >= self.thr).nonzero()[0], pot)
         pred[self.store.cell[best]] = True
         return pred, best
 

@@ -42,15 +42,24 @@ PERM_SCALE = 10000
 DEAD = 0
 
 
+_U27, _U30, _U31 = np.uint64(27), np.uint64(30), np.uint64(31)
+_C1, _C2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
 def _mix(x: Any) -> Any:
     """SplitMix64's finaliser, for Python ints (masked to 64 bits) or uint64 arrays."""
     if isinstance(x, int):
         x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
         x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
         return x ^ (x >> 31)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    # in place on a fresh array: integer arrays wrap silently, no temporaries kept
+    x ^= x >> _U30
+    x *= _C1
+    x ^= x >> _U27
+    x *= _C2
+    x ^= x >> _U31
+    return x
 
 
 def hash64(*parts: Any) -> np.ndarray:
@@ -63,12 +72,13 @@ def hash64(*parts: Any) -> np.ndarray:
     True
     """
     h: Any = 0
-    with np.errstate(over="ignore"):
-        for p in parts:
-            if isinstance(h, int) and np.ndim(p) == 0:
-                h = _mix((h + int(p) + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
-            else:
-                h = _mix(np.uint64(h) + np.asarray(p).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+    for p in parts:
+        if isinstance(h, int) and np.ndim(p) == 0:
+            h = _mix((h + int(p) + _GOLDEN) & 0xFFFFFFFFFFFFFFFF)
+        elif isinstance(h, int):
+            h = _mix(np.asarray(p).astype(np.uint64) + np.uint64((h + _GOLDEN) & 0xFFFFFFFFFFFFFFFF))
+        else:
+            h = _mix(h + (np.asarray(p).astype(np.uint64) + np.uint64(_GOLDEN)))
     return np.asarray(np.uint64(h)) if isinstance(h, int) else h
 
 
@@ -212,7 +222,7 @@ class SegmentStore:
         # positions of the runs [lo, hi) of every active cell, then the unsorted tail's hits
         pos = np.arange(total, dtype=np.int64)
         pos += np.repeat(lo - (ends - cnt), cnt)
-        tail = np.flatnonzero(bitmap[self.idx_pre[self.n_sorted:self.n_idx]])
+        tail = bitmap[self.idx_pre[self.n_sorted:self.n_idx]].nonzero()[0]
         if tail.shape[0]:
             tail += self.n_sorted
             pos = np.concatenate([pos, tail])
@@ -278,8 +288,8 @@ class SegmentStore:
         the first ``k`` columns when ``k`` is given (a partial sort: same order)."""
         rnd = hash64(self.seed, tag, iteration, rows[:, None], candidates[None, :])
         key = np.where(ok, rnd >> np.uint64(1), np.uint64(1) << np.uint64(63))
-        if k is None or k >= key.shape[1]:
-            return candidates[np.argsort(key, 1)]
+        if k is None or k >= key.shape[1] or key.size <= 4096:
+            return candidates[np.argsort(key, 1)[:, :k]]
         part = np.argpartition(key, k - 1, 1)[:, :k]
         return candidates[np.take_along_axis(part, np.argsort(np.take_along_axis(key, part, 1), 1), 1)]
 
@@ -320,7 +330,7 @@ class SegmentStore:
         changed = dead & exist
         pre[dead] = -1
         perm[dead] = 0
-        rows = np.flatnonzero(want > 0)
+        rows = (want > 0).nonzero()[0]
         if rows.shape[0] and sources.shape[0]:
             present = (pre[rows][:, :, None] == sources[None, None, :]).any(1)
             n_take = np.minimum(want[rows], sources.shape[0] - present.sum(1))
