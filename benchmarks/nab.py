@@ -82,6 +82,7 @@ def main() -> None:
     figures.update(seconds=round(seconds, 1), records=report["events"],
                    records_per_s=round(report["events"] / seconds, 1), files=len(names),
                    workers=report["workers"],
+                   worker_seconds=[round(w["seconds"], 1) for w in report.get("per_worker", [])],
                    seed=args.seed, resolution="auto (first 100 records)" if args.auto_resolution
                    else "NAB min/max", tm=args.tm, backtrack=args.backtrack,
                    backend=report.get("metrics", {}).get("0.HTMDetector", {}).get("backend"),
