@@ -8,7 +8,9 @@ Scores are collected per key and written as NAB result files, which
 :func:`score_results` scores with :mod:`operators.htm.nab_scorer`.
 
 The detector is built by a factory that receives what NAB lets a detector know up front
-about each stream (:class:`NABStream`: its length, min and max).
+about each stream (:class:`NABStream`: its length, min and max). ``workers=N`` splits
+the files over N processes, each running this same path over its share
+(:mod:`operators.htm.nab_workers`); the result files are the same bytes.
 
 Example (a toy detector that scores the distance to the previous value):
     >>> import os, tempfile

@@ -176,7 +176,9 @@ def run_workers(detector_factory: Callable[..., Operator], nab_dir: str, out_dir
                     code = procs[i].exitcode
                     how = (f"was killed by signal {-code}" if code is not None and code < 0
                            else f"died (exit code {code})")
-                    raise NABWorkerError(f"{who} {how} before reporting", parts[i]) from None
+                    raise NABWorkerError(f"{who} {how} before reporting (anything it printed is "
+                                         "above; a script that starts workers needs "
+                                         "if __name__ == '__main__')", parts[i]) from None
                 finally:
                     conn.close()
                 if message[0] == "failed":
