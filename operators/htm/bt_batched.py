@@ -104,7 +104,7 @@ class BatchedBacktrackingTM:
     def _start_cells(self, cols: np.ndarray) -> np.ndarray:
         state = np.zeros((cols.shape[0], self.params.columns, self.n), bool)
         state[np.arange(cols.shape[0])[:, None], cols, 0] = True
-        return state.reshape(cols.shape[0], -1)
+        return state.reshape(cols.shape[0], self.cells)
 
     def _block(self, pred: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Cells of columns ``cols`` (B, A) in rows ``rows`` of ``pred``: (B, A, n)."""
@@ -136,7 +136,7 @@ class BatchedBacktrackingTM:
         hit = block.any(2)
         state = np.zeros((cols.shape[0], self.params.columns, self.n), bool)
         state[np.arange(cols.shape[0])[:, None], cols] = np.where(hit[..., None], block, True)
-        return state.reshape(cols.shape[0], -1), hit.sum(1) >= 0.5 * cols.shape[1]
+        return state.reshape(cols.shape[0], self.cells), hit.sum(1) >= 0.5 * cols.shape[1]
 
     def _infer_phase2(self, keys: np.ndarray, active: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -154,31 +154,59 @@ class BatchedBacktrackingTM:
         cols[b[on], cell[on] // self.n] = True
         return pred, conf, cols.sum(1) >= 0.5 * self.avg_density[keys]
 
-    def _infer_backtrack(self, key: int, active: np.ndarray
+    def _by_width(self, keys: np.ndarray, history: list[np.ndarray]) -> list[np.ndarray]:
+        """Positions of ``keys`` grouped by the width of their history (one group as a rule)."""
+        widths = np.array([history[k].shape[1] for k in keys.tolist()])
+        return [np.flatnonzero(widths == w) for w in np.unique(widths)]
+
+    def _infer_backtrack(self, keys: np.ndarray, active: np.ndarray
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        hist = self.inf_history[key]
-        one = np.array([key])
-        for start in range(hist.shape[0]):
-            pred = None
-            ok = False
-            for off in range(start, hist.shape[0]):
-                cols = hist[off][None]
-                block = None if off == start else self._block(pred, np.zeros(1, np.int64), cols)
-                state, ok1 = self._infer_phase1(cols, block)
-                ok = bool(ok1[0])
-                if not ok:
-                    break
-                pred, conf, ok2 = self._infer_phase2(one, state)
-                ok = bool(ok2[0])
-                if not ok:
-                    break
-            if ok:
-                # earlier inputs (and this start) are never useful start points again
-                self.inf_history[key] = hist[start + 1:]
-                return state[0], pred[0], conf[0]
-        self.inf_history[key] = hist[:0]
-        pred, conf, _ = self._infer_phase2(one, active[None])
-        return active, pred[0], conf[0]
+        """NuPIC's inferBacktrack for ``keys`` (their current ``active`` cells), in
+        lockstep: each key tries its start points in turn (replaying its inputs from
+        the start cells of one), every round advancing each key's replay by one input."""
+        M, C = keys.shape[0], self.params.columns
+        out_active, out_pred = active.copy(), np.zeros((M, self.cells), bool)
+        out_conf = np.zeros((M, C), bool)
+        hist = [self.inf_history[k] for k in keys.tolist()]
+        n = np.array([h.shape[0] for h in hist], np.int64)
+        start = np.zeros(M, np.int64)
+        off = np.zeros(M, np.int64)
+        pred = np.zeros((M, self.cells), bool)
+        going = n > 0
+        found = np.zeros(M, bool)
+        while going.any():
+            for idx in self._by_width(keys[going], self.inf_history):
+                i = np.flatnonzero(going)[idx]
+                cols = np.stack([hist[j][off[j]] for j in i.tolist()])
+                first = off[i] == start[i]
+                state, ok = self._infer_phase1(cols, self._block(pred, i, cols))
+                if first.any():
+                    state[first] = self._start_cells(cols[first])
+                    ok[first] = True
+                p2 = np.zeros((i.shape[0], self.cells), bool)
+                c2 = np.zeros((i.shape[0], C), bool)
+                r = np.flatnonzero(ok)
+                if r.shape[0]:
+                    p2[r], c2[r], ok[r] = self._infer_phase2(keys[i[r]], state[r])
+                last = ok & (off[i] == n[i] - 1)
+                w = i[last]
+                out_active[w], out_pred[w], out_conf[w] = state[last], p2[last], c2[last]
+                found[w] = True
+                going[w] = False
+                more = ok & ~last
+                pred[i[more]] = p2[more]
+                off[i[more]] += 1
+                bad = i[~ok]
+                start[bad] += 1
+                off[bad] = start[bad]
+                going[bad[start[bad] >= n[bad]]] = False
+        for j, k in enumerate(keys.tolist()):
+            # earlier inputs (and the start used) are never useful start points again
+            self.inf_history[k] = hist[j][start[j] + 1:] if found[j] else hist[j][:0]
+        lost = np.flatnonzero(~found)
+        if lost.shape[0]:
+            out_pred[lost], out_conf[lost], _ = self._infer_phase2(keys[lost], active[lost])
+        return out_active, out_pred, out_conf
 
     def _infer(self, keys: np.ndarray, cols: np.ndarray) -> None:
         p = self.params
@@ -195,8 +223,9 @@ class BatchedBacktrackingTM:
             run = np.flatnonzero(ok)
             if run.shape[0]:
                 pred[run], conf[run], ok[run] = self._infer_phase2(keys[run], active[run])
-        for i in np.flatnonzero(~ok).tolist():
-            active[i], pred[i], conf[i] = self._infer_backtrack(int(keys[i]), active[i])
+        back = np.flatnonzero(~ok)
+        if back.shape[0]:
+            active[back], pred[back], conf[back] = self._infer_backtrack(keys[back], active[back])
         self.inf_active[keys], self.inf_pred[keys], self.pred_cols[keys] = active, pred, conf
 
     # -- learning ------------------------------------------------------------------------------
@@ -274,38 +303,89 @@ class BatchedBacktrackingTM:
         ends = np.cumsum(np.bincount(b[best], minlength=keys.shape[0]))[:-1]
         return pred, np.split(local[best], ends)
 
-    def _learn_backtrack_from(self, key: int, start: int, read_only: bool
-                              ) -> tuple[bool, np.ndarray]:
-        hist = self.lrn_history[key]
-        one, zero = np.array([key]), np.zeros(1, np.int64)
-        active = pred = pending = None
-        ok = True
-        for off in range(start, hist.shape[0]):
-            cols = hist[off][None]
-            prev_active, prev_pred = active, pred
-            if not read_only and pending is not None:
-                self._apply_pending(one, cols, prev_active, pending)
-            if off == start:
-                active, ok = self._start_cells(cols), True
-            else:
-                active, in_seq = self._learn_phase1(one, cols, prev_active,
-                                                    self._block(prev_pred, zero, cols), read_only)
-                ok = bool(in_seq[0])
-            if not ok or off == hist.shape[0] - 1:
-                break
-            pred, pending = self._learn_phase2(one, active)
-        return ok, active
+    def _learn_search(self, keys: np.ndarray, hist: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The read-only pass of learnBacktrack, in lockstep: each key's earliest start
+        point (``-1``: none) from which its inputs replay in sequence from start cells."""
+        M = keys.shape[0]
+        n = np.array([h.shape[0] for h in hist], np.int64)
+        start = np.zeros(M, np.int64)
+        off = np.zeros(M, np.int64)
+        active = np.zeros((M, self.cells), bool)
+        pred = np.zeros((M, self.cells), bool)
+        going = n > 1
+        found = np.zeros(M, bool)
+        while going.any():
+            for idx in self._by_width(keys[going], self.lrn_history):
+                i = np.flatnonzero(going)[idx]
+                cols = np.stack([hist[j][off[j]] for j in i.tolist()])
+                first = off[i] == start[i]
+                state, ok = self._learn_phase1(keys[i], cols, active[i], self._block(pred, i, cols), True)
+                if first.any():
+                    state[first] = self._start_cells(cols[first])
+                    ok[first] = True
+                last = ok & (off[i] == n[i] - 1)
+                found[i[last]] = True
+                going[i[last]] = False
+                more = ok & ~last
+                if more.any():
+                    pred[i[more]] = self._learn_phase2(keys[i[more]], state[more])[0]
+                    active[i[more]] = state[more]
+                    off[i[more]] += 1
+                bad = i[~ok]
+                start[bad] += 1
+                off[bad] = start[bad]
+                going[bad[start[bad] >= n[bad] - 1]] = False
+        return np.where(found, start, -1), n
 
-    def _learn_backtrack(self, key: int) -> tuple[int, np.ndarray | None]:
-        """Lock key ``key``'s learning state on from an earlier input: ``(steps back, state)``."""
-        n_prev = self.lrn_history[key].shape[0] - 1
-        for start in range(max(n_prev, 0)):
-            if self._learn_backtrack_from(key, start, True)[0]:
-                _, active = self._learn_backtrack_from(key, start, False)
-                self.lrn_history[key] = self.lrn_history[key][start + 1:]
-                return n_prev - start, active[0]
-        self.lrn_history[key] = self.lrn_history[key][:0]
-        return 0, None
+    def _learn_replay(self, keys: np.ndarray, hist: list[np.ndarray], start: np.ndarray,
+                      n: np.ndarray) -> np.ndarray:
+        """The applying pass of learnBacktrack, in lockstep: each key learns its inputs
+        again from ``start`` (queued updates included); its final learning state."""
+        M = keys.shape[0]
+        off = start.copy()
+        active = np.zeros((M, self.cells), bool)
+        pred = np.zeros((M, self.cells), bool)
+        pending: list[np.ndarray] = [np.zeros(0, np.int64)] * M
+        out = np.zeros((M, self.cells), bool)
+        going = np.ones(M, bool)
+        while going.any():
+            for idx in self._by_width(keys[going], self.lrn_history):
+                i = np.flatnonzero(going)[idx]
+                cols = np.stack([hist[j][off[j]] for j in i.tolist()])
+                first = off[i] == start[i]
+                self._apply_pending(keys[i], cols, active[i], [pending[j] for j in i.tolist()])
+                state = self._start_cells(cols)
+                ok = np.ones(i.shape[0], bool)
+                r = np.flatnonzero(~first)
+                if r.shape[0]:
+                    state[r], ok[r] = self._learn_phase1(keys[i[r]], cols[r], active[i[r]],
+                                                         self._block(pred, i[r], cols[r]), False)
+                end = ~ok | (off[i] == n[i] - 1)
+                out[i[end]] = state[end]
+                going[i[end]] = False
+                more = ~end
+                if more.any():
+                    j = i[more]
+                    pred[j], queued = self._learn_phase2(keys[j], state[more])
+                    for jj, q in zip(j.tolist(), queued):
+                        pending[jj] = q
+                    active[j] = state[more]
+                    off[j] += 1
+        return out
+
+    def _learn_backtrack(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """NuPIC's learnBacktrack for ``keys``: lock the learning state on from an earlier
+        input; ``(steps back, state)`` per key (0 steps: no start point found)."""
+        hist = [self.lrn_history[k] for k in keys.tolist()]
+        start, n = self._learn_search(keys, hist)
+        steps = np.where(start >= 0, n - 1 - start, 0)
+        states = np.zeros((keys.shape[0], self.cells), bool)
+        ok = np.flatnonzero(start >= 0)
+        if ok.shape[0]:
+            states[ok] = self._learn_replay(keys[ok], [hist[j] for j in ok.tolist()], start[ok], n[ok])
+        for j, k in enumerate(keys.tolist()):
+            self.lrn_history[k] = hist[j][start[j] + 1:] if start[j] >= 0 else hist[j][:0]
+        return steps, states
 
     def _learn(self, keys: np.ndarray, cols: np.ndarray) -> None:
         p = self.params
@@ -321,15 +401,15 @@ class BatchedBacktrackingTM:
                                             False)
         pam[in_seq] = p.pam_length
         back = (pam == 0) | (seq_length >= p.max_seq_length if p.max_seq_length else False)
-        for i in np.flatnonzero(back).tolist():
-            k = int(keys[i])
-            steps, replayed = self._learn_backtrack(k)
-            if steps == 0:
-                active[i] = self._start_cells(cols[i][None])[0]
+        back = np.flatnonzero(back)
+        if back.shape[0]:
+            steps, replayed = self._learn_backtrack(keys[back])
+            none = steps == 0
+            replayed[none] = self._start_cells(cols[back[none]])
+            for k in keys[back[none]].tolist():
                 self.lrn_history[k] = self.lrn_history[k][:0]
-            else:
-                active[i] = replayed
-            pam[i], seq_length[i] = p.pam_length, steps
+            active[back] = replayed
+            pam[back], seq_length[back] = p.pam_length, steps
         self.pam[keys], self.seq_length[keys] = pam, seq_length
         self.lrn_active[keys] = active
         self.lrn_pred[keys], pending = self._learn_phase2(keys, active)
@@ -412,7 +492,6 @@ class BatchedBacktrackingTM:
             for name in ("pam", "seq_length", "lrn_iteration", "iteration"):
                 getattr(self, name)[k] = int(s[name])
             self.pool.load_key(k, s["segments"])
-        self.pool.rebuild_index()
 
     def memory_bytes(self) -> int:
         return self.pool.nbytes() + sum(getattr(self, name).nbytes for name in _STATES)

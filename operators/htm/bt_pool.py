@@ -12,14 +12,14 @@ the store hands them out (lowest released row first, then new ones). That number
 decides ties (earliest segment) and random draws, so a key's results are the same as
 with its own store. A full region moves to a bigger one at the end of the pool.
 
-The presynaptic index is one list of ``(key * cells + presynaptic cell, local synapse
-id)`` entries for all keys: a sorted prefix (with the start of every key-cell run in
-``idx_start``) plus an unsorted tail merged in when it grows. Local synapse ids do not
-change when a region moves; a removed synapse's entry becomes a dead one (local id 0:
-the key's sentinel row, whose count is dropped). Counting the active synapses of the
-segments of a call's keys costs the synapses that leave their active cells, the tail,
-and the rows of those keys (a ``bincount`` over call-compact ids: local row + offset of
-the key in the call), never the rows of other keys.
+The presynaptic index keeps, per key, the store's list of ``(presynaptic cell, local
+synapse id)`` entries in the key's own region of one arena: a sorted prefix (the start
+of every cell's run in ``idx_start[key]``) plus an unsorted tail merged in when it
+grows. Local synapse ids do not change when a segment region moves; a removed synapse's
+entry becomes a dead one (local id 0: the key's sentinel row, whose count is dropped).
+Counting the active synapses of the segments of a call's keys costs the synapses that
+leave their active cells, those keys' tails, and their rows (a ``bincount`` over
+call-compact ids: local row + offset of the key in the call), never other keys' rows.
 
 Example:
     >>> pool = SegmentPool(cells=64, cells_per_column=4, max_synapses=8, seed=1)
@@ -58,7 +58,7 @@ class SegmentPool:
     """Segments, synapses and presynaptic index of many keys (one region per key)."""
 
     STATE = ("pre", "perm", "cell", "seq", "last")
-    _TAIL = 16384        # unsorted index entries tolerated (and 1/16 of the sorted ones)
+    _TAIL = 4096         # unsorted index entries of a key tolerated before a merge
 
     def __init__(self, cells: int, cells_per_column: int, max_synapses: int = 32, seed: int = 0):
         self.cells, self.n, self.max_syn, self.seed = cells, cells_per_column, max_synapses, seed
@@ -76,11 +76,16 @@ class SegmentPool:
         self.used = np.zeros(0, np.int64)              # local rows 0..used-1 handed out
         self.n_free = np.zeros(0, np.int64)            # released rows among them
         self.cell_segments = np.zeros((0, cells), np.int32)
-        self._slot_pos = np.zeros(0, np.int64)         # position of a key in the call, -1
-        self.idx_ck = np.zeros(4096, np.int64)         # key * cells + presynaptic cell
+        # index arena: each key's entries in its own region (sorted prefix, then tail)
+        self.idx_pre = np.zeros(4096, np.int32)        # presynaptic cell
         self.idx_syn = np.zeros(4096, np.int64)        # local synapse id (DEAD: removed)
-        self.n_idx = self.n_sorted = self.n_stale = 0
-        self.idx_start = np.zeros(1, np.int64)
+        self.itop = 0
+        self.ibase = np.zeros(0, np.int64)
+        self.icap = np.zeros(0, np.int64)
+        self.n_idx = np.zeros(0, np.int64)
+        self.n_sorted = np.zeros(0, np.int64)
+        self.n_stale = np.zeros(0, np.int64)
+        self.idx_start = np.zeros((0, cells + 1), np.int64)   # absolute arena positions
 
     @property
     def keys(self) -> int:
@@ -111,9 +116,12 @@ class SegmentPool:
         self.used = np.concatenate([self.used, np.ones(m, np.int64)])
         self.n_free = np.concatenate([self.n_free, np.zeros(m, np.int64)])
         self.cell_segments = np.concatenate([self.cell_segments, np.zeros((m, self.cells), np.int32)])
-        self._slot_pos = np.concatenate([self._slot_pos, np.full(m, -1, np.int64)])
-        self.idx_start = np.concatenate([self.idx_start,
-                                         np.full(m * self.cells, self.idx_start[-1], np.int64)])
+        ibases = np.array([self._reserve_index(4 * capacity) for _ in range(m)], np.int64)
+        self.ibase = np.concatenate([self.ibase, ibases])
+        self.icap = np.concatenate([self.icap, np.full(m, 4 * capacity, np.int64)])
+        for name in ("n_idx", "n_sorted", "n_stale"):
+            setattr(self, name, np.concatenate([getattr(self, name), np.zeros(m, np.int64)]))
+        self.idx_start = np.concatenate([self.idx_start, np.repeat(ibases[:, None], self.cells + 1, 1)])
 
     def _relocate(self, key: int, need: int) -> None:
         """Move key ``key``'s region to a new one of at least ``need`` rows."""
@@ -131,90 +139,125 @@ class SegmentPool:
         return slice(b, b + int(self.used[key]))
 
     # -- the presynaptic index ---------------------------------------------------------------
-    def _global_syn(self, ck: np.ndarray, syn: np.ndarray) -> np.ndarray:
-        return self.base[ck // self.cells] * self.max_syn + syn
+    def _reserve_index(self, m: int) -> int:
+        """``m`` fresh entries at the end of the index arena; returns the first."""
+        need = self.itop + m
+        if need > self.idx_pre.shape[0]:
+            new = max(need, 2 * self.idx_pre.shape[0])
+            for name in ("idx_pre", "idx_syn"):
+                old = getattr(self, name)
+                arr = np.zeros(new, old.dtype)
+                arr[:self.itop] = old[:self.itop]
+                setattr(self, name, arr)
+        start = self.itop
+        self.itop = need
+        return start
+
+    def _relocate_index(self, key: int, need: int) -> None:
+        """Move key ``key``'s index entries to a new region of at least ``need`` entries."""
+        cap = max(need, 2 * int(self.icap[key]))
+        start = self._reserve_index(cap)
+        old, n = int(self.ibase[key]), int(self.n_idx[key])
+        for a in (self.idx_pre, self.idx_syn):
+            a[start:start + n] = a[old:old + n]
+        self.idx_start[key] += start - old
+        self.ibase[key], self.icap[key] = start, cap
+        self._reposition(key)
 
     def _append_index(self, keys: np.ndarray, pre: np.ndarray, syn: np.ndarray,
                       gsyn: np.ndarray) -> None:
-        """Entries for new synapses (``syn`` local, ``gsyn`` global flat ids)."""
-        m = pre.shape[0]
-        if m == 0:
+        """Entries for new synapses of ``keys`` (``syn`` local, ``gsyn`` global flat ids),
+        at the end of each key's unsorted tail."""
+        if pre.shape[0] == 0:
             return
-        if self.n_idx + m > self.idx_ck.shape[0]:
-            cap = 2 * (self.n_idx + m)
-            for name in ("idx_ck", "idx_syn"):
-                old = getattr(self, name)
-                new = np.zeros(cap, old.dtype)
-                new[:self.n_idx] = old[:self.n_idx]
-                setattr(self, name, new)
-        lo, hi = self.n_idx, self.n_idx + m
-        self.idx_ck[lo:hi] = keys * self.cells + pre
-        self.idx_syn[lo:hi] = syn
-        self.ipos.reshape(-1)[gsyn] = np.arange(lo, hi)
-        self.n_idx = hi
-        if hi - self.n_sorted > max(self._TAIL, self.n_sorted // 16):
-            if 4 * self.n_stale > hi:
-                self._compact()
+        order = np.argsort(keys, kind="stable")
+        keys, pre, syn, gsyn = keys[order], pre[order], syn[order], gsyn[order]
+        us, first, inv, cnt = np.unique(keys, return_index=True, return_inverse=True,
+                                        return_counts=True)
+        need = self.n_idx[us] + cnt
+        full = need > self.icap[us]
+        for k, nd in zip(us[full].tolist(), need[full].tolist()):
+            self._relocate_index(k, nd)
+        pos = (self.ibase[us] + self.n_idx[us] - first)[inv] + np.arange(keys.shape[0])
+        self.idx_pre[pos] = pre
+        self.idx_syn[pos] = syn
+        self.ipos.reshape(-1)[gsyn] = pos
+        self.n_idx[us] = need
+        grown = need - self.n_sorted[us] > self._TAIL
+        for k in us[grown].tolist():
+            if 4 * self.n_stale[k] > self.n_idx[k]:
+                self._compact(k)
             else:
-                self._merge_tail()
+                self._merge_tail(k)
 
-    def _unindex(self, gsyn: np.ndarray) -> None:
-        """Turn the index entries of live synapses ``gsyn`` (global flat ids) into dead ones."""
+    def _unindex(self, gsyn: np.ndarray, keys: np.ndarray) -> None:
+        """Turn the index entries of live synapses ``gsyn`` (global flat ids, of ``keys``)
+        into dead ones."""
         flat = self.ipos.reshape(-1)
         self.idx_syn[flat[gsyn]] = DEAD
         flat[gsyn] = -1
-        self.n_stale += gsyn.shape[0]
+        np.add.at(self.n_stale, keys, 1)
 
-    def _index_sorted(self) -> None:
-        counts = np.bincount(self.idx_ck[:self.n_sorted], minlength=self.keys * self.cells)
-        self.idx_start = np.zeros(self.keys * self.cells + 1, np.int64)
-        np.cumsum(counts, out=self.idx_start[1:])
+    def _index_sorted(self, key: int) -> None:
+        """Where each presynaptic cell's run starts in key ``key``'s sorted entries."""
+        ib = int(self.ibase[key])
+        counts = np.bincount(self.idx_pre[ib:ib + int(self.n_sorted[key])], minlength=self.cells)
+        self.idx_start[key, 0] = ib
+        np.cumsum(counts, out=self.idx_start[key, 1:])
+        self.idx_start[key, 1:] += ib
 
-    def _reposition(self) -> None:
-        n = self.n_idx
-        self.ipos.reshape(-1)[self._global_syn(self.idx_ck[:n], self.idx_syn[:n])] = np.arange(n)
-        self.ipos[self.base, 0] = -1              # written by the dead entries
+    def _reposition(self, key: int) -> None:
+        """After key ``key``'s entries moved: point its live synapses at them again."""
+        ib, n = int(self.ibase[key]), int(self.n_idx[key])
+        self.ipos.reshape(-1)[self.base[key] * self.max_syn + self.idx_syn[ib:ib + n]] = np.arange(ib, ib + n)
+        self.ipos[self.base[key], 0] = -1         # written by the dead entries
 
-    def _merge_tail(self) -> None:
-        n, k = self.n_idx, self.n_sorted
-        order = np.argsort(self.idx_ck[k:n], kind="stable")
-        tails = [a[k:n][order] for a in (self.idx_ck, self.idx_syn)]
-        at = np.searchsorted(self.idx_ck[:k], tails[0], "right") + np.arange(n - k)
+    def _merge_tail(self, key: int) -> None:
+        """Sort key ``key``'s tail and merge it into its sorted entries (linear time)."""
+        ib = int(self.ibase[key])
+        n, k = int(self.n_idx[key]), int(self.n_sorted[key])
+        pre, syn = self.idx_pre[ib:ib + n], self.idx_syn[ib:ib + n]
+        order = np.argsort(pre[k:], kind="stable")
+        tails = [pre[k:][order], syn[k:][order]]
+        at = np.searchsorted(pre[:k], tails[0], "right") + np.arange(n - k)
         is_tail = np.zeros(n, bool)
         is_tail[at] = True
-        for a, t in zip((self.idx_ck, self.idx_syn), tails):
+        for a, t in zip((pre, syn), tails):
             merged = np.empty(n, a.dtype)
             merged[at] = t
             merged[~is_tail] = a[:k]
-            a[:n] = merged
-        self.n_sorted = n
-        self._reposition()
-        self._index_sorted()
+            a[:] = merged
+        self.n_sorted[key] = n
+        self._reposition(key)
+        self._index_sorted(key)
 
-    def _compact(self) -> None:
-        n = self.n_idx
-        ck, syn = self.idx_ck[:n], self.idx_syn[:n]
+    def _compact(self, key: int) -> None:
+        """Drop key ``key``'s dead entries and sort the rest by presynaptic cell."""
+        ib, n = int(self.ibase[key]), int(self.n_idx[key])
+        pre, syn = self.idx_pre[ib:ib + n], self.idx_syn[ib:ib + n]
         ok = syn != DEAD
-        order = np.argsort(ck[ok], kind="stable")
-        keep = [a[ok][order] for a in (ck, syn)]
+        order = np.argsort(pre[ok], kind="stable")
+        keep = [pre[ok][order], syn[ok][order]]
         m = keep[0].shape[0]
-        for dst, src in zip((self.idx_ck, self.idx_syn), keep):
-            dst[:m] = src
-        self.n_idx = self.n_sorted = m
-        self.n_stale = 0
-        self._reposition()
-        self._index_sorted()
+        pre[:m], syn[:m] = keep
+        self.n_idx[key] = self.n_sorted[key] = m
+        self.n_stale[key] = 0
+        self._reposition(key)
+        self._index_sorted(key)
 
-    def rebuild_index(self) -> None:
-        """Index every live synapse again (after loading)."""
-        self.ipos[:] = -1
-        self.n_idx = self.n_sorted = self.n_stale = 0
-        for k in range(self.keys):
-            rows = self.rows(k)
-            r, s = np.nonzero(self.pre[rows] >= 0)
-            self._append_index(np.full(r.shape[0], k, np.int64), self.pre[rows][r, s].astype(np.int64),
-                               r * self.max_syn + s, (r + rows.start) * self.max_syn + s)
-        self._compact()
+    def rebuild_index(self, key: int) -> None:
+        """Index every live synapse of key ``key`` again (after loading)."""
+        rows = self.rows(key)
+        self.ipos[rows] = -1
+        r, s = np.nonzero(self.pre[rows] >= 0)
+        m = r.shape[0]
+        if m > self.icap[key]:
+            self._relocate_index(key, m)
+        ib = int(self.ibase[key])
+        self.idx_pre[ib:ib + m] = self.pre[rows][r, s]
+        self.idx_syn[ib:ib + m] = r * self.max_syn + s
+        self.n_idx[key], self.n_sorted[key], self.n_stale[key] = m, 0, 0
+        self._compact(key)
 
     # -- look-ups ---------------------------------------------------------------------------
     def activity(self, keys: np.ndarray, bitmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -225,26 +268,24 @@ class SegmentPool:
         np.cumsum(self.used[keys], out=off[1:])
         flat = np.flatnonzero(bitmap)
         b = flat // self.cells
-        q = flat + (keys[b] - b) * self.cells          # key * cells + cell
-        lo = self.idx_start.take(q)
-        cnt = self.idx_start.take(q + 1) - lo
+        q = flat + (keys[b] * (self.cells + 1) - b * self.cells)     # [key, cell] of idx_start
+        starts = self.idx_start.reshape(-1)
+        lo = starts.take(q)
+        cnt = starts.take(q + 1) - lo
         ends = cnt.cumsum()
         total = int(ends[-1]) if ends.shape[0] else 0
         pos = np.arange(total, dtype=np.int64)
         pos += np.repeat(lo - (ends - cnt), cnt)
         at = np.repeat(off[b], cnt)
-        if self.n_idx > self.n_sorted:
-            ck = self.idx_ck[self.n_sorted:self.n_idx]
-            k = ck // self.cells
-            sp = self._slot_pos
-            sp[keys] = np.arange(keys.shape[0])
-            tb = sp[k]
-            sp[keys] = -1
-            hit = (tb >= 0) & bitmap.reshape(-1)[tb * self.cells + (ck - k * self.cells)]
-            tail = hit.nonzero()[0]
-            if tail.shape[0]:
-                pos = np.concatenate([pos, tail + self.n_sorted])
-                at = np.concatenate([at, off[tb[tail]]])
+        # the keys' unsorted tails: every entry, kept when its cell is active
+        t0 = self.ibase[keys] + self.n_sorted[keys]
+        tn = self.n_idx[keys] - self.n_sorted[keys]
+        if tn.any():
+            tb, rank = _ragged(tn)
+            tpos = t0[tb] + rank
+            hit = bitmap.reshape(-1)[tb * self.cells + self.idx_pre[tpos]]
+            pos = np.concatenate([pos, tpos[hit]])
+            at = np.concatenate([at, off[tb[hit]]])
         syn = self.idx_syn.take(pos)
         seg = syn >> self._shift if self._shift is not None else syn // self.max_syn
         pot = np.bincount(at + seg, minlength=int(off[-1]))
@@ -296,7 +337,7 @@ class SegmentPool:
         np.subtract.at(self.cell_segments.reshape(-1), keys * self.cells + self.cell[g], 1)
         np.add.at(self.n_free, keys, 1)
         r, s = np.nonzero(self.pre[g] >= 0)
-        self._unindex(g[r] * self.max_syn + s)
+        self._unindex(g[r] * self.max_syn + s, keys[r])
         self.pre[g] = -1
         self.perm[g] = 0
         self.cell[g] = -1
@@ -406,7 +447,8 @@ class SegmentPool:
             return
         cr, cs = np.nonzero(changed)
         gsyn = g[cr] * self.max_syn + cs
-        self._unindex(gsyn[exist[cr, cs]])
+        ex = exist[cr, cs]
+        self._unindex(gsyn[ex], keys[b[cr[ex]]])
         new = pre[cr, cs] >= 0
         kk = keys[b[cr[new]]]
         self._append_index(kk, pre[cr, cs][new].astype(np.int64),
@@ -447,8 +489,7 @@ class SegmentPool:
         return {name: getattr(self, name)[rows.start + 1:rows.stop].copy() for name in self.STATE}
 
     def load_key(self, key: int, state: dict[str, Any]) -> None:
-        """Key ``key``'s segments from a :class:`SegmentStore` state (index: see
-        :meth:`rebuild_index`)."""
+        """Key ``key``'s segments from a :class:`SegmentStore` state."""
         used = int(np.asarray(state["cell"]).shape[0]) + 1
         if used > self.cap[key]:
             self._relocate(key, used)
@@ -461,8 +502,10 @@ class SegmentPool:
         c = self.cell[b + 1:b + used]
         self.n_free[key] = int((c < 0).sum())
         self.cell_segments[key] = np.bincount(c[c >= 0], minlength=self.cells)
+        self.rebuild_index(key)
 
     def nbytes(self) -> int:
         rows = sum(getattr(self, n)[:self.top].nbytes for n in (*self.STATE, "ipos"))
-        return (rows + self.idx_ck.nbytes + self.idx_syn.nbytes + self.idx_start.nbytes
+        return (rows + self.idx_pre[:self.itop].nbytes + self.idx_syn[:self.itop].nbytes
+                + self.idx_start.nbytes
                 + self.cell_segments.nbytes)
