@@ -351,14 +351,22 @@ class SegmentPool:
         return item, j, src_off[b][item] + j
 
     @staticmethod
-    def _ranked(item: np.ndarray, rnd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Pairs of each item in increasing ``rnd >> 1`` (a stable sort), with their rank."""
-        order = np.lexsort((rnd >> _ONE, item))
-        it = item[order]
-        start = np.ones(it.shape[0], bool)
-        start[1:] = it[1:] != it[:-1]
-        first = np.maximum.accumulate(np.where(start, np.arange(it.shape[0]), 0))
-        return order, np.arange(it.shape[0]) - first
+    def _ranked(item: np.ndarray, j: np.ndarray, rnd: np.ndarray,
+                ok: np.ndarray | None = None) -> np.ndarray:
+        """Each pair's rank among its item's pairs ordered by ``rnd >> 1``, eligible
+        (``ok``) pairs first: the order of :meth:`SegmentStore._choose` (one row per item,
+        padded; ineligible and padding ranks come after all eligible ones)."""
+        if item.shape[0] == 0:
+            return item
+        key = rnd >> _ONE
+        if ok is not None:
+            key[~ok] = _TOP
+        table = np.full((int(item[-1]) + 1, int(j.max()) + 1), _TOP)
+        table[item, j] = key
+        order = np.argsort(table, 1)
+        rank = np.empty(order.shape, np.int64)
+        np.put_along_axis(rank, order, np.arange(order.shape[1])[None, :], 1)
+        return rank[item, j]
 
     def create(self, b: np.ndarray, cells: np.ndarray, keys: np.ndarray, src: np.ndarray,
                src_off: np.ndarray, n_new: int, initial: int, iters: np.ndarray) -> None:
@@ -371,19 +379,19 @@ class SegmentPool:
         if b.shape[0] == 0:
             return
         g = self.allocate(keys[b])
-        item, _, at = self._sources(b, src_off)
+        item, j, at = self._sources(b, src_off)
         cand = src[at] - b[item] * self.cells
         rnd = hash64(self.seed, 0, iters[b][item], cells[item].astype(np.int64), cand)
-        order, rank = self._ranked(item, rnd)
+        rank = self._ranked(item, j, rnd)
         k = np.minimum(np.minimum(nsrc, n_new), self.max_syn)
-        it = item[order]
-        sel = rank < k[it]
-        rows, slots, pre = g[it[sel]], rank[sel], cand[order][sel]
+        sel = rank < k[item]
+        it = item[sel]
+        rows, slots, pre = g[it], rank[sel], cand[sel]
         self.pre[rows, slots] = pre
         self.perm[rows, slots] = initial
         self.cell[g], self.seq[g], self.last[g] = cells, True, iters[b]
         np.add.at(self.cell_segments.reshape(-1), keys[b] * self.cells + cells, 1)
-        kk = keys[b][it[sel]]
+        kk = keys[b][it]
         self._append_index(kk, pre, (rows - self.base[kk]) * self.max_syn + slots,
                            rows * self.max_syn + slots)
 
@@ -423,17 +431,15 @@ class SegmentPool:
             apos = np.searchsorted(src, rb[ar] * cells + pre[rows][ar, asl])
             nsrc = src_off[rb + 1] - src_off[rb]
             pstart = np.cumsum(nsrc) - nsrc
-            present = np.zeros(item.shape[0], bool)
-            present[pstart[ar] + apos - src_off[rb][ar]] = True
-            item, j, at = item[~present], j[~present], at[~present]
+            eligible = np.ones(item.shape[0], bool)
+            eligible[pstart[ar] + apos - src_off[rb][ar]] = False
             cand = src[at] - rb[item] * cells
             local = g[rows] - self.base[keys[rb]]
             # rows count from 1 (row 0: the sentinel); the draws use 0-based segment numbers
             rnd = hash64(self.seed, 1, iters[rb][item], (local - 1)[item], cand)
-            order, rank = self._ranked(item, rnd)
-            it = item[order]
-            sel = rank < n_take[it]
-            it, rank, chosen = it[sel], rank[sel], cand[order][sel]
+            rank = self._ranked(item, j, rnd, eligible)
+            sel = rank < n_take[item]
+            it, rank, chosen = item[sel], rank[sel], cand[sel]
             # empty slots first, then the weakest inactive synapses, then active ones
             score = np.where(dead[rows], -1, np.where(act[rows], 2 * PERM_SCALE, 0) + perm[rows])
             slot_order = np.argsort(score, 1, kind="stable")
