@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from .backtracking_tm import BacktrackingParams, _KeyModel, _units
-from .bt_pool import SegmentPool, _ragged
+from .bt_pool import SegmentPool
 
 _STATES = ("inf_active", "inf_pred", "lrn_active", "lrn_pred")
 
@@ -154,34 +154,32 @@ class BatchedBacktrackingTM:
         cols[b[on], cell[on] // self.n] = True
         return pred, conf, cols.sum(1) >= 0.5 * self.avg_density[keys]
 
-    @staticmethod
-    def _by_width(pk: np.ndarray, live: np.ndarray, hist: list[np.ndarray]) -> list[np.ndarray]:
-        """Live pairs (their key's position ``pk``) grouped by the width of the key's
-        history (a single group unless the inputs changed width)."""
-        width = np.array([h.shape[1] for h in hist])[pk]
-        return [np.flatnonzero(live & (width == w)) for w in np.unique(width[live])]
+    def _by_width(self, keys: np.ndarray, history: list[np.ndarray]) -> list[np.ndarray]:
+        """Positions of ``keys`` grouped by the width of their history (one group as a rule)."""
+        widths = np.array([history[k].shape[1] for k in keys.tolist()])
+        return [np.flatnonzero(widths == w) for w in np.unique(widths)]
 
     def _infer_backtrack(self, keys: np.ndarray, active: np.ndarray
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """NuPIC's inferBacktrack for ``keys`` (their current ``active`` cells): the
-        earliest start point from which replaying a key's recent inputs (from the start
-        cells of the first) stays in sequence. Inference changes no segment, so every
-        start point of every key replays at once, one input a round."""
+        """NuPIC's inferBacktrack for ``keys`` (their current ``active`` cells), in
+        lockstep: each key tries its start points in turn (replaying its inputs from
+        the start cells of one), every round advancing each key's replay by one input."""
         M, C = keys.shape[0], self.params.columns
         out_active, out_pred = active.copy(), np.zeros((M, self.cells), bool)
         out_conf = np.zeros((M, C), bool)
         hist = [self.inf_history[k] for k in keys.tolist()]
         n = np.array([h.shape[0] for h in hist], np.int64)
-        pk, ps = _ragged(n)                  # one replay per (key, start point)
-        off = ps.copy()
-        pred = np.zeros((pk.shape[0], self.cells), bool)
-        live = np.ones(pk.shape[0], bool)
-        best = np.full(M, -1, np.int64)
-        while live.any():
-            for i in self._by_width(pk, live, hist):
-                cols = np.stack([hist[j][o] for j, o in zip(pk[i].tolist(), off[i].tolist())])
+        start = np.zeros(M, np.int64)
+        off = np.zeros(M, np.int64)
+        pred = np.zeros((M, self.cells), bool)
+        going = n > 0
+        found = np.zeros(M, bool)
+        while going.any():
+            for idx in self._by_width(keys[going], self.inf_history):
+                i = np.flatnonzero(going)[idx]
+                cols = np.stack([hist[j][off[j]] for j in i.tolist()])
+                first = off[i] == start[i]
                 state, ok = self._infer_phase1(cols, self._block(pred, i, cols))
-                first = off[i] == ps[i]
                 if first.any():
                     state[first] = self._start_cells(cols[first])
                     ok[first] = True
@@ -189,20 +187,23 @@ class BatchedBacktrackingTM:
                 c2 = np.zeros((i.shape[0], C), bool)
                 r = np.flatnonzero(ok)
                 if r.shape[0]:
-                    p2[r], c2[r], ok[r] = self._infer_phase2(keys[pk[i[r]]], state[r])
-                # a replay ends sooner the later it starts: a later success is an earlier start
-                last = ok & (off[i] == n[pk[i]] - 1)
-                w = pk[i[last]]
+                    p2[r], c2[r], ok[r] = self._infer_phase2(keys[i[r]], state[r])
+                last = ok & (off[i] == n[i] - 1)
+                w = i[last]
                 out_active[w], out_pred[w], out_conf[w] = state[last], p2[last], c2[last]
-                best[w] = ps[i[last]]
-                live[i[~ok | last]] = False
+                found[w] = True
+                going[w] = False
                 more = ok & ~last
                 pred[i[more]] = p2[more]
                 off[i[more]] += 1
+                bad = i[~ok]
+                start[bad] += 1
+                off[bad] = start[bad]
+                going[bad[start[bad] >= n[bad]]] = False
         for j, k in enumerate(keys.tolist()):
             # earlier inputs (and the start used) are never useful start points again
-            self.inf_history[k] = hist[j][best[j] + 1:] if best[j] >= 0 else hist[j][:0]
-        lost = np.flatnonzero(best < 0)
+            self.inf_history[k] = hist[j][start[j] + 1:] if found[j] else hist[j][:0]
+        lost = np.flatnonzero(~found)
         if lost.shape[0]:
             out_pred[lost], out_conf[lost], _ = self._infer_phase2(keys[lost], active[lost])
         return out_active, out_pred, out_conf
@@ -303,35 +304,38 @@ class BatchedBacktrackingTM:
         return pred, np.split(local[best], ends)
 
     def _learn_search(self, keys: np.ndarray, hist: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """The read-only pass of learnBacktrack: each key's earliest start point (``-1``:
-        none) from which its inputs replay in sequence from start cells. Read-only
-        replays change nothing, so all start points of all keys replay at once."""
+        """The read-only pass of learnBacktrack, in lockstep: each key's earliest start
+        point (``-1``: none) from which its inputs replay in sequence from start cells."""
         M = keys.shape[0]
         n = np.array([h.shape[0] for h in hist], np.int64)
-        pk, ps = _ragged(np.maximum(n - 1, 0))
-        off = ps.copy()
-        active = np.zeros((pk.shape[0], self.cells), bool)
-        pred = np.zeros((pk.shape[0], self.cells), bool)
-        live = np.ones(pk.shape[0], bool)
-        best = np.full(M, -1, np.int64)
-        while live.any():
-            for i in self._by_width(pk, live, hist):
-                cols = np.stack([hist[j][o] for j, o in zip(pk[i].tolist(), off[i].tolist())])
-                state, ok = self._learn_phase1(keys[pk[i]], cols, active[i],
-                                               self._block(pred, i, cols), True)
-                first = off[i] == ps[i]
+        start = np.zeros(M, np.int64)
+        off = np.zeros(M, np.int64)
+        active = np.zeros((M, self.cells), bool)
+        pred = np.zeros((M, self.cells), bool)
+        going = n > 1
+        found = np.zeros(M, bool)
+        while going.any():
+            for idx in self._by_width(keys[going], self.lrn_history):
+                i = np.flatnonzero(going)[idx]
+                cols = np.stack([hist[j][off[j]] for j in i.tolist()])
+                first = off[i] == start[i]
+                state, ok = self._learn_phase1(keys[i], cols, active[i], self._block(pred, i, cols), True)
                 if first.any():
                     state[first] = self._start_cells(cols[first])
                     ok[first] = True
-                last = ok & (off[i] == n[pk[i]] - 1)
-                best[pk[i[last]]] = ps[i[last]]
-                live[i[~ok | last]] = False
+                last = ok & (off[i] == n[i] - 1)
+                found[i[last]] = True
+                going[i[last]] = False
                 more = ok & ~last
                 if more.any():
-                    pred[i[more]] = self._learn_phase2(keys[pk[i[more]]], state[more])[0]
+                    pred[i[more]] = self._learn_phase2(keys[i[more]], state[more])[0]
                     active[i[more]] = state[more]
                     off[i[more]] += 1
-        return best, n
+                bad = i[~ok]
+                start[bad] += 1
+                off[bad] = start[bad]
+                going[bad[start[bad] >= n[bad] - 1]] = False
+        return np.where(found, start, -1), n
 
     def _learn_replay(self, keys: np.ndarray, hist: list[np.ndarray], start: np.ndarray,
                       n: np.ndarray) -> np.ndarray:
@@ -345,7 +349,8 @@ class BatchedBacktrackingTM:
         out = np.zeros((M, self.cells), bool)
         going = np.ones(M, bool)
         while going.any():
-            for i in self._by_width(np.arange(M), going, hist):
+            for idx in self._by_width(keys[going], self.lrn_history):
+                i = np.flatnonzero(going)[idx]
                 cols = np.stack([hist[j][off[j]] for j in i.tolist()])
                 first = off[i] == start[i]
                 self._apply_pending(keys[i], cols, active[i], [pending[j] for j in i.tolist()])
