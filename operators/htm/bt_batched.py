@@ -159,27 +159,56 @@ class BatchedBacktrackingTM:
         widths = np.array([history[k].shape[1] for k in keys.tolist()])
         return [np.flatnonzero(widths == w) for w in np.unique(widths)]
 
+    #: start points of one key replayed at once by a backtrack (1: one after another,
+    #: the fewest steps; more: fewer rounds of batched calls, some wasted steps)
+    window = 1
+
     def _infer_backtrack(self, keys: np.ndarray, active: np.ndarray
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """NuPIC's inferBacktrack for ``keys`` (their current ``active`` cells), in
-        lockstep: each key tries its start points in turn (replaying its inputs from
-        the start cells of one), every round advancing each key's replay by one input."""
+        """NuPIC's inferBacktrack for ``keys`` (their current ``active`` cells): the
+        earliest start point from which replaying a key's recent inputs (from the start
+        cells of the first) stays in sequence. Inference changes no segment, so the
+        replays of all keys, up to :attr:`window` start points each, run in lockstep,
+        one input a round; start points are launched in order, and a success ends the
+        key once no earlier start point is still replaying."""
         M, C = keys.shape[0], self.params.columns
         out_active, out_pred = active.copy(), np.zeros((M, self.cells), bool)
         out_conf = np.zeros((M, C), bool)
         hist = [self.inf_history[k] for k in keys.tolist()]
         n = np.array([h.shape[0] for h in hist], np.int64)
-        start = np.zeros(M, np.int64)
-        off = np.zeros(M, np.int64)
-        pred = np.zeros((M, self.cells), bool)
-        going = n > 0
-        found = np.zeros(M, bool)
-        while going.any():
-            for idx in self._by_width(keys[going], self.inf_history):
-                i = np.flatnonzero(going)[idx]
-                cols = np.stack([hist[j][off[j]] for j in i.tolist()])
-                first = off[i] == start[i]
+        width = np.array([h.shape[1] for h in hist], np.int64)
+        # replay slots: key position, start point, next input, predicted cells
+        pk = np.repeat(np.arange(M), self.window)
+        ps = np.full(pk.shape[0], -1, np.int64)
+        off = np.zeros(pk.shape[0], np.int64)
+        pred = np.zeros((pk.shape[0], self.cells), bool)
+        live = np.zeros(pk.shape[0], bool)
+        nxt = np.zeros(M, np.int64)                 # next start point to launch
+        best = np.full(M, -1, np.int64)
+        while True:
+            # launch start points into free slots of keys without a success
+            free = ~live & (nxt[pk] < n[pk]) & (best[pk] < 0)
+            if free.any():
+                f = np.flatnonzero(free)
+                fk = pk[f]
+                # the k-th free slot of a key takes start nxt + k
+                first_f = np.ones(f.shape[0], bool)
+                first_f[1:] = fk[1:] != fk[:-1]
+                grp = np.maximum.accumulate(np.where(first_f, np.arange(f.shape[0]), 0))
+                s0 = nxt[fk] + np.arange(f.shape[0]) - grp
+                ok_s = s0 < n[fk]
+                f, s0 = f[ok_s], s0[ok_s]
+                ps[f] = s0
+                off[f] = s0
+                live[f] = True
+                np.maximum.at(nxt, pk[f], s0 + 1)
+            if not live.any():
+                break
+            for w in np.unique(width[pk[live]]).tolist():
+                i = np.flatnonzero(live & (width[pk] == w))
+                cols = np.stack([hist[j][o] for j, o in zip(pk[i].tolist(), off[i].tolist())])
                 state, ok = self._infer_phase1(cols, self._block(pred, i, cols))
+                first = off[i] == ps[i]
                 if first.any():
                     state[first] = self._start_cells(cols[first])
                     ok[first] = True
@@ -187,23 +216,24 @@ class BatchedBacktrackingTM:
                 c2 = np.zeros((i.shape[0], C), bool)
                 r = np.flatnonzero(ok)
                 if r.shape[0]:
-                    p2[r], c2[r], ok[r] = self._infer_phase2(keys[i[r]], state[r])
-                last = ok & (off[i] == n[i] - 1)
-                w = i[last]
-                out_active[w], out_pred[w], out_conf[w] = state[last], p2[last], c2[last]
-                found[w] = True
-                going[w] = False
+                    p2[r], c2[r], ok[r] = self._infer_phase2(keys[pk[i[r]]], state[r])
+                last = ok & (off[i] == n[pk[i]] - 1)
+                for x in np.flatnonzero(last).tolist():
+                    j = int(pk[i[x]])
+                    if best[j] < 0 or ps[i[x]] < best[j]:
+                        best[j] = ps[i[x]]
+                        out_active[j], out_pred[j], out_conf[j] = state[x], p2[x], c2[x]
+                live[i[~ok | last]] = False
                 more = ok & ~last
                 pred[i[more]] = p2[more]
                 off[i[more]] += 1
-                bad = i[~ok]
-                start[bad] += 1
-                off[bad] = start[bad]
-                going[bad[start[bad] >= n[bad]]] = False
+            # a key with a success is done once no earlier start point still replays
+            found = best[pk] >= 0
+            live &= ~(found & (ps > best[pk]))
         for j, k in enumerate(keys.tolist()):
             # earlier inputs (and the start used) are never useful start points again
-            self.inf_history[k] = hist[j][start[j] + 1:] if found[j] else hist[j][:0]
-        lost = np.flatnonzero(~found)
+            self.inf_history[k] = hist[j][best[j] + 1:] if best[j] >= 0 else hist[j][:0]
+        lost = np.flatnonzero(best < 0)
         if lost.shape[0]:
             out_pred[lost], out_conf[lost], _ = self._infer_phase2(keys[lost], active[lost])
         return out_active, out_pred, out_conf
