@@ -162,6 +162,9 @@ class BatchedBacktrackingTM:
     #: start points of one key replayed at once by a backtrack (1: one after another,
     #: the fewest steps; more: fewer rounds of batched calls, some wasted steps)
     window = 1
+    #: replays a backtrack round aims at: when fewer keys are still searching, each may
+    #: replay up to ``spread / keys`` start points at once
+    spread = 1
 
     def _infer_backtrack(self, keys: np.ndarray, active: np.ndarray
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -177,8 +180,9 @@ class BatchedBacktrackingTM:
         hist = [self.inf_history[k] for k in keys.tolist()]
         n = np.array([h.shape[0] for h in hist], np.int64)
         width = np.array([h.shape[1] for h in hist], np.int64)
-        # replay slots: key position, start point, next input, predicted cells
-        pk = np.repeat(np.arange(M), self.window)
+        # replay slots (as many per key as it has start points): key position, start
+        # point, next input, predicted cells
+        pk = np.repeat(np.arange(M), n)
         ps = np.full(pk.shape[0], -1, np.int64)
         off = np.zeros(pk.shape[0], np.int64)
         pred = np.zeros((pk.shape[0], self.cells), bool)
@@ -186,18 +190,22 @@ class BatchedBacktrackingTM:
         nxt = np.zeros(M, np.int64)                 # next start point to launch
         best = np.full(M, -1, np.int64)
         while True:
-            # launch start points into free slots of keys without a success
-            free = ~live & (nxt[pk] < n[pk]) & (best[pk] < 0)
+            # launch start points (in order) into free slots of keys without a success,
+            # up to the window; with few keys left, wider (fewer rounds)
+            searching = (best < 0) & ((nxt < n) | (np.bincount(pk[live], minlength=M) > 0))
+            cap = max(self.window, -(-self.spread // max(int(searching.sum()), 1)))
+            room = cap - np.bincount(pk[live], minlength=M)
+            free = ~live & (nxt[pk] < n[pk]) & (best[pk] < 0) & (room[pk] > 0)
             if free.any():
                 f = np.flatnonzero(free)
                 fk = pk[f]
-                # the k-th free slot of a key takes start nxt + k
+                # the r-th free slot of a key takes start point nxt + r
                 first_f = np.ones(f.shape[0], bool)
                 first_f[1:] = fk[1:] != fk[:-1]
-                grp = np.maximum.accumulate(np.where(first_f, np.arange(f.shape[0]), 0))
-                s0 = nxt[fk] + np.arange(f.shape[0]) - grp
-                ok_s = s0 < n[fk]
-                f, s0 = f[ok_s], s0[ok_s]
+                r = np.arange(f.shape[0]) - np.maximum.accumulate(np.where(first_f, np.arange(f.shape[0]), 0))
+                s0 = nxt[fk] + r
+                go = (s0 < n[fk]) & (r < room[fk])
+                f, s0 = f[go], s0[go]
                 ps[f] = s0
                 off[f] = s0
                 live[f] = True
