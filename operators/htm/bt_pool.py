@@ -276,19 +276,24 @@ class SegmentPool:
         total = int(ends[-1]) if ends.shape[0] else 0
         pos = np.arange(total, dtype=np.int64)
         pos += np.repeat(lo - (ends - cnt), cnt)
-        at = np.repeat(off[b], cnt)
-        # the keys' unsorted tails: every entry, kept when its cell is active
-        t0 = self.ibase[keys] + self.n_sorted[keys]
-        tn = self.n_idx[keys] - self.n_sorted[keys]
-        if tn.any():
-            tb, rank = _ragged(tn)
-            tpos = t0[tb] + rank
-            hit = bitmap.reshape(-1)[tb * self.cells + self.idx_pre[tpos]]
-            pos = np.concatenate([pos, tpos[hit]])
-            at = np.concatenate([at, off[tb[hit]]])
         syn = self.idx_syn.take(pos)
-        seg = syn >> self._shift if self._shift is not None else syn // self.max_syn
-        pot = np.bincount(at + seg, minlength=int(off[-1]))
+        ids = np.repeat(off[b], cnt)
+        ids += syn >> self._shift if self._shift is not None else syn // self.max_syn
+        pot = np.bincount(ids, minlength=int(off[-1]))
+        # the keys' unsorted tails: every entry, counted when its cell is active
+        tails = (self.n_idx[keys] - self.n_sorted[keys]).nonzero()[0]
+        if tails.shape[0]:
+            hits = []
+            rows = bitmap.reshape(bitmap.shape[0], -1)
+            for i, lo_t, hi_t in zip(tails.tolist(), (self.ibase + self.n_sorted)[keys[tails]].tolist(),
+                                     (self.ibase + self.n_idx)[keys[tails]].tolist()):
+                h = rows[i][self.idx_pre[lo_t:hi_t]].nonzero()[0]
+                if h.shape[0]:
+                    syn = self.idx_syn[lo_t:hi_t][h]
+                    seg = syn >> self._shift if self._shift is not None else syn // self.max_syn
+                    hits.append(seg + off[i])
+            if hits:
+                np.add.at(pot, np.concatenate(hits), 1)
         pot[off[:-1]] = 0                      # the dead entries' sentinel rows
         return pot, off
 
