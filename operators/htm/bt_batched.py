@@ -165,6 +165,8 @@ class BatchedBacktrackingTM:
     #: replays a backtrack round aims at: when fewer keys are still searching, each may
     #: replay up to ``spread / keys`` start points at once
     spread = 1
+    #: rounds of a backtrack with fewer replays than this run them one at a time
+    lockstep_min = 2
 
     def _infer_backtrack(self, keys: np.ndarray, active: np.ndarray
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -212,8 +214,11 @@ class BatchedBacktrackingTM:
                 np.maximum.at(nxt, pk[f], s0 + 1)
             if not live.any():
                 break
-            for w in np.unique(width[pk[live]]).tolist():
-                i = np.flatnonzero(live & (width[pk] == w))
+            groups = [np.flatnonzero(live & (width[pk] == w)) for w in np.unique(width[pk[live]]).tolist()]
+            if sum(g.shape[0] for g in groups) < self.lockstep_min:
+                # few replays left: one at a time costs fewer array calls
+                groups = [np.array([x]) for g in groups for x in g.tolist()]
+            for i in groups:
                 cols = np.stack([hist[j][o] for j, o in zip(pk[i].tolist(), off[i].tolist())])
                 state, ok = self._infer_phase1(cols, self._block(pred, i, cols))
                 first = off[i] == ps[i]

@@ -264,6 +264,8 @@ class SegmentPool:
         """Active synapses per segment of distinct ``keys`` (B,) whose active cells are
         ``bitmap`` (B, cells): counts over call-compact ids ``off[b] + local row`` and
         ``off`` (B + 1,)."""
+        if keys.shape[0] == 1:
+            return self._activity_one(int(keys[0]), bitmap.reshape(-1))
         off = np.zeros(keys.shape[0] + 1, np.int64)
         np.cumsum(self.used[keys], out=off[1:])
         flat = np.flatnonzero(bitmap)
@@ -296,6 +298,28 @@ class SegmentPool:
                 np.add.at(pot, np.concatenate(hits), 1)
         pot[off[:-1]] = 0                      # the dead entries' sentinel rows
         return pot, off
+
+    def _activity_one(self, key: int, bitmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`activity` for one key (the store's look-up: fewer array calls)."""
+        used = int(self.used[key])
+        cells = bitmap.nonzero()[0]
+        starts = self.idx_start[key]
+        lo = starts.take(cells)
+        cnt = starts.take(cells + 1) - lo
+        ends = cnt.cumsum()
+        total = int(ends[-1]) if ends.shape[0] else 0
+        pos = np.arange(total, dtype=np.int64)
+        pos += np.repeat(lo - (ends - cnt), cnt)
+        t0, t1 = int(self.ibase[key] + self.n_sorted[key]), int(self.ibase[key] + self.n_idx[key])
+        tail = bitmap[self.idx_pre[t0:t1]].nonzero()[0]
+        if tail.shape[0]:
+            tail += t0
+            pos = np.concatenate([pos, tail])
+        syn = self.idx_syn.take(pos)
+        seg = syn >> self._shift if self._shift is not None else syn // self.max_syn
+        pot = np.bincount(seg, minlength=used)
+        pot[0] = 0                            # the dead entries' sentinel row
+        return pot, np.array([0, used])
 
     def locate(self, keys: np.ndarray, off: np.ndarray, ids: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
