@@ -8,8 +8,13 @@ queued updates, learnPhase1/2, segment adaptation and growth) as one set of arra
 operations for all keys of the call: segments live in one
 :class:`operators.htm.bt_pool.SegmentPool`, per-key state in stacked arrays. The
 per-key model spends most of its time on NumPy call overhead on small arrays; here that
-overhead is shared by the keys of a call. Backtracking (a few keys per step) runs the
-same batched phases one key at a time.
+overhead is shared by the keys of a call. Backtracks run in lockstep too: the keys that
+backtrack in a step replay their recent inputs together, one input per round of
+batched calls (a key tries its start points in order, as the per-key model does).
+
+Speed: on the NAB corpus with its 58 keys a call, about 10% faster than the per-key
+model (both NumPy; the work of counting active synapses, not call overhead, dominates
+there), and slower when a call has only a few keys: ``benchmarks/bt_batched_check.py``.
 
 Example:
     >>> import numpy as np
@@ -159,14 +164,10 @@ class BatchedBacktrackingTM:
         widths = np.array([history[k].shape[1] for k in keys.tolist()])
         return [np.flatnonzero(widths == w) for w in np.unique(widths)]
 
-    #: start points of one key replayed at once by a backtrack (1: one after another,
-    #: the fewest steps; more: fewer rounds of batched calls, some wasted steps)
+    #: start points of one key replayed at once by an inference backtrack (1: one after
+    #: another, the fewest replay steps; more: fewer rounds of batched calls but wasted
+    #: replays; on NAB data 1 measured fastest)
     window = 1
-    #: replays a backtrack round aims at: when fewer keys are still searching, each may
-    #: replay up to ``spread / keys`` start points at once
-    spread = 1
-    #: rounds of a backtrack with fewer replays than this run them one at a time
-    lockstep_min = 2
 
     def _infer_backtrack(self, keys: np.ndarray, active: np.ndarray
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -193,10 +194,8 @@ class BatchedBacktrackingTM:
         best = np.full(M, -1, np.int64)
         while True:
             # launch start points (in order) into free slots of keys without a success,
-            # up to the window; with few keys left, wider (fewer rounds)
-            searching = (best < 0) & ((nxt < n) | (np.bincount(pk[live], minlength=M) > 0))
-            cap = max(self.window, -(-self.spread // max(int(searching.sum()), 1)))
-            room = cap - np.bincount(pk[live], minlength=M)
+            # up to the window
+            room = self.window - np.bincount(pk[live], minlength=M)
             free = ~live & (nxt[pk] < n[pk]) & (best[pk] < 0) & (room[pk] > 0)
             if free.any():
                 f = np.flatnonzero(free)
@@ -214,11 +213,8 @@ class BatchedBacktrackingTM:
                 np.maximum.at(nxt, pk[f], s0 + 1)
             if not live.any():
                 break
-            groups = [np.flatnonzero(live & (width[pk] == w)) for w in np.unique(width[pk[live]]).tolist()]
-            if sum(g.shape[0] for g in groups) < self.lockstep_min:
-                # few replays left: one at a time costs fewer array calls
-                groups = [np.array([x]) for g in groups for x in g.tolist()]
-            for i in groups:
+            for w in np.unique(width[pk[live]]).tolist():
+                i = np.flatnonzero(live & (width[pk] == w))
                 cols = np.stack([hist[j][o] for j, o in zip(pk[i].tolist(), off[i].tolist())])
                 state, ok = self._infer_phase1(cols, self._block(pred, i, cols))
                 first = off[i] == ps[i]
