@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from .backtracking_tm import BacktrackingParams, _KeyModel, _units
-from .bt_pool import SegmentPool, sparse_nonzero
+from .bt_pool import SegmentPool
 
 _STATES = ("inf_active", "inf_pred", "lrn_active", "lrn_pred")
 
@@ -130,7 +130,7 @@ class BatchedBacktrackingTM:
     def _sources(self, prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Active cells of each row of ``prev`` (B, cells) as ``b * cells + cell``, and
         where each row's run starts."""
-        src = sparse_nonzero(prev)
+        src = np.flatnonzero(prev)
         return src, np.searchsorted(src, np.arange(prev.shape[0] + 1) * self.cells)
 
     # -- inference -----------------------------------------------------------------------------

@@ -47,20 +47,6 @@ _TOP = np.uint64(1) << np.uint64(63)
 _ONE = np.uint64(1)
 
 
-def sparse_nonzero(bitmap: np.ndarray) -> np.ndarray:
-    """``np.flatnonzero`` of a sparse boolean array, reading it 8 bytes at a time.
-
-    >>> m = np.zeros(64, bool); m[[3, 17, 18, 63]] = True
-    >>> sparse_nonzero(m).tolist()
-    [3, 17, 18, 63]
-    """
-    if bitmap.size % 8 or not bitmap.flags.c_contiguous:
-        return np.flatnonzero(bitmap)
-    words = np.flatnonzero(bitmap.reshape(-1).view(np.uint64))
-    w, j = np.nonzero(bitmap.reshape(-1, 8)[words])
-    return words[w] * 8 + j
-
-
 def _ragged(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For groups of sizes ``counts``: each element's group and its rank in the group."""
     group = np.repeat(np.arange(counts.shape[0]), counts)
@@ -282,7 +268,7 @@ class SegmentPool:
             return self._activity_one(int(keys[0]), bitmap.reshape(-1))
         off = np.zeros(keys.shape[0] + 1, np.int64)
         np.cumsum(self.used[keys], out=off[1:])
-        flat = sparse_nonzero(bitmap)
+        flat = np.flatnonzero(bitmap)
         b = flat // self.cells
         q = flat + (keys[b] * (self.cells + 1) - b * self.cells)     # [key, cell] of idx_start
         starts = self.idx_start.reshape(-1)
@@ -316,7 +302,7 @@ class SegmentPool:
     def _activity_one(self, key: int, bitmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`activity` for one key (the store's look-up: fewer array calls)."""
         used = int(self.used[key])
-        cells = sparse_nonzero(bitmap)
+        cells = bitmap.nonzero()[0]
         starts = self.idx_start[key]
         lo = starts.take(cells)
         cnt = starts.take(cells + 1) - lo
