@@ -92,31 +92,36 @@ class SegmentPool:
         return self.base.shape[0]
 
     # -- regions -----------------------------------------------------------------------------
+    _FILL = (("pre", -1), ("perm", 0), ("ipos", -1), ("cell", -1), ("seq", 0), ("last", 0))
+
     def _reserve(self, rows: int) -> int:
-        """``rows`` fresh pool rows at the end (all empty); returns the first."""
-        need = self.top + rows
-        cap = self.cell.shape[0]
-        if need > cap:
-            new = max(need, 2 * cap)
-            for name, fill in (("pre", -1), ("perm", 0), ("ipos", -1), ("cell", -1), ("seq", 0),
-                               ("last", 0)):
+        """``rows`` fresh pool rows at the end (all empty); returns the first. A full pool
+        is rebuilt with the regions packed (moved regions leave their old rows behind)."""
+        if self.top + rows > self.cell.shape[0]:
+            live = int(self.cap.sum())
+            size = max(2 * (live + rows), 256)
+            new_base = np.cumsum(self.cap) - self.cap
+            for name, fill in self._FILL:
                 old = getattr(self, name)
-                arr = np.full((new, *old.shape[1:]), fill, old.dtype)
-                arr[:cap] = old
+                arr = np.full((size, *old.shape[1:]), fill, old.dtype)
+                for b, nb, u in zip(self.base.tolist(), new_base.tolist(), self.used.tolist()):
+                    arr[nb:nb + u] = old[b:b + u]
                 setattr(self, name, arr)
+            self.base = new_base
+            self.top = live
         start = self.top
-        self.top = need
+        self.top += rows
         return start
 
     def add_keys(self, m: int, capacity: int = 64) -> None:
         """Append ``m`` keys with empty regions."""
-        bases = np.array([self._reserve(capacity) for _ in range(m)], np.int64)
+        bases = self._reserve(m * capacity) + capacity * np.arange(m, dtype=np.int64)
         self.base = np.concatenate([self.base, bases])
         self.cap = np.concatenate([self.cap, np.full(m, capacity, np.int64)])
         self.used = np.concatenate([self.used, np.ones(m, np.int64)])
         self.n_free = np.concatenate([self.n_free, np.zeros(m, np.int64)])
         self.cell_segments = np.concatenate([self.cell_segments, np.zeros((m, self.cells), np.int32)])
-        ibases = np.array([self._reserve_index(4 * capacity) for _ in range(m)], np.int64)
+        ibases = self._reserve_index(4 * m * capacity) + 4 * capacity * np.arange(m, dtype=np.int64)
         self.ibase = np.concatenate([self.ibase, ibases])
         self.icap = np.concatenate([self.icap, np.full(m, 4 * capacity, np.int64)])
         for name in ("n_idx", "n_sorted", "n_stale"):
@@ -140,17 +145,25 @@ class SegmentPool:
 
     # -- the presynaptic index ---------------------------------------------------------------
     def _reserve_index(self, m: int) -> int:
-        """``m`` fresh entries at the end of the index arena; returns the first."""
-        need = self.itop + m
-        if need > self.idx_pre.shape[0]:
-            new = max(need, 2 * self.idx_pre.shape[0])
+        """``m`` fresh entries at the end of the index arena; returns the first. A full
+        arena is rebuilt with the keys' regions packed."""
+        if self.itop + m > self.idx_pre.shape[0]:
+            live = int(self.icap.sum())
+            size = max(2 * (live + m), 4096)
+            new_base = np.cumsum(self.icap) - self.icap
             for name in ("idx_pre", "idx_syn"):
                 old = getattr(self, name)
-                arr = np.zeros(new, old.dtype)
-                arr[:self.itop] = old[:self.itop]
+                arr = np.zeros(size, old.dtype)
+                for b, nb, n in zip(self.ibase.tolist(), new_base.tolist(), self.n_idx.tolist()):
+                    arr[nb:nb + n] = old[b:b + n]
                 setattr(self, name, arr)
+            self.idx_start += (new_base - self.ibase)[:, None]
+            self.ibase = new_base
+            self.itop = live
+            for k in range(self.ibase.shape[0]):
+                self._reposition(k)
         start = self.itop
-        self.itop = need
+        self.itop += m
         return start
 
     def _relocate_index(self, key: int, need: int) -> None:
