@@ -183,9 +183,9 @@ class BatchedBacktrackingTM:
         hist = [self.inf_history[k] for k in keys.tolist()]
         n = np.array([h.shape[0] for h in hist], np.int64)
         width = np.array([h.shape[1] for h in hist], np.int64)
-        # replay slots (as many per key as it has start points): key position, start
-        # point, next input, predicted cells
-        pk = np.repeat(np.arange(M), n)
+        # replay slots (a window's worth per key): key position, start point, next input,
+        # predicted cells
+        pk = np.repeat(np.arange(M), np.minimum(n, self.window))
         ps = np.full(pk.shape[0], -1, np.int64)
         off = np.zeros(pk.shape[0], np.int64)
         pred = np.zeros((pk.shape[0], self.cells), bool)
