@@ -12,9 +12,10 @@ overhead is shared by the keys of a call. Backtracks run in lockstep too: the ke
 backtrack in a step replay their recent inputs together, one input per round of
 batched calls (a key tries its start points in order, as the per-key model does).
 
-Speed: on the NAB corpus with its 58 keys a call, about 10% faster than the per-key
-model (both NumPy; the work of counting active synapses, not call overhead, dominates
-there), and slower when a call has only a few keys: ``benchmarks/bt_batched_check.py``.
+Speed (``benchmarks/bt_batched_check.py``, 2-core machine, NumPy): with NAB's 58 keys a
+call, 0.86 ms per key-record against the per-key model's 0.91 (first 600 corpus steps:
+the work of counting the synapses of bursting columns dominates both, not call
+overhead); with 3 keys a call, 1.33 against 0.97 ms (slower).
 
 Example:
     >>> import numpy as np
