@@ -156,3 +156,18 @@ def test_peek_changes_nothing_and_bad_input_is_named() -> None:
     other = BatchedBacktrackingTM(**dict(SMALL, seed=3))
     with pytest.raises(ValueError, match="parameters differ"):
         other.load_state_dict(before)
+
+
+def test_inputs_of_changing_width() -> None:
+    """A call's width may change: histories of a key restart, backtracks group keys whose
+    histories have different widths."""
+    rng = np.random.default_rng(6)
+    a, b = BacktrackingTM(**SMALL), BatchedBacktrackingTM(**SMALL)
+    a.add_slots(4)
+    b.add_slots(4)
+    for t in range(160):
+        width = 8 if (t // 20) % 2 == 0 else 6
+        slots = rng.permutation(4)[:rng.integers(1, 5)]
+        cols = np.stack([rng.choice(32, width, replace=False) + 32 * (s % 2) for s in slots])
+        np.testing.assert_array_equal(a.compute(slots, cols), b.compute(slots, cols), err_msg=str(t))
+    assert_same_state(a.state_dict(), b.state_dict())
