@@ -12,7 +12,8 @@ profile with the raw HTM score ("without likelihood").
     python benchmarks/nab.py --tm plain      # the faster plain TM (results/nab-plain.json)
     python benchmarks/nab.py --auto-resolution   # resolution from the first 100 records
     python benchmarks/nab.py --quick         # four files
-    python benchmarks/nab.py --workers 2     # the files split over two processes (same results)
+    python benchmarks/nab.py --workers 2     # the files split over two processes (same
+                                             # results; results/nab-workers2.json)
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def main() -> None:
                    results_dir=report["detector_dir"])
     name = "nab" + ("-auto" if args.auto_resolution else "") + (
         "-plain" if args.tm == "plain" else "") + (
-        f"-backtrack{args.backtrack}" if args.backtrack else "")
+        f"-backtrack{args.backtrack}" if args.backtrack else "") + (
+        f"-workers{report['workers']}" if report["workers"] > 1 else "")
     finish(name, figures, quick=args.quick)
 
 
