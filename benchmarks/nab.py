@@ -91,7 +91,8 @@ def main() -> None:
     name = "nab" + ("-auto" if args.auto_resolution else "") + (
         "-plain" if args.tm == "plain" else "") + (
         f"-backtrack{args.backtrack}" if args.backtrack else "") + (
-        f"-workers{report['workers']}" if report["workers"] > 1 else "")
+        f"-workers{report['workers']}" if report["workers"] > 1 else "") + (
+        f"-seed{args.seed}" if args.seed else "")
     finish(name, figures, quick=args.quick)
 
 
