@@ -194,7 +194,8 @@ class SegmentStore:
             a[:n] = merged
         self.n_sorted = n
         self._reposition()
-        self._index_sorted()
+        # the runs of the merged prefix start later by the tail entries of lower cells
+        self.idx_start[1:] += np.bincount(tails[0], minlength=self.cells).cumsum()
 
     def _compact(self) -> None:
         """Drop dead entries and sort the rest by presynaptic cell."""
