@@ -10,6 +10,7 @@ import pyarrow as pa
 from operators.htm import HTMDetector
 from operators.htm.backend import Backend
 from operators.htm.backtracking_tm import BacktrackingTM
+from operators.htm.bt_segments import SegmentStore
 from operators.htm.model import HTMConfig
 from operators.htm.temporal_memory import TemporalMemory
 from stream import Batch
@@ -123,3 +124,44 @@ def test_detector_contract_with_the_backtracking_tm():
     config = HTMConfig.small(tm="backtracking")
     check_operator(lambda: HTMDetector(config=config, resolution=0.5, probationary_period=20),
                    Batch(pa.record_batch(rows), source="t", time_column="timestamp"))
+
+
+def _check_index(st):
+    """The presynaptic index holds exactly the live synapses, each once, where ipos says."""
+    n, k = st.n_idx, st.n_sorted
+    pre, syn = st.idx_pre[:n], st.idx_syn[:n]
+    live = syn != 0
+    rows, slots = np.nonzero(st.pre[:st.used] >= 0)
+    want = sorted(zip(st.pre[rows, slots].tolist(), (rows * st.max_syn + slots).tolist()))
+    assert sorted(zip(pre[live].tolist(), syn[live].tolist())) == want
+    assert np.array_equal(st.ipos.reshape(-1)[syn[live]], np.flatnonzero(live))
+    assert np.all(np.diff(pre[:k]) >= 0)
+    assert np.array_equal(np.repeat(np.arange(st.cells), np.diff(st.idx_start)), pre[:k])
+
+
+def test_presynaptic_index_stays_exact_through_merges_and_compaction(monkeypatch):
+    monkeypatch.setattr(SegmentStore, "_TAIL", 16)   # merge and compact every few steps
+    calls = {"_merge_tail": 0, "_compact": 0, "_unindex": 0}
+
+    def counting(name):
+        method = getattr(SegmentStore, name)
+
+        def counted(self, *args):
+            calls[name] += 1
+            return method(self, *args)
+        return counted
+
+    for name in calls:
+        monkeypatch.setattr(SegmentStore, name, counting(name))
+    # one non-start cell per column holding one segment: new segments keep replacing old
+    # ones, so many index entries die and compaction runs
+    tm = BacktrackingTM(**{**PARAMS, "cells_per_column": 2}, max_segments_per_cell=1)
+    tm.add_slots(1)
+    seq, noise = _patterns(5), _patterns(40, seed=7)
+    st = tm.models[0].store
+    for i, p in enumerate((seq * 8 + noise) * 3):
+        _step(tm, p)
+        if i % 25 == 0:
+            _check_index(st)
+    _check_index(st)
+    assert all(calls.values()), calls   # every index path ran: merges, removals, compaction
