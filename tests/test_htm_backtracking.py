@@ -6,6 +6,7 @@ import copy
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from operators.htm import HTMDetector
 from operators.htm.backend import Backend
@@ -165,3 +166,22 @@ def test_presynaptic_index_stays_exact_through_merges_and_compaction(monkeypatch
             _check_index(st)
     _check_index(st)
     assert all(calls.values()), calls   # every index path ran: merges, removals, compaction
+
+
+@pytest.mark.parametrize("name, corrupt, message", [
+    ("pre", lambda a: a[:, :-1], "'pre' has shape"),
+    ("cell", lambda a: a[:-1], "'cell' has shape"),
+    ("pre", lambda a: np.where(a >= 0, a + COLS * CELLS, a), "'pre' holds values outside"),
+    ("perm", lambda a: a * 0 - 5, "'perm' holds values outside"),
+    ("seq", None, "lacks \\['seq'\\]"),
+])
+def test_a_corrupt_segment_checkpoint_names_the_array(name, corrupt, message):
+    tm = _trained(_patterns(4), reps=5)
+    state = copy.deepcopy(tm.state_dict())
+    segments = state["models"][0]["segments"]
+    if corrupt is None:
+        del segments[name]
+    else:
+        segments[name] = corrupt(segments[name])
+    with pytest.raises(ValueError, match=message):
+        BacktrackingTM(**PARAMS).load_state_dict(state)

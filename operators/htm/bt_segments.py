@@ -108,12 +108,30 @@ class SegmentStore:
         return {name: getattr(self, name)[1:self.used].copy() for name in self._STATE}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        used = int(np.asarray(state["cell"]).shape[0]) + 1
+        """Load :meth:`state_dict`'s arrays; raises ``ValueError`` naming the array when
+        one is missing, has another shape, or holds cells or permanences out of range
+        (a corrupt or foreign checkpoint must not become a silently wrong index)."""
+        arrays = {name: np.asarray(state[name]) if name in state else None for name in self._STATE}
+        missing = [name for name, a in arrays.items() if a is None]
+        if missing:
+            raise ValueError(f"backtracking TM segment state lacks {missing}")
+        used = arrays["pre"].shape[0] + 1
+        for name, a in arrays.items():
+            want = (used - 1, self.max_syn) if name in ("pre", "perm") else (used - 1,)
+            if a.shape != want:
+                raise ValueError(f"backtracking TM segment state {name!r} has shape {a.shape}, "
+                                 f"expected {want}")
+        for name, lo, hi in (("pre", -1, self.cells), ("cell", -1, self.cells),
+                             ("perm", 0, PERM_SCALE)):
+            a = arrays[name]
+            if a.size and (a.min() < lo or a.max() >= hi + (name == "perm")):
+                raise ValueError(f"backtracking TM segment state {name!r} holds values outside "
+                                 f"[{lo}, {hi}{']' if name == 'perm' else ')'}")
         self._grow(used)
         for name in self._STATE:
             arr = getattr(self, name)
             arr[:] = -1 if name in ("pre", "cell") else 0
-            arr[1:used] = np.asarray(state[name])
+            arr[1:used] = arrays[name]
         self.used = used
         self.ipos[:] = -1
         live = self.cell[:used] >= 0
