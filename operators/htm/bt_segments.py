@@ -230,7 +230,7 @@ class SegmentStore:
         self._reposition()
         self._index_sorted()
 
-    def _live_synapses(self, cells: np.ndarray, bitmap: np.ndarray) -> np.ndarray:
+    def _indexed_synapses(self, cells: np.ndarray, bitmap: np.ndarray) -> np.ndarray:
         """Flat ids (``segment * max_synapses + slot``) of the synapses from active cells
         (``cells``: the sorted active cells; ``bitmap``: the same set as a mask); dead
         entries come back as ``DEAD``."""
@@ -249,7 +249,7 @@ class SegmentStore:
 
     def activity(self, cells: np.ndarray, bitmap: np.ndarray) -> np.ndarray:
         """Active synapses per segment, as an array over segment rows ``0..used-1``."""
-        syn = self._live_synapses(cells, bitmap)
+        syn = self._indexed_synapses(cells, bitmap)
         seg = syn >> self._shift if self._shift is not None else syn // self.max_syn
         pot = np.bincount(seg, minlength=self.used)
         pot[0] = 0                            # the dead entries' sentinel row
