@@ -62,6 +62,13 @@ import numpy as np
 from .bt_segments import PERM_SCALE, SegmentStore
 
 
+def _host(a: Any) -> np.ndarray:
+    """An int64 NumPy array of ``a`` (a torch tensor is copied off its device)."""
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a, np.int64)
+
+
 def _units(p: float) -> int:
     return int(round(p * PERM_SCALE))
 
@@ -378,16 +385,15 @@ class BacktrackingTM:
         self.models.extend(_KeyModel(self.params) for _ in range(n))
 
     def compute(self, slots: Any, cols: Any, learn: bool = True) -> np.ndarray:
-        """One record per slot: active columns ``cols`` (B, A) → raw anomaly scores (B,)."""
-        slots = np.asarray(slots, np.int64)
-        cols = np.asarray(cols, np.int64)
+        """One record per slot: active columns ``cols`` (B, A) → raw anomaly scores (B,).
+        ``slots`` and ``cols`` may be NumPy arrays or torch tensors (on any device)."""
+        slots, cols = _host(slots), _host(cols)
         return np.array([self.models[s].compute(c, learn) for s, c in zip(slots.tolist(), cols)],
                         dtype=np.float64)
 
     def peek(self, slots: Any, cols: Any) -> np.ndarray:
         """Raw anomaly scores for active columns ``cols`` without changing any state."""
-        slots = np.asarray(slots, np.int64)
-        cols = np.asarray(cols, np.int64)
+        slots, cols = _host(slots), _host(cols)
         return np.array([self.models[s].score(c) for s, c in zip(slots.tolist(), cols)],
                         dtype=np.float64)
 

@@ -112,8 +112,9 @@ class HTMModel:
         self.sp = SpatialPooler(self.be, input_width(self.rdse, self.tod), c.columns, c.num_active,
                                 c.potential_pct, c.syn_perm_connected, c.syn_perm_active_inc,
                                 c.syn_perm_inactive_dec, seed=c.seed + 1956)
-        # either TM: compute / peek take host (NumPy) slots and columns and return float64
-        # NumPy scores, plus memory_bytes, add_slots, slots, state_dict / load_state_dict
+        # either TM: compute / peek take slots and columns as NumPy or this backend's arrays
+        # and return float64 NumPy scores, plus memory_bytes, add_slots, slots and
+        # state_dict / load_state_dict
         self.tm: TemporalMemory | BacktrackingTM
         if c.tm == "backtracking":
             # every BacktrackingParams field has an HTMConfig field of the same name
@@ -141,8 +142,7 @@ class HTMModel:
         be = self.be
         bits, ok = encode_record(be, self.rdse, self.tod, values, resolution, times_ns)
         cols = self.sp.compute(slots, bits, ok, learn=learn)
-        # host columns: BacktrackingTM is NumPy-only (one model per key)
-        return self.tm.compute(np.asarray(slots), be.to_numpy(cols), learn=learn)
+        return self.tm.compute(slots, cols, learn=learn)
 
     def peek(self, slots: np.ndarray, values: np.ndarray, resolution: np.ndarray,
              times_ns: np.ndarray) -> np.ndarray:
@@ -150,7 +150,7 @@ class HTMModel:
         be = self.be
         bits, ok = encode_record(be, self.rdse, self.tod, values, resolution, times_ns)
         cols = self.sp.compute(slots, bits, ok, learn=False)
-        return self.tm.peek(np.asarray(slots), be.to_numpy(cols))
+        return self.tm.peek(slots, cols)
 
     def state_dict(self) -> dict[str, Any]:
         return {"sp": self.sp.state_dict(), "tm": self.tm.state_dict()}
