@@ -12,7 +12,7 @@ profile with the raw HTM score ("without likelihood").
     python benchmarks/nab.py --tm plain      # the faster plain TM (results/nab-plain.json)
     python benchmarks/nab.py --auto-resolution   # resolution from the first 100 records
     python benchmarks/nab.py --quick         # four files
-    python benchmarks/nab.py --workers 2     # the files split over two processes (same
+    python benchmarks/nab.py --workers 2     # the files shared out to two processes (same
                                              # results; results/nab-workers2.json)
 """
 
@@ -47,7 +47,7 @@ def _extra(p):
     p.add_argument("--device", default="auto", help="auto, numpy, torch, cuda")
     p.add_argument("--threads", type=int, default=None, help="torch threads (per worker)")
     p.add_argument("--workers", type=int, default=1,
-                   help="worker processes, each running some of the files (default 1)")
+                   help="worker processes taking jobs of files as they finish (default 1)")
 
 
 def main() -> None:
@@ -84,6 +84,7 @@ def main() -> None:
                    records_per_s=round(report["events"] / seconds, 1), files=len(names),
                    workers=report["workers"],
                    worker_seconds=[round(w["seconds"], 1) for w in report.get("per_worker", [])],
+                   worker_jobs=[w["jobs"] for w in report.get("per_worker", [])],
                    seed=args.seed, resolution="auto (first 100 records)" if args.auto_resolution
                    else "NAB min/max", tm=args.tm, backtrack=args.backtrack,
                    backend=report.get("metrics", {}).get("0.HTMDetector", {}).get("backend"),

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import random
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from operators.htm.detector import HTMDetector
 from operators.htm.model import HTMConfig
 from operators.htm.nab_runner import run_corpus
-from operators.htm.nab_workers import NABWorkerError, assign_files
+from operators.htm.nab_workers import NABWorkerError, plan_jobs
 from stream import Batch, Operator
 from stream.cli import main
 from stream.errors import HebbstreamError
@@ -125,23 +126,78 @@ def test_bad_arguments_fail_before_any_worker_starts(tmp_path):
         run_corpus(small_htm("plain"), EXCERPT, str(tmp_path), files=[*FILES, "a/b.csv"], workers=2)
 
 
-def test_assign_files_balances_largest_first():
-    assert assign_files(["a", "b", "c"], [5, 3, 4], 2) == [["a"], ["b", "c"]]
-    assert assign_files(["a", "b"], [1, 1], 3) == [["a"], ["b"]]
+def test_plan_jobs_cuts_largest_first_shrinking_jobs():
+    assert plan_jobs(["a", "b", "c"], [5, 3, 4], 2) == [["a"], ["c"], ["b"]]
+    assert plan_jobs(["a", "b"], [1, 1], 3) == [["a"], ["b"]]
+    assert plan_jobs(["a", "b", "c"], [1, 1, 1], 1, share=1) == [["a", "b", "c"]]
     rng = random.Random(0)
     for _ in range(50):
-        n, w = rng.randint(1, 30), rng.randint(1, 8)
+        n, w = rng.randint(1, 60), rng.randint(1, 8)
         names = [f"f{i}" for i in range(n)]
         sizes = [rng.randint(1, 1000) for _ in names]
-        parts = assign_files(names, sizes, w)
-        assert len(parts) == min(n, w) and all(parts)
-        assert sorted(sum(parts, [])) == sorted(names)
-        assert all(p == sorted(p, key=names.index) for p in parts)   # corpus order kept
-        # greedy bound: no worker exceeds the lightest by more than the largest file
-        loads = [sum(sizes[names.index(f)] for f in p) for p in parts]
-        assert max(loads) - min(loads) <= max(sizes)
+        jobs = plan_jobs(names, sizes, w)
+        assert sorted(sum(jobs, [])) == sorted(names) and all(jobs)
+        flat = [sizes[names.index(f)] for f in sum(jobs, [])]
+        assert flat == sorted(flat, reverse=True)                 # largest files first
+        left = sum(sizes)
+        for job in jobs:   # each job holds >= 1/(2w) of what was left, or is the rest
+            records = sum(sizes[names.index(f)] for f in job)
+            smallest = min(sizes[names.index(f)] for f in job)
+            assert records >= left / (2 * w) or job is jobs[-1]
+            assert records - smallest < left / (2 * w)           # it stops once it has enough
+            left -= records
     with pytest.raises(ValueError, match="workers must be >= 1"):
-        assign_files(["a"], [1], 0)
+        plan_jobs(["a"], [1], 0)
+
+
+def write_corpus(root, sizes: dict[str, int]) -> None:
+    """A tiny NAB corpus: ``cat/<name>.csv`` with ``sizes[name]`` rows each, no windows."""
+    os.makedirs(root / "data" / "cat")
+    os.makedirs(root / "labels")
+    for name, n in sizes.items():
+        with open(root / "data" / "cat" / f"{name}.csv", "w") as f:
+            f.write("timestamp,value\n")
+            for i in range(n):
+                f.write(f"2015-01-{1 + i // 1440:02d} {i // 60 % 24:02d}:{i % 60:02d}:00,{i % 7}\n")
+    with open(root / "labels" / "combined_windows.json", "w") as f:
+        f.write("{" + ", ".join(f'"cat/{name}.csv": []' for name in sizes) + "}")
+
+
+class WaitsFor(Operator):
+    """Test-only detector: scores 0; on one key it first waits for other result files."""
+
+    requires = {"value": "number"}
+
+    def __init__(self, key: str | None, paths: list[str]):
+        self.key, self.paths = key, paths
+
+    def process(self, batch: Batch) -> Batch:
+        if self.key is not None and self.key in set(batch.keys().tolist()):
+            deadline = time.monotonic() + 120
+            while not all(os.path.exists(p) for p in self.paths):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"waited in vain for {self.paths}")
+                time.sleep(0.05)
+        return batch.with_columns({"anomaly_score": np.zeros(batch.num_rows)})
+
+
+def waits_for(streams, seed=0, key="", paths=()):
+    return WaitsFor(key if key in streams else None, list(paths))
+
+
+def test_a_slow_job_holds_one_worker_while_the_other_takes_the_rest(tmp_path):
+    sizes = {"slow": 400, "a": 300, "b": 200, "c": 100}
+    write_corpus(tmp_path / "nab", sizes)
+    out = tmp_path / "out"
+    # the slow file (largest: the first job, worker 1) cannot finish before the others do
+    others = [str(out / "x" / "cat" / f"x_{name}.csv") for name in ("a", "b", "c")]
+    factory = functools.partial(spawnable("waits_for"), key="cat/slow.csv", paths=others)
+    report = run_corpus(factory, str(tmp_path / "nab"), str(out), "x", workers=2)
+    assert report["workers"] == 2 and report["jobs"] == 4 and report["events"] == 1000
+    first, second = report["per_worker"]
+    assert (first["files"], first["jobs"], first["events"]) == (["cat/slow.csv"], 1, 400)
+    assert (second["files"], second["jobs"]) == (["cat/a.csv", "cat/b.csv", "cat/c.csv"], 3)
+    assert [os.path.basename(p) for p in report["files"]] == [f"x_{n}.csv" for n in sorted(sizes)]   # corpus order
 
 
 def small_htm_plain(streams, seed=0):

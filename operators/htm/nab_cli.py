@@ -129,8 +129,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4096, help="micro-batch size (default 4096)")
     p.add_argument("--device", default=None, help="device for the detector (cpu, cuda)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="worker processes, each running some of the files (balanced by "
-                        "records); same result files as one (default 1)")
+                   help="worker processes taking jobs of files (largest first) as they "
+                        "finish the last; same result files as one (default 1)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
     p.set_defaults(func=main)

@@ -8,8 +8,8 @@ Scores are collected per key and written as NAB result files, which
 :func:`score_results` scores with :mod:`operators.htm.nab_scorer`.
 
 The detector is built by a factory that receives what NAB lets a detector know up front
-about each stream (:class:`NABStream`: its length, min and max). ``workers=N`` splits
-the files over N processes, each running this same path over its share
+about each stream (:class:`NABStream`: its length, min and max). ``workers=N`` shares
+the files out to N processes, each running this same path over the jobs it takes
 (:mod:`operators.htm.nab_workers`); the result files are the same bytes.
 
 Example (a toy detector that scores the distance to the previous value):
@@ -180,13 +180,13 @@ def run_corpus(detector_factory: Callable[..., Operator], nab_dir: str, out_dir:
         batch_size / per_turn: micro-batch size, and rows of a stream per turn of the
             interleaving (1: every micro-batch spreads over all streams).
         device: passed to :func:`stream.run` (``pipeline.to(device)``).
-        workers: processes to split the files over (:mod:`operators.htm.nab_workers`:
-            each owns some files, balanced by records, and writes their results; the
-            result files are the same bytes as with one). More workers than files
-            start one per file (one file runs here). With more than one, the factory
-            must pickle.
+        workers: processes to share the files out to (:mod:`operators.htm.nab_workers`:
+            the files are cut into jobs, largest first, and a worker that finishes a
+            job takes the next; each writes its jobs' results; the result files are the
+            same bytes as with one). At most one worker per job starts (one file runs
+            here). With more than one, the factory must pickle.
         start_method: how worker processes start (default ``"spawn"``).
-        progress: a progress bar; with workers, a line per finished worker.
+        progress: a progress bar; with workers, a line per finished job.
 
     Returns the engine's run summary plus ``detector_dir``, ``files`` written and
     ``workers`` (with more than one: the merged summary, and ``per_worker``).

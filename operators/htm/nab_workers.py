@@ -1,20 +1,24 @@
-"""Run the NAB corpus as N worker processes, each owning some of the streams (keys).
+"""Run the NAB corpus as N worker processes that share out the streams (keys) as they go.
 
 This is hebbstream's scale-out on one machine, the way workers of a Kafka consumer
-group share a topic: each worker owns a set of keys (corpus files), runs the ordinary
-engine path over them (:func:`~operators.htm.nab_runner.run_corpus` on its files,
-interleaved, the detector batching its keys) and writes their result files; the parent
-only splits the files and collects the per-key reports. A key's model is independent
-of the other keys and its random draws depend only on its own data and seed, so the
-result files are byte-identical to a one-process run.
+group share a topic: each worker runs the ordinary engine path over a set of keys
+(:func:`~operators.htm.nab_runner.run_corpus` on some corpus files, interleaved, the
+detector batching its keys) and writes their result files; the parent only hands out
+the files and collects the reports. A key's model is independent of the other keys and
+its random draws depend only on its own data and seed, so the result files are
+byte-identical to a one-process run, whichever worker ran which file.
 
-Files go to workers largest first, each onto the least-loaded worker (by record count),
-so the workers finish close together. Workers start with ``"spawn"`` by default: a
-fresh interpreter inherits no threads, locks or torch/OpenMP state from the parent, so
-the detector factory must be picklable (a module-level function, or a
+The files are cut into jobs (:func:`plan_jobs`): largest files first, each job about
+1/(2N) of the records still unplanned, so the first jobs are large (many keys batched
+together) and the last ones single small files. A worker that finishes a job gets the
+next one, so a worker whose streams cost more per record (more segments, more
+backtracking) simply takes fewer jobs: the workers finish close together without
+knowing the costs beforehand. Workers start with ``"spawn"`` by default: a fresh
+interpreter inherits no threads, locks or torch/OpenMP state from the parent, so the
+detector factory must be picklable (a module-level function, or a
 :func:`functools.partial` of one). A worker that raises, or dies, stops the run: the
-other workers are terminated and :class:`NABWorkerError` names the failed worker's files
-and carries its traceback.
+other workers are terminated and :class:`NABWorkerError` names the files of the job that
+failed and carries its traceback.
 
 Example (the HTM detector, small, on the two-file excerpt; the factory is a partial,
 so it pickles):
@@ -22,13 +26,13 @@ so it pickles):
     >>> from operators.htm.detector import HTMDetector
     >>> from operators.htm.model import HTMConfig
     >>> from operators.htm.nab_runner import run_corpus
-    >>> assign_files(["a.csv", "b.csv", "c.csv", "d.csv"], [10, 40, 30, 20], 2)
-    [['a.csv', 'b.csv'], ['c.csv', 'd.csv']]
+    >>> plan_jobs(["a.csv", "b.csv", "c.csv", "d.csv"], [10, 40, 30, 20], 2)
+    [['b.csv'], ['c.csv'], ['d.csv'], ['a.csv']]
     >>> nab = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "data", "nab")
     >>> factory = functools.partial(HTMDetector.for_nab, config=HTMConfig.small(), device="numpy")
     >>> one, two = tempfile.mkdtemp(), tempfile.mkdtemp()
     >>> report = run_corpus(factory, nab, two, "htm", workers=2)
-    >>> report["workers"], report["events"], [len(w["files"]) for w in report["per_worker"]]
+    >>> report["workers"], report["events"], sorted(len(w["files"]) for w in report["per_worker"])
     (2, 3506, [1, 1])
     >>> names = [os.path.relpath(p, two) for p in report["files"]]
     >>> _ = run_corpus(factory, nab, one, "htm")
@@ -38,7 +42,6 @@ so it pickles):
 
 from __future__ import annotations
 
-import heapq
 import multiprocessing as mp
 import os
 import pickle
@@ -61,11 +64,15 @@ START_METHOD = "spawn"
 NAMED_FILES = 10
 #: Seconds a worker that has reported gets to exit before it is terminated.
 EXIT_GRACE_S = 30.0
+#: Each job takes about 1/(JOB_SHARE * workers) of the records not yet planned: smaller
+#: jobs balance better, larger ones batch more keys through the spatial pooler at once.
+JOB_SHARE = 2
 
 
 class NABWorkerError(HebbstreamError):
-    """A worker process failed: names its files; ``worker_traceback`` holds its traceback
-    (also in the message); ``__cause__`` is the worker's exception when it could be sent."""
+    """A worker process failed: names its job's files; ``worker_traceback`` holds its
+    traceback (also in the message); ``__cause__`` is the worker's exception when it
+    could be sent."""
 
     def __init__(self, message: str, files: Sequence[str] = (), worker_traceback: str = ""):
         super().__init__(message)
@@ -73,22 +80,29 @@ class NABWorkerError(HebbstreamError):
         self.worker_traceback = worker_traceback
 
 
-def assign_files(files: Sequence[str], sizes: Sequence[int], workers: int) -> list[list[str]]:
-    """Split ``files`` over at most ``workers`` workers, balanced by ``sizes`` (records):
-    largest first, each onto the least-loaded worker (the first one on ties). Each
-    worker's files keep their order in ``files``; no worker is left without a file."""
+def plan_jobs(files: Sequence[str], sizes: Sequence[int], workers: int,
+              share: int = JOB_SHARE) -> list[list[str]]:
+    """Cut ``files`` into jobs for ``workers`` workers (guided self-scheduling): files
+    largest first (``sizes``: records; ties in ``files`` order), each job taking files
+    until it holds at least 1/(``share`` * ``workers``) of the records not yet in a job.
+    Every file is in exactly one job; the jobs come largest first."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if len(files) != len(sizes):
         raise ValueError("files and sizes differ in length")
-    n = min(workers, len(files))
-    load = [(0, w) for w in range(n)]              # (records, worker): a min-heap
-    owner = [0] * len(files)
-    for i in sorted(range(len(files)), key=lambda i: (-sizes[i], i)):
-        records, w = heapq.heappop(load)
-        owner[i] = w
-        heapq.heappush(load, (records + sizes[i], w))
-    return [[f for f, o in zip(files, owner) if o == w] for w in range(n)]
+    order = sorted(range(len(files)), key=lambda i: (-sizes[i], i))
+    left = sum(sizes)
+    jobs: list[list[str]] = []
+    while order:
+        target = left / (share * workers)
+        job, records = [], 0
+        while order and (not job or records < target):
+            i = order.pop(0)
+            job.append(files[i])
+            records += sizes[i]
+        jobs.append(job)
+        left -= records
+    return jobs
 
 
 def _describe(index: int, count: int, files: Sequence[str]) -> str:
@@ -98,11 +112,13 @@ def _describe(index: int, count: int, files: Sequence[str]) -> str:
 
 
 def _work(conn: Connection, factory: Callable[..., Operator], nab_dir: str, out_dir: str,
-          detector: str, files: list[str], options: dict[str, Any]) -> None:
-    """A worker's body: run its files through the engine, send the summary or the error."""
+          detector: str, options: dict[str, Any]) -> None:
+    """A worker's body: run each job (a list of files) it receives until it gets ``None``;
+    send each job's summary, or the error (and stop)."""
     try:
-        conn.send(("done", run_corpus(factory, nab_dir, out_dir, detector, files=files,
-                                      **options)))
+        while (files := conn.recv()) is not None:
+            conn.send(("done", run_corpus(factory, nab_dir, out_dir, detector, files=files,
+                                          **options)))
     except BaseException as exc:   # anything, KeyboardInterrupt included, goes to the parent
         tb = traceback.format_exc()
         try:
@@ -128,7 +144,7 @@ def run_workers(detector_factory: Callable[..., Operator], nab_dir: str, out_dir
                 start_method: str = START_METHOD, progress: bool = False,
                 **options: Any) -> dict[str, Any]:
     """:func:`~operators.htm.nab_runner.run_corpus` over ``workers`` processes; ``options``
-    go to each worker's ``run_corpus``. Returns the merged summary (see :func:`merge_summaries`)."""
+    go to each job's ``run_corpus``. Returns the merged summary (see :func:`merge_summaries`)."""
     names = list(files) if files is not None else corpus_files(nab_dir)
     labelled_windows(nab_dir, names)   # fail here, before any process starts
     sizes = []
@@ -137,8 +153,8 @@ def run_workers(detector_factory: Callable[..., Operator], nab_dir: str, out_dir
         if rows is None:
             raise NABFormatError(f"{os.path.join(nab_dir, DATA_DIR, *name.split('/'))}: no such file")
         sizes.append(rows)
-    parts = assign_files(names, sizes, workers)
-    if len(parts) == 1:   # one file: nothing to split
+    jobs = plan_jobs(names, sizes, workers)
+    if len(names) == 1:   # one file: nothing to share out
         return run_corpus(detector_factory, nab_dir, out_dir, detector, files=names,
                           progress=progress, **options)
     if start_method != "fork":
@@ -149,73 +165,95 @@ def run_workers(detector_factory: Callable[..., Operator], nab_dir: str, out_dir
                                   f"so it must pickle (a module-level function or a "
                                   f"functools.partial of one); {detector_factory!r}: {exc}") from exc
     ctx = mp.get_context(start_method)
+    count = min(workers, len(jobs))
     t0 = time.perf_counter()
     procs: list[Any] = []
-    waiting: dict[Connection, int] = {}
-    summaries: list[dict[str, Any]] = [{} for _ in parts]
+    conns: list[Connection] = []
+    running: dict[Connection, int] = {}     # connection → index of the job it runs
+    runs: list[tuple[int, list[str], dict[str, Any]]] = []
     finished = False
     try:
-        for i, part in enumerate(parts):
-            recv, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_work, name=f"nab-worker-{i + 1}", daemon=True,
-                               args=(send, detector_factory, nab_dir, out_dir, detector, part,
+        for w in range(count):
+            conn, child = ctx.Pipe()
+            proc = ctx.Process(target=_work, name=f"nab-worker-{w + 1}", daemon=True,
+                               args=(child, detector_factory, nab_dir, out_dir, detector,
                                      options))
             proc.start()
-            # only the worker may hold the sending end: when it dies, recv() sees EOF
-            send.close()
+            # only the worker may hold its end: when it dies, recv() here sees EOF
+            child.close()
             procs.append(proc)
-            waiting[recv] = i
-        while waiting:
-            for conn in wait(list(waiting)):
-                i = waiting.pop(conn)
-                who = _describe(i, len(parts), parts[i])
+            conns.append(conn)
+        following = iter(range(len(jobs)))
+        for conn, j in zip(conns, following):
+            conn.send(jobs[j])
+            running[conn] = j
+        while running:
+            for conn in wait(list(running)):
+                w, j = conns.index(conn), running.pop(conn)
+                who = _describe(w, count, jobs[j])
                 try:
                     message = conn.recv()
                 except EOFError:
-                    procs[i].join(EXIT_GRACE_S)
-                    code = procs[i].exitcode
+                    procs[w].join(EXIT_GRACE_S)
+                    code = procs[w].exitcode
                     how = (f"was killed by signal {-code}" if code is not None and code < 0
                            else f"died (exit code {code})")
                     raise NABWorkerError(f"{who} {how} before reporting (anything it printed is "
                                          "above; a script that starts workers needs "
-                                         "if __name__ == '__main__')", parts[i]) from None
-                finally:
-                    conn.close()
+                                         "if __name__ == '__main__')", jobs[j]) from None
                 if message[0] == "failed":
                     _, error, tb, cause = message
                     err = NABWorkerError(f"{who} failed: {error}\n--- worker traceback ---\n"
-                                         f"{tb.rstrip()}", parts[i], tb)
+                                         f"{tb.rstrip()}", jobs[j], tb)
                     raise err from _unpickled(cause)
-                summaries[i] = message[1]
+                runs.append((w, jobs[j], message[1]))
                 if progress:
                     print(f"{who}: {message[1]['events']:,} records in "
                           f"{message[1]['seconds']:.1f} s", file=sys.stderr, flush=True)
+                j = next(following, None)
+                try:
+                    conn.send(jobs[j] if j is not None else None)
+                except OSError:   # it died since it reported: its EOF comes next, if it matters
+                    pass
+                if j is not None:
+                    running[conn] = j
         finished = True
     finally:
-        for proc in procs:
+        for proc, conn in zip(procs, conns):
             if finished:
                 proc.join(EXIT_GRACE_S)
             if proc.is_alive():   # a failure stops the other workers
                 proc.terminate()
             proc.join()
-    return merge_summaries(names, parts, summaries, time.perf_counter() - t0)
+            conn.close()
+    return merge_summaries(names, count, runs, time.perf_counter() - t0)
 
 
-def merge_summaries(names: Sequence[str], parts: Sequence[Sequence[str]],
-                    summaries: Sequence[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    """One run summary from the workers' :func:`~operators.htm.nab_runner.run_corpus` ones.
+def merge_summaries(names: Sequence[str], workers: int,
+                    runs: Sequence[tuple[int, Sequence[str], dict[str, Any]]],
+                    seconds: float) -> dict[str, Any]:
+    """One run summary from the jobs' :func:`~operators.htm.nab_runner.run_corpus` ones
+    (``runs``: ``(worker, files, summary)`` in the order they finished).
 
     Counts add up; ``seconds`` is the parent's wall time; ``operator_seconds`` add up
-    (CPU time over all workers); ``latency_s`` takes the worst worker's percentiles;
-    ``files`` follow ``names`` (the corpus order); ``metrics`` list numbers per worker and
-    keep other values all workers agree on; ``per_worker`` holds each worker's files
-    and summary.
+    (CPU time over all workers); ``latency_s`` takes the worst job's percentiles;
+    ``files`` follow ``names`` (the corpus order); ``metrics`` list numbers per job and
+    keep other values all jobs agree on; ``per_worker`` holds each worker's files (in
+    the order it ran them), job count, records and seconds (its jobs' run times).
     """
+    summaries = [s for _, _, s in runs]
     written: dict[str, str] = {}
-    for part, s in zip(parts, summaries):
-        written.update(zip(part, s["files"]))
+    for _, files, s in runs:
+        written.update(zip(files, s["files"]))
     first = summaries[0]
     events = sum(s["events"] for s in summaries)
+    per_worker = [{"files": [], "jobs": 0, "events": 0, "seconds": 0.0} for _ in range(workers)]
+    for w, files, s in runs:
+        mine = per_worker[w]
+        mine["files"] += list(files)
+        mine["jobs"] += 1
+        mine["events"] += s["events"]
+        mine["seconds"] += s["seconds"]
     out: dict[str, Any] = {
         **{k: sum(s[k] for s in summaries) for k in ("events", "events_total", "batches",
                                                      "dead_letter", "checkpoints")},
@@ -228,9 +266,9 @@ def merge_summaries(names: Sequence[str], parts: Sequence[Sequence[str]],
         "machine": first["machine"],
         "detector_dir": first["detector_dir"],
         "files": [written[name] for name in names],
-        "workers": len(parts),
-        "per_worker": [{**{k: v for k, v in s.items() if k != "files"}, "files": list(p)}
-                       for p, s in zip(parts, summaries)],
+        "workers": workers,
+        "jobs": len(runs),
+        "per_worker": per_worker,
     }
     if "metrics" in first:
         out["metrics"] = {label: {field: _merged([s["metrics"][label][field] for s in summaries])
@@ -240,7 +278,7 @@ def merge_summaries(names: Sequence[str], parts: Sequence[Sequence[str]],
 
 
 def _merged(values: list[Any]) -> Any:
-    """Numbers stay per worker (a list: whether they add up depends on the metric); any
-    other value every worker reported is kept as one, else listed too."""
+    """Numbers stay per job (a list: whether they add up depends on the metric); any
+    other value every job reported is kept as one, else listed too."""
     numbers = any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     return values if numbers or any(v != values[0] for v in values) else values[0]
