@@ -128,21 +128,27 @@ def test_detector_contract_with_the_backtracking_tm():
 
 
 def _check_index(st):
-    """The presynaptic index holds exactly the live synapses, each once, where ipos says."""
-    n, k = st.n_idx, st.n_sorted
-    pre, syn = st.idx_pre[:n], st.idx_syn[:n]
+    """The presynaptic index holds exactly the live synapses, each once, in its
+    presynaptic cell's block where ipos says; blocks fit their room and do not overlap."""
+    start, n, cap = st.blk_start, st.blk_len, st.blk_cap
+    assert np.all(n <= cap) and np.all(start + cap <= st.n_idx) and st.n_idx <= st.idx_syn.shape[0]
+    order = np.argsort(start[cap > 0], kind="stable")
+    ends, starts = (start + cap)[cap > 0][order], start[cap > 0][order]
+    assert np.all(ends[:-1] <= starts[1:])
+    pos = np.concatenate([np.arange(s, s + k) for s, k in zip(start.tolist(), n.tolist())])
+    pre = np.repeat(np.arange(st.cells), n)
+    syn = st.idx_syn[pos]
     live = syn != 0
     rows, slots = np.nonzero(st.pre[:st.used] >= 0)
     want = sorted(zip(st.pre[rows, slots].tolist(), (rows * st.max_syn + slots).tolist()))
     assert sorted(zip(pre[live].tolist(), syn[live].tolist())) == want
-    assert np.array_equal(st.ipos.reshape(-1)[syn[live]], np.flatnonzero(live))
-    assert np.all(np.diff(pre[:k]) >= 0)
-    assert np.array_equal(np.repeat(np.arange(st.cells), np.diff(st.idx_start)), pre[:k])
+    assert np.array_equal(st.ipos.reshape(-1)[syn[live]], pos[live])
+    assert (st.n_live, st.n_stale) == (int(live.sum()), int((~live).sum()))
 
 
-def test_presynaptic_index_stays_exact_through_merges_and_compaction(monkeypatch):
-    monkeypatch.setattr(SegmentStore, "_TAIL", 16)   # merge and compact every few steps
-    calls = {"_merge_tail": 0, "_compact": 0, "_unindex": 0}
+def test_presynaptic_index_stays_exact_through_moves_and_repacks(monkeypatch):
+    monkeypatch.setattr(SegmentStore, "_INDEX_MIN", 16)   # repack every few steps
+    calls = {"_move": 0, "_repack": 0, "_unindex": 0}
 
     def counting(name):
         method = getattr(SegmentStore, name)
@@ -155,17 +161,35 @@ def test_presynaptic_index_stays_exact_through_merges_and_compaction(monkeypatch
     for name in calls:
         monkeypatch.setattr(SegmentStore, name, counting(name))
     # one non-start cell per column holding one segment: new segments keep replacing old
-    # ones, so many index entries die and compaction runs
+    # ones, so many index entries die and repacks drop them
     tm = BacktrackingTM(**{**PARAMS, "cells_per_column": 2}, max_segments_per_cell=1)
     tm.add_slots(1)
     seq, noise = _patterns(5), _patterns(40, seed=7)
     st = tm.models[0].store
-    for i, p in enumerate((seq * 8 + noise) * 3):
+    for p in (seq * 8 + noise) * 3:
         _step(tm, p)
-        if i % 25 == 0:
-            _check_index(st)
-    _check_index(st)
-    assert all(calls.values()), calls   # every index path ran: merges, removals, compaction
+        _check_index(st)
+    assert all(calls.values()), calls   # every index path ran: moves, removals, repacks
+
+
+def test_presynaptic_index_stays_exact_under_random_growth_and_removal(monkeypatch):
+    monkeypatch.setattr(SegmentStore, "_INDEX_MIN", 8)    # the entry array fills often
+    rng = np.random.default_rng(3)
+    st = SegmentStore(cells=64, cells_per_column=4, max_synapses=8, seed=1)
+    for it in range(1, 400):
+        live = np.flatnonzero(st.cell[:st.used] >= 0)
+        sources = np.sort(rng.choice(64, rng.integers(1, 12), replace=False))
+        op = rng.integers(3) if live.shape[0] > 4 else 0
+        if op == 0:
+            st.create(rng.choice(64, rng.integers(1, 4), replace=False), sources, 6, 2100, it)
+        elif op == 1:
+            prev = np.zeros(64, bool)
+            prev[sources] = True
+            segs = rng.choice(live, rng.integers(1, 5), replace=False)
+            st.adapt(segs, prev, sources, 6, 1000, 1500, 2100, it)
+        else:
+            st.release(rng.choice(live, rng.integers(1, 3), replace=False))
+        _check_index(st)
 
 
 @pytest.mark.parametrize("name, corrupt, message", [

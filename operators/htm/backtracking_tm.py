@@ -185,7 +185,7 @@ class _KeyModel:
     def _infer_phase2(self, active: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """Predicted cells, columns with confidence, and whether enough columns are
         predicted to stay in sequence."""
-        hit = (self.store.activity(active.nonzero()[0], active) >= self.thr).nonzero()[0]
+        hit = (self.store.activity(active.nonzero()[0]) >= self.thr).nonzero()[0]
         cells = self.store.cell[hit]
         conf = np.zeros(self.p.columns, bool)
         conf[cells // self.n] = True
@@ -255,7 +255,7 @@ class _KeyModel:
         sources = prev_active.nonzero()[0]
         best = np.zeros(0, np.int64)
         if sources.shape[0]:
-            pot = st.activity(sources, prev_active)
+            pot = st.activity(sources)
             cand = (pot >= self.min_thr).nonzero()[0]
             wanted = np.zeros(self.p.columns, bool)
             wanted[miss] = True
@@ -279,7 +279,7 @@ class _KeyModel:
         cells = active.nonzero()[0]
         if cells.shape[0] == 0:
             return pred, np.zeros(0, np.int64)
-        pot = self.store.activity(cells, active)
+        pot = self.store.activity(cells)
         best = self._best_per_column((pot >= self.thr).nonzero()[0], pot)
         pred[self.store.cell[best]] = True
         return pred, best

@@ -11,12 +11,14 @@ leave the active cells, not the size of the model.
 Layout: segment ``s`` owns row ``s`` of ``pre`` (presynaptic cell, -1 = empty slot) and
 ``perm`` (permanence in 1/10000, int16), belongs to cell ``cell[s]`` (-1 = free row)
 and carries NuPIC's sequence-segment flag ``seq[s]``. Row 0 is a sentinel that no
-segment uses. The index is a list of ``(pre, flat synapse id)`` entries, a sorted
-prefix plus an unsorted tail that is merged in when it grows; ``ipos`` maps each live
-synapse to its entry, so removing a synapse turns that entry into a dead one (pointing
-at the sentinel row, whose count is discarded) without any search, and a look-up reads
-synapse ids with no liveness check. The index is derived state: it is rebuilt from
-``pre`` on load.
+segment uses. The index gives each presynaptic cell a block of entries (flat synapse
+ids) in one array: a look-up gathers the blocks of the active cells, with no search
+and no merging. A full block moves behind the others with room to grow; when the
+array has no space left, or dead entries pile up, every block is laid out afresh.
+``ipos`` maps each live synapse to its entry, so removing a synapse turns that entry
+into a dead one (pointing at the sentinel row, whose count is discarded) without any
+search; moves and re-layouts drop the dead entries. The index is derived state: it is
+rebuilt from ``pre`` on load.
 
 Randomness is a counter-based hash of (seed, iteration, segment or column, cell), so
 the draws are the same whether a key runs alone or batched with others and need no
@@ -26,8 +28,7 @@ Example:
     >>> import numpy as np
     >>> st = SegmentStore(cells=64, cells_per_column=4, max_synapses=8, seed=1)
     >>> st.create(np.array([21]), np.array([4, 9, 14]), n_new=3, initial=2100, iteration=1)
-    >>> active = np.zeros(64, bool); active[[4, 9]] = True
-    >>> st.activity(np.flatnonzero(active), active).tolist()     # row 0: the sentinel
+    >>> st.activity(np.array([4, 9])).tolist()     # row 0: the sentinel
     [0, 2]
 """
 
@@ -142,114 +143,122 @@ class SegmentStore:
 
     def nbytes(self) -> int:
         return (sum(getattr(self, n).nbytes for n in (*self._STATE, "ipos"))
-                + self.idx_pre.nbytes + self.idx_syn.nbytes)
+                + sum(getattr(self, n).nbytes for n in ("idx_syn", "blk_start", "blk_len", "blk_cap")))
 
     # -- the presynaptic index ---------------------------------------------------------------
-    _TAIL = 4096        # unsorted entries tolerated before they are merged in
+    _INDEX_MIN = 1024   # spare entries of a fresh entry array
 
     def _reset_index(self) -> None:
-        self.idx_pre = np.zeros(1024, np.int32)
-        self.idx_syn = np.zeros(1024, np.int64)     # flat synapse id (DEAD: removed)
-        self.n_idx = self.n_sorted = self.n_stale = 0
-        self._index_sorted()
+        self.idx_syn = np.zeros(self._INDEX_MIN, np.int64)   # flat synapse id (DEAD: removed)
+        # cell c's block: entries idx_syn[blk_start[c]:][:blk_len[c]], room for blk_cap[c]
+        self.blk_start = np.zeros(self.cells, np.int64)
+        self.blk_len = np.zeros(self.cells, np.int64)
+        self.blk_cap = np.zeros(self.cells, np.int64)
+        self.n_idx = 0          # idx_syn[:n_idx] is handed out (blocks, abandoned blocks)
+        self.n_live = self.n_stale = 0     # live and dead entries in the blocks
 
-    def _index_sorted(self) -> None:
-        """Offsets of each presynaptic cell's run in the sorted prefix (``idx_start[c]``
-        to ``idx_start[c + 1]``), so a look-up needs no binary search."""
-        counts = np.bincount(self.idx_pre[:self.n_sorted], minlength=self.cells)
-        self.idx_start = np.zeros(self.cells + 1, np.int64)
-        np.cumsum(counts, out=self.idx_start[1:])
+    @staticmethod
+    def _room(n: np.ndarray) -> np.ndarray:
+        """Block size for ``n`` entries: half as many again, so that a growing cell's
+        entries move a bounded number of times on average (none for no entries)."""
+        return n + (n + 1) // 2
+
+    @staticmethod
+    def _runs(lo: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """The positions ``lo[i], ..., lo[i] + n[i] - 1`` of every run, run after run."""
+        ends = n.cumsum()
+        pos = np.arange(int(ends[-1]) if ends.shape[0] else 0, dtype=np.int64)
+        pos += np.repeat(lo - (ends - n), n)
+        return pos
 
     def _append_index(self, pre: np.ndarray, syn: np.ndarray) -> None:
+        """Index new synapses ``syn`` (flat ids) from presynaptic cells ``pre``."""
         m = pre.shape[0]
         if m == 0:
             return
-        if self.n_idx + m > self.idx_pre.shape[0]:
-            self._resize_index(2 * (self.n_idx + m))
-        lo, hi = self.n_idx, self.n_idx + m
-        self.idx_pre[lo:hi] = pre
-        self.idx_syn[lo:hi] = syn
-        self.ipos.reshape(-1)[syn] = np.arange(lo, hi)
-        self.n_idx = hi
-        if self.n_idx - self.n_sorted > self._TAIL:
-            if 4 * self.n_stale > self.n_idx:
-                self._compact()
-            else:
-                self._merge_tail()
+        order = pre.argsort(kind="stable")
+        pre, syn = pre[order], syn[order]
+        # runs of equal cells (np.diff's Python overhead is most of a small append)
+        head = np.empty(m, bool)
+        head[0] = True
+        np.not_equal(pre[1:], pre[:-1], out=head[1:])
+        first = head.nonzero()[0]
+        k = np.empty_like(first)
+        np.subtract(first[1:], first[:-1], out=k[:-1])
+        k[-1] = m - first[-1]
+        cells = pre[first]
+        self._make_room(cells, k)
+        at = np.arange(m, dtype=np.int64)
+        at += (self.blk_start[cells] + self.blk_len[cells] - first).repeat(k)
+        self.idx_syn[at] = syn
+        self.ipos.reshape(-1)[syn] = at
+        self.blk_len[cells] += k
+        self.n_live += m
+        if 4 * self.n_stale > self.n_live:       # look-ups would read too many dead entries
+            self._repack()
 
     def _unindex(self, syn: np.ndarray) -> None:
         """Turn the index entries of live synapses ``syn`` (flat ids) into dead ones."""
         flat = self.ipos.reshape(-1)
         self.idx_syn[flat[syn]] = DEAD
         flat[syn] = -1
+        self.n_live -= syn.shape[0]
         self.n_stale += syn.shape[0]
 
-    def _resize_index(self, cap: int) -> None:
-        for name in ("idx_pre", "idx_syn"):
-            old = getattr(self, name)
-            new = np.zeros(max(cap, 1024), old.dtype)
-            new[:self.n_idx] = old[:self.n_idx]
-            setattr(self, name, new)
-
-    def _reposition(self) -> None:
-        """After the entries moved: point every live synapse at its entry again."""
-        n = self.n_idx
-        self.ipos.reshape(-1)[self.idx_syn[:n]] = np.arange(n)
-        self.ipos[0, 0] = -1                  # written by the dead entries
-
-    def _merge_tail(self) -> None:
-        """Sort the unsorted tail and merge it into the sorted prefix (linear time)."""
-        n, k = self.n_idx, self.n_sorted
-        order = np.argsort(self.idx_pre[k:n], kind="stable")
-        tails = [a[k:n][order] for a in (self.idx_pre, self.idx_syn)]
-        at = np.searchsorted(self.idx_pre[:k], tails[0], "right") + np.arange(n - k)
-        is_tail = np.zeros(n, bool)
-        is_tail[at] = True
-        for a, t in zip((self.idx_pre, self.idx_syn), tails):
-            merged = np.empty(n, a.dtype)
-            merged[at] = t
-            merged[~is_tail] = a[:k]
-            a[:n] = merged
-        self.n_sorted = n
-        self._reposition()
-        # the runs of the merged prefix start later by the tail entries of lower cells
-        self.idx_start[1:] += np.bincount(tails[0], minlength=self.cells).cumsum()
-
-    def _compact(self) -> None:
-        """Drop dead entries and sort the rest by presynaptic cell."""
-        n = self.n_idx
-        pre, syn = self.idx_pre[:n], self.idx_syn[:n]
+    def _move(self, cells: np.ndarray, start: np.ndarray, cap: np.ndarray, dst: np.ndarray) -> None:
+        """Give ``cells`` new blocks (``start``, ``cap``, in ``dst``) holding their live
+        entries; the dead ones are dropped."""
+        n = self.blk_len[cells]
+        syn = self.idx_syn[self._runs(self.blk_start[cells], n)]
         ok = syn != DEAD
-        order = np.argsort(pre[ok], kind="stable")
-        keep = [a[ok][order] for a in (pre, syn)]
-        m = keep[0].shape[0]
-        for dst, src in zip((self.idx_pre, self.idx_syn), keep):
-            dst[:m] = src
-        self.n_idx = self.n_sorted = m
-        self.n_stale = 0
-        self._reposition()
-        self._index_sorted()
+        done = np.zeros(ok.shape[0] + 1, np.int64)       # live entries before each entry
+        np.cumsum(ok, out=done[1:])
+        ends = n.cumsum()
+        live = done[ends] - done[ends - n]
+        syn = syn[ok]
+        at = self._runs(start, live)
+        dst[at] = syn
+        self.ipos.reshape(-1)[syn] = at
+        self.n_stale -= ok.shape[0] - syn.shape[0]
+        self.blk_start[cells], self.blk_len[cells], self.blk_cap[cells] = start, live, cap
 
-    def _indexed_synapses(self, cells: np.ndarray, bitmap: np.ndarray) -> np.ndarray:
-        """Flat ids (``segment * max_synapses + slot``) of the synapses from active cells
-        (``cells``: the sorted active cells; ``bitmap``: the same set as a mask); dead
-        entries come back as ``DEAD``."""
-        lo = self.idx_start.take(cells)
-        cnt = self.idx_start.take(cells + 1) - lo
-        ends = cnt.cumsum()
-        total = int(ends[-1]) if ends.shape[0] else 0
-        # positions of the runs [lo, hi) of every active cell, then the unsorted tail's hits
-        pos = np.arange(total, dtype=np.int64)
-        pos += np.repeat(lo - (ends - cnt), cnt)
-        tail = bitmap[self.idx_pre[self.n_sorted:self.n_idx]].nonzero()[0]
-        if tail.shape[0]:
-            tail += self.n_sorted
-            pos = np.concatenate([pos, tail])
-        return self.idx_syn.take(pos)
+    def _make_room(self, cells: np.ndarray, k: np.ndarray) -> None:
+        """Room for ``k`` more entries in the blocks of ``cells``: full blocks move behind
+        all others; when the entry array has no space for them, everything is repacked."""
+        full = self.blk_len[cells] + k > self.blk_cap[cells]
+        if not full.any():
+            return
+        cap = self._room(self.blk_len[cells[full]] + k[full])
+        need = int(cap.sum())
+        if self.n_idx + need > self.idx_syn.shape[0]:
+            self._repack(cells, k)
+        else:
+            self._move(cells[full], self.n_idx + cap.cumsum() - cap, cap, self.idx_syn)
+            self.n_idx += need
 
-    def activity(self, cells: np.ndarray, bitmap: np.ndarray) -> np.ndarray:
-        """Active synapses per segment, as an array over segment rows ``0..used-1``."""
-        syn = self._indexed_synapses(cells, bitmap)
+    def _repack(self, cells: np.ndarray | None = None, k: np.ndarray | None = None) -> None:
+        """Lay all blocks out afresh in a new entry array, without dead entries or
+        abandoned blocks, with room for ``k`` more entries on ``cells``."""
+        everyone = np.arange(self.cells)
+        dead = self.idx_syn[self._runs(self.blk_start, self.blk_len)] == DEAD
+        want = self.blk_len - np.bincount(np.repeat(everyone, self.blk_len)[dead], minlength=self.cells)
+        if cells is not None:
+            want[cells] += k
+        cap = self._room(want)
+        self.n_idx = int(cap.sum())
+        dst = np.zeros(int(self._room(cap.sum())) + self._INDEX_MIN, np.int64)
+        self._move(everyone, cap.cumsum() - cap, cap, dst)
+        self.idx_syn = dst
+
+    def _indexed_synapses(self, cells: np.ndarray) -> np.ndarray:
+        """Flat ids (``segment * max_synapses + slot``) of the synapses from ``cells``;
+        dead entries come back as ``DEAD``."""
+        return self.idx_syn.take(self._runs(self.blk_start.take(cells), self.blk_len.take(cells)))
+
+    def activity(self, cells: np.ndarray) -> np.ndarray:
+        """Active synapses per segment, as an array over segment rows ``0..used-1``, for
+        active cells ``cells``."""
+        syn = self._indexed_synapses(cells)
         seg = syn >> self._shift if self._shift is not None else syn // self.max_syn
         pot = np.bincount(seg, minlength=self.used)
         pot[0] = 0                            # the dead entries' sentinel row
