@@ -341,16 +341,17 @@ class SegmentStore:
               inc: int, dec: int, initial: int, iteration: int) -> None:
         """NuPIC's ``adaptSegment`` for distinct segments ``segs``: synapses onto cells of
         ``prev`` (a mask) gain ``inc``, the others lose ``dec`` (and go at 0); then new
-        synapses to randomly chosen ``sources`` (active cells not yet on the segment)
-        bring the active count up to ``n_new``, freeing the weakest inactive synapses
-        (then the weakest active ones) when the segment is full."""
+        synapses to randomly chosen ``sources`` (the cells of ``prev``, sorted) not yet
+        on the segment bring the active count up to ``n_new``, freeing the weakest
+        inactive synapses (then the weakest active ones) when the segment is full."""
         if segs.shape[0] == 0:
             return
         pre, perm = self.pre[segs], self.perm[segs]
         exist = pre >= 0
         act = prev[pre]                    # empty slots read the last cell: masked next
         act &= exist
-        want = n_new - act.sum(1)
+        n_on = act.sum(1)
+        want = n_new - n_on
         # int16 is wide enough: permanences stay within [-dec, PERM_SCALE + inc]
         perm += np.where(act, np.int16(inc), np.int16(-dec))
         np.minimum(perm, PERM_SCALE, out=perm)
@@ -360,8 +361,11 @@ class SegmentStore:
         perm[dead] = 0
         rows = (want > 0).nonzero()[0]
         if rows.shape[0] and sources.shape[0]:
-            present = (pre[rows][:, :, None] == sources[None, None, :]).any(1)
-            n_take = np.minimum(want[rows], sources.shape[0] - present.sum(1))
+            # the sources on a segment are its active synapses, which all stay
+            r, k = act[rows].nonzero()
+            present = np.zeros((rows.shape[0], sources.shape[0]), bool)
+            present[r, sources.searchsorted(pre[rows[r], k])] = True
+            n_take = np.minimum(want[rows], sources.shape[0] - n_on[rows])
             # rows count from 1 (row 0: the sentinel); the draws use 0-based segment numbers
             chosen = self._choose(1, segs[rows] - 1, sources, ~present, iteration,
                                   max(int(n_take.max()), 1))
