@@ -55,7 +55,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -71,6 +71,15 @@ def _host(a: Any) -> np.ndarray:
 
 def _units(p: float) -> int:
     return int(round(p * PERM_SCALE))
+
+
+class Active(NamedTuple):
+    """A set of active cells both as a mask and as sorted cell numbers: synapse tests
+    read the mask, index look-ups take the numbers, and building one from the other
+    as the state is made costs less than a scan of the whole mask."""
+
+    mask: np.ndarray
+    cells: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,7 @@ class _KeyModel:
         self.inf_pred = np.zeros(self.cells, bool)
         self.pred_cols = np.zeros(p.columns, bool)      # column confidence > 0 at t
         self.lrn_active = np.zeros(self.cells, bool)
+        self.lrn_cells = np.zeros(0, np.int64)           # lrn_active's cells (derived)
         self.lrn_pred = np.zeros(self.cells, bool)
         self.pending = np.zeros(0, np.int64)             # segments queued by learnPhase2
         self.inf_history = np.zeros((0, 0), np.int64)    # recent inputs, oldest first
@@ -142,12 +152,16 @@ class _KeyModel:
         for name in self._SCALARS[1:]:
             setattr(self, name, int(state[name]))
         self.store.load_state_dict(state["segments"])
+        self.lrn_cells = self.lrn_active.nonzero()[0]
 
     # -- helpers -----------------------------------------------------------------------------
-    def _start_cells(self, cols: np.ndarray) -> np.ndarray:
+    def _active(self, cells: np.ndarray) -> Active:
         state = np.zeros(self.cells, bool)
-        state[cols * self.n] = True
-        return state
+        state[cells] = True
+        return Active(state, cells)
+
+    def _start_cells(self, cols: np.ndarray) -> Active:
+        return self._active(cols * self.n)
 
     @staticmethod
     def _push(history: np.ndarray, cols: np.ndarray, keep: int) -> np.ndarray:
@@ -172,31 +186,33 @@ class _KeyModel:
         return segs[first]
 
     # -- inference ---------------------------------------------------------------------------
-    def _infer_phase1(self, cols: np.ndarray, prev_pred: np.ndarray | None) -> tuple[np.ndarray, bool]:
+    def _infer_phase1(self, cols: np.ndarray, prev_pred: np.ndarray | None) -> tuple[Active, bool]:
         """Active cells from the previous prediction (``None``: start cells)."""
         if prev_pred is None:
             return self._start_cells(cols), True
         block = prev_pred.reshape(-1, self.n)[cols]
         hit = block.any(1)
+        block[~hit] = True
         state = np.zeros(self.cells, bool)
-        state.reshape(-1, self.n)[cols] = np.where(hit[:, None], block, True)
-        return state, int(hit.sum()) >= 0.5 * cols.shape[0]
+        state.reshape(-1, self.n)[cols] = block
+        col, cell = block.nonzero()
+        return Active(state, cols[col] * self.n + cell), int(hit.sum()) >= 0.5 * cols.shape[0]
 
-    def _infer_phase2(self, active: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    def _infer_phase2(self, active: Active) -> tuple[np.ndarray, np.ndarray, bool]:
         """Predicted cells, columns with confidence, and whether enough columns are
         predicted to stay in sequence."""
-        hit = (self.store.activity(active.nonzero()[0]) >= self.thr).nonzero()[0]
+        hit = (self.store.activity(active.cells) >= self.thr).nonzero()[0]
         cells = self.store.cell[hit]
         conf = np.zeros(self.p.columns, bool)
         conf[cells // self.n] = True
         pred = np.zeros(self.cells, bool)
-        on = cells[self.store.active_synapses(hit, active, self.connected) >= self.thr]
+        on = cells[self.store.active_synapses(hit, active.mask, self.connected) >= self.thr]
         pred[on] = True
         cols = np.zeros(self.p.columns, bool)
         cols[on // self.n] = True
         return pred, conf, int(cols.sum()) >= 0.5 * self.avg_density
 
-    def _infer_backtrack(self, active: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _infer_backtrack(self, active: Active) -> tuple[Active, np.ndarray, np.ndarray]:
         hist = self.inf_history
         n = hist.shape[0]
         for start in range(n):
@@ -225,10 +241,10 @@ class _KeyModel:
             pred, conf, ok = self._infer_phase2(active)
         if not ok:
             active, pred, conf = self._infer_backtrack(active)
-        self.inf_active, self.inf_pred, self.pred_cols = active, pred, conf
+        self.inf_active, self.inf_pred, self.pred_cols = active.mask, pred, conf
 
     # -- learning ----------------------------------------------------------------------------
-    def _apply_pending(self, cols: np.ndarray, prev_active: np.ndarray, pending: np.ndarray) -> None:
+    def _apply_pending(self, cols: np.ndarray, prev: Active, pending: np.ndarray) -> None:
         """Queued updates of segments whose column is active now (the others lapse)."""
         st = self.store
         if pending.shape[0] == 0:
@@ -238,24 +254,22 @@ class _KeyModel:
         on = np.zeros(self.p.columns, bool)
         on[cols] = True
         segs = pending[live & on[np.where(live, cell, 0) // self.n]]
-        st.adapt(segs, prev_active, prev_active.nonzero()[0], self.p.new_synapse_count,
+        st.adapt(segs, prev.mask, prev.cells, self.p.new_synapse_count,
                  self.inc, self.dec, self.initial, self.lrn_iteration)
 
-    def _learn_phase1(self, cols: np.ndarray, prev_active: np.ndarray, prev_pred: np.ndarray,
-                      read_only: bool) -> tuple[np.ndarray, bool]:
+    def _learn_phase1(self, cols: np.ndarray, prev: Active, prev_pred: np.ndarray,
+                      read_only: bool) -> tuple[Active, bool]:
         block = prev_pred.reshape(-1, self.n)[cols]
         hit = block.any(1)
-        state = np.zeros(self.cells, bool)
-        state[cols[hit] * self.n + block[hit].argmax(1)] = True
+        cells = cols[hit] * self.n + block[hit].argmax(1)
         miss = cols[~hit]
         in_seq = miss.shape[0] < cols.shape[0] // 2
         if read_only or miss.shape[0] == 0:
-            return state, in_seq
+            return self._active(cells), in_seq
         st = self.store
-        sources = prev_active.nonzero()[0]
         best = np.zeros(0, np.int64)
-        if sources.shape[0]:
-            pot = st.activity(sources)
+        if prev.cells.shape[0]:
+            pot = st.activity(prev.cells)
             cand = (pot >= self.min_thr).nonzero()[0]
             wanted = np.zeros(self.p.columns, bool)
             wanted[miss] = True
@@ -266,25 +280,24 @@ class _KeyModel:
         matched[st.cell[best] // self.n] = True
         fresh = miss[~matched[miss]]
         new_cells = st.cell_for_new_segment(fresh, self.p.max_segments_per_cell, self.lrn_iteration)
-        state[st.cell[best]] = True
-        state[new_cells] = True
-        st.adapt(best, prev_active, sources, self.p.new_synapse_count, self.inc, self.dec,
+        # one cell per column: the union needs sorting, not deduplicating
+        state = self._active(np.sort(np.concatenate([cells, st.cell[best], new_cells])))
+        st.adapt(best, prev.mask, prev.cells, self.p.new_synapse_count, self.inc, self.dec,
                  self.initial, self.lrn_iteration)
-        st.create(new_cells, sources, self.p.new_synapse_count, self.initial, self.lrn_iteration)
+        st.create(new_cells, prev.cells, self.p.new_synapse_count, self.initial, self.lrn_iteration)
         return state, in_seq
 
-    def _learn_phase2(self, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _learn_phase2(self, active: Active) -> tuple[np.ndarray, np.ndarray]:
         """Learn-predicted cells (one per column at most) and the segments to queue."""
         pred = np.zeros(self.cells, bool)
-        cells = active.nonzero()[0]
-        if cells.shape[0] == 0:
+        if active.cells.shape[0] == 0:
             return pred, np.zeros(0, np.int64)
-        pot = self.store.activity(cells)
+        pot = self.store.activity(active.cells)
         best = self._best_per_column((pot >= self.thr).nonzero()[0], pot)
         pred[self.store.cell[best]] = True
         return pred, best
 
-    def _learn_backtrack_from(self, start: int, read_only: bool) -> tuple[bool, np.ndarray]:
+    def _learn_backtrack_from(self, start: int, read_only: bool) -> tuple[bool, Active | None]:
         hist = self.lrn_history
         n = hist.shape[0]
         active = pred = pending = None
@@ -302,7 +315,7 @@ class _KeyModel:
             pred, pending = self._learn_phase2(active)
         return ok, active
 
-    def _learn_backtrack(self) -> tuple[int, np.ndarray | None]:
+    def _learn_backtrack(self) -> tuple[int, Active | None]:
         """Lock the learning state on from an earlier input: ``(steps back, state)``."""
         n_prev = self.lrn_history.shape[0] - 1
         for start in range(max(n_prev, 0)):
@@ -315,7 +328,8 @@ class _KeyModel:
 
     def _learn(self, cols: np.ndarray) -> None:
         p = self.p
-        prev_active, prev_pred = self.lrn_active, self.lrn_pred
+        prev_pred = self.lrn_pred
+        prev_active = Active(self.lrn_active, self.lrn_cells)
         if p.max_lrn_backtrack > 0:
             self.lrn_history = self._push(self.lrn_history, cols, p.max_lrn_backtrack)
         self._apply_pending(cols, prev_active, self.pending)
@@ -333,7 +347,7 @@ class _KeyModel:
             else:
                 active = replayed
             self.pam, self.seq_length = p.pam_length, back
-        self.lrn_active = active
+        self.lrn_active, self.lrn_cells = active
         self.lrn_pred, self.pending = self._learn_phase2(active)
 
     # -- one step ----------------------------------------------------------------------------
