@@ -73,7 +73,7 @@ def _units(p: float) -> int:
     return int(round(p * PERM_SCALE))
 
 
-class Active(NamedTuple):
+class _Active(NamedTuple):
     """A set of active cells both as a mask and as sorted cell numbers: synapse tests
     read the mask, index look-ups take the numbers, and building one from the other
     as the state is made costs less than a scan of the whole mask."""
@@ -155,12 +155,12 @@ class _KeyModel:
         self.lrn_cells = self.lrn_active.nonzero()[0]
 
     # -- helpers -----------------------------------------------------------------------------
-    def _active(self, cells: np.ndarray) -> Active:
+    def _active(self, cells: np.ndarray) -> _Active:
         state = np.zeros(self.cells, bool)
         state[cells] = True
-        return Active(state, cells)
+        return _Active(state, cells)
 
-    def _start_cells(self, cols: np.ndarray) -> Active:
+    def _start_cells(self, cols: np.ndarray) -> _Active:
         return self._active(cols * self.n)
 
     @staticmethod
@@ -186,8 +186,8 @@ class _KeyModel:
         return segs[first]
 
     # -- inference ---------------------------------------------------------------------------
-    def _infer_phase1(self, cols: np.ndarray, prev_pred: np.ndarray | None) -> tuple[Active, bool]:
-        """Active cells from the previous prediction (``None``: start cells)."""
+    def _infer_phase1(self, cols: np.ndarray, prev_pred: np.ndarray | None) -> tuple[_Active, bool]:
+        """_Active cells from the previous prediction (``None``: start cells)."""
         if prev_pred is None:
             return self._start_cells(cols), True
         block = prev_pred.reshape(-1, self.n)[cols]
@@ -196,9 +196,9 @@ class _KeyModel:
         state = np.zeros(self.cells, bool)
         state.reshape(-1, self.n)[cols] = block
         col, cell = block.nonzero()
-        return Active(state, cols[col] * self.n + cell), int(hit.sum()) >= 0.5 * cols.shape[0]
+        return _Active(state, cols[col] * self.n + cell), int(hit.sum()) >= 0.5 * cols.shape[0]
 
-    def _infer_phase2(self, active: Active) -> tuple[np.ndarray, np.ndarray, bool]:
+    def _infer_phase2(self, active: _Active) -> tuple[np.ndarray, np.ndarray, bool]:
         """Predicted cells, columns with confidence, and whether enough columns are
         predicted to stay in sequence."""
         hit = (self.store.activity(active.cells) >= self.thr).nonzero()[0]
@@ -212,7 +212,7 @@ class _KeyModel:
         cols[on // self.n] = True
         return pred, conf, int(cols.sum()) >= 0.5 * self.avg_density
 
-    def _infer_backtrack(self, active: Active) -> tuple[Active, np.ndarray, np.ndarray]:
+    def _infer_backtrack(self, active: _Active) -> tuple[_Active, np.ndarray, np.ndarray]:
         hist = self.inf_history
         n = hist.shape[0]
         for start in range(n):
@@ -244,7 +244,7 @@ class _KeyModel:
         self.inf_active, self.inf_pred, self.pred_cols = active.mask, pred, conf
 
     # -- learning ----------------------------------------------------------------------------
-    def _apply_pending(self, cols: np.ndarray, prev: Active, pending: np.ndarray) -> None:
+    def _apply_pending(self, cols: np.ndarray, prev: _Active, pending: np.ndarray) -> None:
         """Queued updates of segments whose column is active now (the others lapse)."""
         st = self.store
         if pending.shape[0] == 0:
@@ -257,8 +257,8 @@ class _KeyModel:
         st.adapt(segs, prev.mask, prev.cells, self.p.new_synapse_count,
                  self.inc, self.dec, self.initial, self.lrn_iteration)
 
-    def _learn_phase1(self, cols: np.ndarray, prev: Active, prev_pred: np.ndarray,
-                      read_only: bool) -> tuple[Active, bool]:
+    def _learn_phase1(self, cols: np.ndarray, prev: _Active, prev_pred: np.ndarray,
+                      read_only: bool) -> tuple[_Active, bool]:
         block = prev_pred.reshape(-1, self.n)[cols]
         hit = block.any(1)
         cells = cols[hit] * self.n + block[hit].argmax(1)
@@ -287,7 +287,7 @@ class _KeyModel:
         st.create(new_cells, prev.cells, self.p.new_synapse_count, self.initial, self.lrn_iteration)
         return state, in_seq
 
-    def _learn_phase2(self, active: Active) -> tuple[np.ndarray, np.ndarray]:
+    def _learn_phase2(self, active: _Active) -> tuple[np.ndarray, np.ndarray]:
         """Learn-predicted cells (one per column at most) and the segments to queue."""
         pred = np.zeros(self.cells, bool)
         if active.cells.shape[0] == 0:
@@ -297,7 +297,7 @@ class _KeyModel:
         pred[self.store.cell[best]] = True
         return pred, best
 
-    def _learn_backtrack_from(self, start: int, read_only: bool) -> tuple[bool, Active | None]:
+    def _learn_backtrack_from(self, start: int, read_only: bool) -> tuple[bool, _Active | None]:
         hist = self.lrn_history
         n = hist.shape[0]
         active = pred = pending = None
@@ -315,7 +315,7 @@ class _KeyModel:
             pred, pending = self._learn_phase2(active)
         return ok, active
 
-    def _learn_backtrack(self) -> tuple[int, Active | None]:
+    def _learn_backtrack(self) -> tuple[int, _Active | None]:
         """Lock the learning state on from an earlier input: ``(steps back, state)``."""
         n_prev = self.lrn_history.shape[0] - 1
         for start in range(max(n_prev, 0)):
@@ -329,7 +329,7 @@ class _KeyModel:
     def _learn(self, cols: np.ndarray) -> None:
         p = self.p
         prev_pred = self.lrn_pred
-        prev_active = Active(self.lrn_active, self.lrn_cells)
+        prev_active = _Active(self.lrn_active, self.lrn_cells)
         if p.max_lrn_backtrack > 0:
             self.lrn_history = self._push(self.lrn_history, cols, p.max_lrn_backtrack)
         self._apply_pending(cols, prev_active, self.pending)
