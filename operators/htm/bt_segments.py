@@ -133,6 +133,7 @@ class SegmentStore:
             arr = getattr(self, name)
             arr[:] = -1 if name in ("pre", "cell") else 0
             arr[1:used] = arrays[name]
+        self.perm[self.pre < 0] = 0            # empty slots hold no permanence (active_synapses)
         self.used = used
         self.ipos[:] = -1
         live = self.cell[:used] >= 0
@@ -269,9 +270,11 @@ class SegmentStore:
         """Synapses of each of ``segs`` onto cells of ``bitmap`` with permanence at
         least ``min_perm`` (a direct count, for a few segments)."""
         pre = self.pre[segs]
-        on = bitmap[pre] & (pre >= 0)
-        if min_perm > 0:
+        on = bitmap[pre]                   # empty slots (-1) read the last cell: masked next
+        if min_perm > 0:                   # empty slots have permanence 0
             on &= self.perm[segs] >= min_perm
+        else:
+            on &= pre >= 0
         return on.sum(1)
 
     # -- growth and release ------------------------------------------------------------------
