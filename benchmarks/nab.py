@@ -57,15 +57,18 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)   # what spawned workers' torch uses
+    from operators.htm.backend import resolve_device
     from operators.htm.nab_cli import htm_factory
     from operators.htm.nab_corpus import read_results, read_windows
     from operators.htm.nab_runner import run_corpus, score_results
     from operators.htm.nab_scorer import ScoringTable, evaluate
 
     files = QUICK_FILES if args.quick else (args.files.split(",") if args.files else None)
-    # a partial of a module-level function: it pickles, so workers can build it
+    # a partial of a module-level function: it pickles, so workers can build it; the
+    # device made concrete here, once, not in every worker process
     factory = functools.partial(htm_factory, tm=args.tm, max_backtrack=args.backtrack,
-                                minmax=not args.auto_resolution, device=args.device)
+                                minmax=not args.auto_resolution,
+                                device=resolve_device(args.device))
 
     out = args.out or tempfile.mkdtemp(prefix="hebbstream-nab-")
     t0 = time.perf_counter()

@@ -240,18 +240,31 @@ class Backend:
         return h
 
 
-def resolve_backend(device: Any) -> Backend:
-    """``"auto"``: torch on CUDA when available, else NumPy. ``"numpy"`` / ``"cpu"``:
-    NumPy. ``"torch"``: torch on CPU. Anything else is a torch device (``"cuda:0"``)."""
+def resolve_device(device: Any) -> Any:
+    """``"auto"`` (or ``None``) made concrete: ``"cuda"`` when torch sees a GPU, else
+    ``"numpy"``; any other device as given. A parent that starts worker processes
+    passes them the concrete name, so that each need not import torch to look for a GPU
+    (about a second per process).
+
+    >>> resolve_device("numpy"), resolve_device("cuda:1")
+    ('numpy', 'cuda:1')
+    """
     if device in (None, "auto"):
         try:
             import torch
 
             if torch.cuda.is_available():
-                return Backend("torch", "cuda")
+                return "cuda"
         except ImportError:
             pass
-        return Backend("numpy")
+        return "numpy"
+    return device
+
+
+def resolve_backend(device: Any) -> Backend:
+    """``"auto"``: torch on CUDA when available, else NumPy. ``"numpy"`` / ``"cpu"``:
+    NumPy. ``"torch"``: torch on CPU. Anything else is a torch device (``"cuda:0"``)."""
+    device = resolve_device(device)
     if device in ("numpy", "cpu"):
         return Backend("numpy")
     if device == "torch":

@@ -43,6 +43,7 @@ from typing import Any
 
 from stream.errors import HebbstreamError
 
+from .backend import resolve_device
 from .nab_corpus import corpus_files, find_detector_dirs, read_windows
 from .nab_runner import NABStream, read_nab_thresholds, run_corpus, scoring_table
 from .nab_scorer import PROFILES, Profile, ProfileReport, ScoringTable, evaluate, load_profiles
@@ -223,8 +224,9 @@ def _main(args: argparse.Namespace) -> int:
         if args.factory and args.tm:
             raise HebbstreamError("--tm chooses the HTM detector's temporal memory; it does "
                                   "not apply to --factory")
+        # the device made concrete here, once, not in every worker process
         factory = load_factory(args.factory) if args.factory else functools.partial(
-            htm_factory, tm=args.tm or "backtracking")
+            htm_factory, tm=args.tm or "backtracking", device=resolve_device(args.device))
         names = _select(corpus_files(nab_dir), args.files)
         t0 = time.perf_counter()
         if args.workers < 1:
