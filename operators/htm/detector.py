@@ -240,11 +240,18 @@ class HTMDetector(Operator):
         rows = np.full((len(slot_rows), lengths.max()), -1, dtype=np.int64)
         for i, (_, r) in enumerate(slot_rows):
             rows[i, :len(r)] = r
-        res = np.array(self.res)
+        # encode all the batch's records at once (an encoding is ~30 small array operations
+        # whatever its size), key after key; step j gathers the bits of its records
+        flat = np.concatenate([r for _, r in slot_rows])
+        start = np.cumsum(lengths) - lengths          # key i's records start there in flat
+        bits, ok = self.model.encode(values[flat], np.array(self.res)[np.repeat(slots, lengths)],
+                                     times[flat])
+        be = self.model.be
         for j in range(lengths.max()):
             live = lengths > j
             s, r = slots[live], rows[live, j]
-            raw[r] = self.model.step(s, values[r], res[s], times[r])
+            at = be.asarray(start[live] + j, be.i64)
+            raw[r] = self.model.step_encoded(s, bits[at], ok[at])
 
     def peek(self, key: Any, value: float, time_ns: int = 0) -> tuple[float, float]:
         """``(raw, reported)`` scores the next record of ``key`` would get, changing nothing

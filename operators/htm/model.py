@@ -136,11 +136,18 @@ class HTMModel:
         self.sp.add_slots(n)
         self.tm.add_slots(n)
 
+    def encode(self, values: np.ndarray, resolution: np.ndarray, times_ns: np.ndarray) -> tuple[Any, Any]:
+        """Input bits and their not-a-duplicate mask for any number of records (each
+        record's encoding is its own: a batch is encoded once, then stepped through)."""
+        return encode_record(self.be, self.rdse, self.tod, values, resolution, times_ns)
+
     def step(self, slots: np.ndarray, values: np.ndarray, resolution: np.ndarray,
              times_ns: np.ndarray, learn: bool = True) -> np.ndarray:
         """One record for each of ``slots`` (distinct); returns raw anomaly scores."""
-        be = self.be
-        bits, ok = encode_record(be, self.rdse, self.tod, values, resolution, times_ns)
+        return self.step_encoded(slots, *self.encode(values, resolution, times_ns), learn=learn)
+
+    def step_encoded(self, slots: np.ndarray, bits: Any, ok: Any, learn: bool = True) -> np.ndarray:
+        """:meth:`step` for records already through :meth:`encode`."""
         cols = self.sp.compute(slots, bits, ok, learn=learn)
         return self.tm.compute(slots, cols, learn=learn)
 
