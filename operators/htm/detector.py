@@ -6,7 +6,8 @@ records of all keys advance in lockstep, so one tensor program serves every key 
 on CPU; torch when ``device`` is a torch device, CUDA under ``device="auto"``). Each
 record is scored before the model learns from it. ``HTMConfig(tm="backtracking")``
 swaps in NuPIC's backtracking temporal memory (the one NuPIC's NAB detector used;
-NumPy only, one model per key in turn, several times slower).
+NumPy only, one model per key, each key's records of a batch in a row, several times
+slower).
 
 Outputs (default names):
 - ``anomaly_score``: the raw HTM score, fraction of active columns not predicted.
@@ -197,7 +198,7 @@ class HTMDetector(Operator):
                 idx = self._warm_up(slot, idx, values, times, raw)
             if len(idx):
                 slot_rows.append((slot, idx))
-        self._run_lockstep(slot_rows, values, times, raw)
+        self._run_keys(slot_rows, values, times, raw)
         score = np.empty(batch.num_rows)
         settled = np.empty(batch.num_rows, dtype=bool)
         for key, idx in groups.items():
@@ -230,28 +231,17 @@ class HTMDetector(Operator):
             self.pending[slot] = []
         return rest
 
-    def _run_lockstep(self, slot_rows: list[tuple[int, np.ndarray]], values: np.ndarray,
+    def _run_keys(self, slot_rows: list[tuple[int, np.ndarray]], values: np.ndarray,
                       times: np.ndarray, raw: np.ndarray) -> None:
-        """Step j advances every key that has a j-th row in this batch, all at once."""
+        """Every key's rows of this batch through the model at once (:meth:`HTMModel.run`:
+        the spatial pooler steps the keys together)."""
         if not slot_rows:
             return
         lengths = np.array([len(r) for _, r in slot_rows])
         slots = np.array([s for s, _ in slot_rows])
-        rows = np.full((len(slot_rows), lengths.max()), -1, dtype=np.int64)
-        for i, (_, r) in enumerate(slot_rows):
-            rows[i, :len(r)] = r
-        # encode all the batch's records at once (an encoding is ~30 small array operations
-        # whatever its size), key after key; step j gathers the bits of its records
-        flat = np.concatenate([r for _, r in slot_rows])
-        start = np.cumsum(lengths) - lengths          # key i's records start there in flat
-        bits, ok = self.model.encode(values[flat], np.array(self.res)[np.repeat(slots, lengths)],
-                                     times[flat])
-        be = self.model.be
-        for j in range(lengths.max()):
-            live = lengths > j
-            s, r = slots[live], rows[live, j]
-            at = be.asarray(start[live] + j, be.i64)
-            raw[r] = self.model.step_encoded(s, bits[at], ok[at])
+        rows = np.concatenate([r for _, r in slot_rows])
+        raw[rows] = self.model.run(slots, lengths, values[rows],
+                                   np.array(self.res)[np.repeat(slots, lengths)], times[rows])
 
     def peek(self, key: Any, value: float, time_ns: int = 0) -> tuple[float, float]:
         """``(raw, reported)`` scores the next record of ``key`` would get, changing nothing

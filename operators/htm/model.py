@@ -2,8 +2,9 @@
 
 :class:`HTMModel` holds one slot per key in every state tensor and advances any subset
 of slots by one record with one batched call per stage, so the cost of a step is shared
-by all keys that have a record at that step. It knows nothing about Arrow batches or
-the likelihood; :class:`operators.htm.detector.HTMDetector` feeds it.
+by all keys that have a record at that step; :meth:`HTMModel.run` takes many records of
+many keys at once. It knows nothing about Arrow batches or the likelihood;
+:class:`operators.htm.detector.HTMDetector` feeds it.
 
 Example:
     >>> import numpy as np
@@ -14,6 +15,11 @@ Example:
     ...        for i in range(40)]
     >>> raw[0].tolist(), raw[-1].tolist()      # two keys, same input: same scores
     ([1.0, 1.0], [0.0, 0.0])
+    >>> m2 = HTMModel(HTMConfig.small(), device="numpy"); m2.add_slots(2)
+    >>> v = np.array([float(i % 4) for i in range(40)] * 2)     # key 0's 40, then key 1's
+    >>> together = m2.run(np.array([0, 1]), np.array([40, 40]), v, np.ones(80), np.zeros(80, np.int64))
+    >>> together.tolist() == [r[0] for r in raw] * 2               # same as step by step
+    True
 """
 
 from __future__ import annotations
@@ -144,12 +150,45 @@ class HTMModel:
     def step(self, slots: np.ndarray, values: np.ndarray, resolution: np.ndarray,
              times_ns: np.ndarray, learn: bool = True) -> np.ndarray:
         """One record for each of ``slots`` (distinct); returns raw anomaly scores."""
-        return self.step_encoded(slots, *self.encode(values, resolution, times_ns), learn=learn)
-
-    def step_encoded(self, slots: np.ndarray, bits: Any, ok: Any, learn: bool = True) -> np.ndarray:
-        """:meth:`step` for records already through :meth:`encode`."""
+        bits, ok = self.encode(values, resolution, times_ns)
         cols = self.sp.compute(slots, bits, ok, learn=learn)
         return self.tm.compute(slots, cols, learn=learn)
+
+    def run(self, slots: np.ndarray, lengths: np.ndarray, values: np.ndarray,
+            resolution: np.ndarray, times_ns: np.ndarray, learn: bool = True) -> np.ndarray:
+        """Records of several keys (distinct ``slots``), key after key: key ``i``'s
+        ``lengths[i]`` records in their order. Returns the raw anomaly scores in the same
+        order, as :meth:`step` record by record would.
+
+        All records are encoded at once; the spatial pooler steps every key together
+        (the j-th record of each key that has one); a TM that keeps one model per key
+        (``compute_sequence``: the backtracking TM) then runs each key's records in a
+        row, keeping that model's arrays in the cache, while a batched TM steps with the
+        spatial pooler. Keys are independent, so the order changes no result.
+        """
+        be = self.be
+        bits, ok = self.encode(values, resolution, times_ns)
+        start = np.cumsum(lengths) - lengths          # key i's records start there
+        raw = np.empty(len(values), dtype=np.float64)
+        per_key = hasattr(self.tm, "compute_sequence")
+        cols_all: np.ndarray | None = None
+        for j in range(int(lengths.max(initial=0))):
+            live = lengths > j
+            at = start[live] + j
+            rows = be.asarray(at, be.i64)
+            cols = self.sp.compute(slots[live], bits[rows], ok[rows], learn=learn)
+            if not per_key:
+                raw[at] = self.tm.compute(slots[live], cols, learn=learn)
+                continue
+            cols = be.to_numpy(cols)
+            if cols_all is None:
+                cols_all = np.empty((len(values), cols.shape[1]), dtype=cols.dtype)
+            cols_all[at] = cols
+        if per_key and cols_all is not None:
+            for i, slot in enumerate(slots.tolist()):
+                key = slice(start[i], start[i] + lengths[i])
+                raw[key] = self.tm.compute_sequence(slot, cols_all[key], learn)
+        return raw
 
     def peek(self, slots: np.ndarray, values: np.ndarray, resolution: np.ndarray,
              times_ns: np.ndarray) -> np.ndarray:
