@@ -35,8 +35,8 @@ resets are not implemented; random draws come from a counter-based hash.
 
 Keys are independent models in one object (``add_slots``); a step runs each key's
 model in turn (the algorithm branches per key at every phase), so a key gives the same
-results alone or batched with others. Cost: about 5 CPU-minutes for the whole NAB
-corpus (NuPIC's C++ took 20-30 minutes on a 4-8 core laptop), 4.5 times the plain TM's.
+results alone or batched with others. Cost: about 3.5 CPU-minutes for the whole NAB
+corpus (NuPIC's C++ took 20-30 minutes on a 4-8 core laptop), 3.2 times the plain TM's.
 Batching the phases across keys was tried and measured no faster: the per-key work
 (counting the synapses of bursting columns, adapting segments) dominates, not call
 overhead.
