@@ -187,7 +187,7 @@ class _KeyModel:
 
     # -- inference ---------------------------------------------------------------------------
     def _infer_phase1(self, cols: np.ndarray, prev_pred: np.ndarray | None) -> tuple[_Active, bool]:
-        """_Active cells from the previous prediction (``None``: start cells)."""
+        """Active cells from the previous prediction (``None``: start cells)."""
         if prev_pred is None:
             return self._start_cells(cols), True
         block = prev_pred.reshape(-1, self.n)[cols]
