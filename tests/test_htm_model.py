@@ -101,6 +101,49 @@ def test_batched_keys_equal_each_key_alone(extra):
     assert both[-30:].mean() < 0.9                       # it did learn something
 
 
+@pytest.mark.parametrize("tm", ["plain", "backtracking"])
+def test_run_over_many_records_equals_stepping_record_by_record(tm):
+    """HTMModel.run takes key after key (the backtracking TM then runs each key's records
+    in a row); keys with different numbers of records give what steps in turn give."""
+    cfg = HTMConfig.small(tm=tm)
+    rng = np.random.default_rng(2)
+    lengths = np.array([60, 25, 0, 41])
+    values = [np.sin(np.arange(n) / 3.0) * 5 + rng.normal(size=n) + 3 * k
+              for k, n in enumerate(lengths)]
+    times = [np.arange(n, dtype=np.int64) * HOUR for n in lengths]
+    slots = np.array([2, 0, 3, 1])
+    batch = HTMModel(cfg, "numpy")
+    batch.add_slots(4)
+    raw = batch.run(slots, lengths, np.concatenate(values), np.full(lengths.sum(), 0.5),
+                    np.concatenate(times))
+    step = HTMModel(cfg, "numpy")
+    step.add_slots(4)
+    want = [[] for _ in slots]
+    for j in range(lengths.max()):        # record j of every key that has one, at once
+        live = np.flatnonzero(lengths > j)
+        out = step.step(slots[live], np.array([values[i][j] for i in live]), np.full(live.size, 0.5),
+                        np.array([times[i][j] for i in live]))
+        for i, r in zip(live, out):
+            want[i].append(r)
+    np.testing.assert_array_equal(raw, np.concatenate([np.array(w, float) for w in want]))
+    _assert_same_state(batch.state_dict(), step.state_dict())
+
+
+def _assert_same_state(a, b, where="state"):
+    """Nested dicts / lists of arrays and scalars equal, element for element."""
+    assert type(a) is type(b), where
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_same_state(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_state(x, y, f"{where}[{i}]")
+    else:
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=where)
+
+
 @pytest.mark.parametrize("extra", [{}, {"max_backtrack": 3, "predicted_segment_decrement": 0.01}])
 def test_numpy_and_torch_backends_agree_exactly(extra):
     torch = pytest.importorskip("torch")
