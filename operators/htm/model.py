@@ -193,8 +193,7 @@ class HTMModel:
     def peek(self, slots: np.ndarray, values: np.ndarray, resolution: np.ndarray,
              times_ns: np.ndarray) -> np.ndarray:
         """Raw anomaly scores the next :meth:`step` would return, changing nothing."""
-        be = self.be
-        bits, ok = encode_record(be, self.rdse, self.tod, values, resolution, times_ns)
+        bits, ok = self.encode(values, resolution, times_ns)
         cols = self.sp.compute(slots, bits, ok, learn=False)
         return self.tm.peek(slots, cols)
 

@@ -271,7 +271,9 @@ class TemporalMemory:
     # -- the interface HTMModel calls, shared with BacktrackingTM ---------------------------
     # compute / peek take slots (B,) and active columns cols (B, A) as NumPy arrays or
     # this backend's arrays and return float64 NumPy scores on the host; memory_bytes,
-    # add_slots, slots and state_dict / load_state_dict complete it
+    # add_slots, slots and state_dict / load_state_dict complete it. A TM that keeps one
+    # model per key may add compute_sequence (BacktrackingTM): HTMModel.run then gives it
+    # each key's records in a row; this batched TM steps with the spatial pooler instead
     def peek(self, slots: Any, cols: Any) -> np.ndarray:
         """Raw anomaly scores (B,) for active columns ``cols`` without changing any state."""
         be = self.be
