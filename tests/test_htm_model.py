@@ -129,6 +129,16 @@ def test_run_over_many_records_equals_stepping_record_by_record(tm):
     _assert_same_state(batch.state_dict(), step.state_dict())
 
 
+def test_run_rejects_lengths_that_do_not_describe_the_records():
+    model = HTMModel(HTMConfig.small(tm="backtracking"), "numpy")
+    model.add_slots(2)
+    v, t = np.zeros(5), np.zeros(5, np.int64)
+    for slots, lengths in (([0, 1], [2, 2]), ([0], [2, 3]), ([0, 1], [6, -1])):
+        with pytest.raises(ValueError, match="must describe all 5 values"):
+            model.run(np.array(slots), np.array(lengths), v, np.ones(5), t)
+    assert model.state_dict()["tm"]["models"][0]["iteration"] == 0     # nothing ran
+
+
 def _assert_same_state(a, b, where="state"):
     """Nested dicts / lists of arrays and scalars equal, element for element."""
     assert type(a) is type(b), where

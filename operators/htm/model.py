@@ -166,6 +166,14 @@ class HTMModel:
         row, keeping that model's arrays in the cache, while a batched TM steps with the
         spatial pooler. Keys are independent, so the order changes no result.
         """
+        lengths = np.asarray(lengths, dtype=np.int64)
+        n = len(values)
+        if len(slots) != len(lengths) or (lengths < 0).any() or int(lengths.sum()) != n \
+                or len(resolution) != n or len(times_ns) != n:
+            raise ValueError(f"HTMModel.run: {len(slots)} slots with {len(lengths)} lengths "
+                             f"(sum {int(lengths.sum())}, none negative) must describe all "
+                             f"{n} values, {len(resolution)} resolutions and {len(times_ns)} "
+                             "times")
         be = self.be
         bits, ok = self.encode(values, resolution, times_ns)
         start = np.cumsum(lengths) - lengths          # key i's records start there
