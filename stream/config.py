@@ -34,11 +34,23 @@
 
 Relative paths are relative to the working directory.
 
+Every option is checked when the file is loaded, before anything runs: the keys of a
+``[source]``, ``[[operators]]`` or ``[sink]`` table are the parameters of the registered
+class (its ``from_config`` or constructor), and their values must fit its annotations and
+declared ``option_checks`` (:mod:`stream.options`); ``[run]`` and ``[checkpoint]`` are
+checked the same way. A mistake is a :class:`ConfigError` naming the file, the section
+and the key, e.g. ``pipeline.toml [run] key 'batch_size': expected an integer >= 1, got
+"big"``. One string where a list of names is expected is a list of one
+(``features = "value"``).
+
 Example:
     >>> from stream.config import parse
     >>> spec = parse('[source]\\ntype = "csv"\\npath = "x.csv"\\n[run]\\nbatch_size = 8\\n')
     >>> spec["source"], spec["run"]
     ({'type': 'csv', 'path': 'x.csv'}, {'batch_size': 8})
+    >>> parse('[source]\\ntype = "csv"\\npath = "x.csv"\\n[run]\\nbatch_size = 0\\n', "p.toml")
+    Traceback (most recent call last):
+    stream.errors.ConfigError: p.toml [run] key 'batch_size': expected an integer >= 1, got 0
 """
 
 from __future__ import annotations
