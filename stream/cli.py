@@ -106,11 +106,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _os_error(exc: OSError) -> str:
-    """One line for an OSError nothing wrapped: the operation (innermost frame) and the path."""
+    """One line for an OSError nothing wrapped: the path, the reason and the operation (innermost frame)."""
     frames = traceback.extract_tb(exc.__traceback__)
-    doing = f" while {frames[-1].name}()" if frames else ""
     paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
-    return f"{exc.strerror or exc}{doing}" + (f": {paths}" if paths else "")
+    doing = f" (in {frames[-1].name})" if frames else ""
+    return f"{paths + ': ' if paths else ''}{exc.strerror or exc}{doing}"
 
 
 def main(argv: list[str] | None = None) -> int:

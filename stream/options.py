@@ -289,13 +289,13 @@ def _coerce(value: Any, tp: Any) -> Any:
             return value
     elif origin is tuple and args and args[-1] is not Ellipsis:
         if isinstance(value, (list, tuple)) and len(value) == len(args):
-            return tuple(_item(v, a, i, tp) for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(_item(v, a, tp) for v, a in zip(value, args))
     elif origin in (list, tuple, cabc.Sequence) or tp in (list, tuple):
         inner = args[0] if args else Any
         if isinstance(value, str) and inner in (str, Any):
             value = [value]  # one name where a list of names is expected
         if isinstance(value, (list, tuple)):
-            items = [_item(v, inner, i, tp) for i, v in enumerate(value)]
+            items = [_item(v, inner, tp) for v in value]
             return tuple(items) if origin is tuple or tp is tuple else items
     elif origin in (dict, cabc.Mapping) or tp in (dict, cabc.Mapping):
         inner = args[1] if len(args) == 2 else Any
@@ -320,7 +320,8 @@ def _coerce(value: Any, tp: Any) -> Any:
     raise _Wrong(_describe(tp), value)
 
 
-def _item(value: Any, tp: Any, index: int, whole: Any) -> Any:
+def _item(value: Any, tp: Any, whole: Any) -> Any:
+    """One element of a list or tuple; a bad one is reported as the whole list."""
     try:
         return _coerce(value, tp)
     except _Wrong:
