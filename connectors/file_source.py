@@ -44,6 +44,7 @@ import pyarrow.fs as pafs
 from stream.batch import DEFAULT_KEY, DEFAULT_TIME, Batch
 from stream.connector import Source
 from stream.errors import SchemaError, SourceError
+from stream.options import at_least
 
 from .paths import resolve
 
@@ -63,6 +64,8 @@ class FileSource(Source):
     """
 
     extensions: tuple[str, ...] = ()
+    #: checked when a pipeline file is loaded (see :mod:`stream.options`)
+    option_checks = {"batch_size": at_least(1)}
 
     def __init__(self, path: str, *, key: str | None = None, time: str | None = None,
                  batch_size: int = 65536, columns: list[str] | None = None,

@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 
 from . import registry
 from .errors import HebbstreamError
@@ -55,6 +56,25 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number(kind: type, low: float, strict: bool = False):
+    """An argparse type: a ``kind`` number >= ``low`` (> ``low`` when ``strict``)."""
+    bound = f"{'>' if strict else '>='} {low}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'} "
+                                             f"{bound}, got {text!r}") from None
+        if not (value > low if strict else value >= low) or value != value:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'} "
+                                             f"{bound}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hebbstream",
@@ -70,9 +90,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("pipeline", help="pipeline TOML file")
     r.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     r.add_argument("--summary", metavar="FILE", help="write the JSON run summary to FILE")
-    r.add_argument("--batch-size", type=int, help="largest micro-batch (overrides [run])")
-    r.add_argument("--speed", type=float, help="pace by event time: 1 = as it happened, 0 = as fast as possible")
-    r.add_argument("--max-events", type=int, help="stop after this many events")
+    r.add_argument("--batch-size", type=_number(int, 1), help="largest micro-batch (overrides [run])")
+    r.add_argument("--speed", type=_number(float, 0),
+                   help="pace by event time: 1 = as it happened, 0 = as fast as possible")
+    r.add_argument("--max-events", type=_number(int, 0), help="stop after this many events")
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar (default: off)")
     r.set_defaults(func=_run)
@@ -84,7 +105,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _os_error(exc: OSError) -> str:
+    """One line for an OSError nothing wrapped: the path, the reason and the operation (innermost frame)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    doing = f" (in {frames[-1].name})" if frames else ""
+    return f"{paths + ': ' if paths else ''}{exc.strerror or exc}{doing}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; a failure is one ``hebbstream: error:`` line (``-v``: with the traceback)."""
     p = parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -94,8 +124,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args) or 0
-    except HebbstreamError as exc:
-        print(f"hebbstream: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("hebbstream: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the user gets one line, -v the traceback
+        if args.verbose:
+            traceback.print_exc()
+        if isinstance(exc, HebbstreamError):
+            message = str(exc)
+        elif isinstance(exc, OSError):
+            message = _os_error(exc)
+        else:
+            message = (f"internal error: {type(exc).__name__}: {exc} "
+                       f"(this is a bug; run with -v for the traceback)")
+        print(f"hebbstream: error: {message}", file=sys.stderr)
         return 1
 
 

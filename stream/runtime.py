@@ -54,6 +54,7 @@ from .checks import EventTimeOrder
 from .connector import RunContext, Sink, Source
 from .errors import CheckpointError, HebbstreamError
 from .operator import Operator, Pipeline
+from .options import above, at_least, check_values
 
 log = logging.getLogger("hebbstream")
 
@@ -189,6 +190,12 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+#: limits of run()'s settings beyond their annotations (a pipeline file's [run] is checked against them too)
+RUN_CHECKS = {"batch_size": at_least(1), "max_delay": at_least(0), "speed": above(0), "read_ahead": at_least(1),
+              "checkpoint_every_batches": at_least(1), "checkpoint_every_seconds": above(0),
+              "max_events": at_least(0)}
+
+
 def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         batch_size: int = 1024, max_delay: float = 0.05, speed: float | None = None,
         read_ahead: int = 8, checkpoint: CheckpointStore | str | None = None,
@@ -215,6 +222,10 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         summary_path: also write the summary there as JSON.
         max_events: stop after this many events (for demos and tests).
     """
+    check_values(run, {"batch_size": batch_size, "max_delay": max_delay, "speed": speed, "read_ahead": read_ahead,
+                       "checkpoint_every_batches": checkpoint_every_batches,
+                       "checkpoint_every_seconds": checkpoint_every_seconds, "max_events": max_events},
+                 "run()", RUN_CHECKS)
     pipe = pipeline if isinstance(pipeline, Pipeline) else Pipeline([pipeline])
     if check_order:
         pipe = Pipeline([EventTimeOrder(), *pipe.operators])
