@@ -51,8 +51,10 @@ import pyarrow as pa
 from .batch import Batch
 from .checkpoint import CheckpointStore
 from .checks import EventTimeOrder
+from .claim import holding_outputs
 from .connector import RunContext, Sink, Source
 from .errors import CheckpointError, HebbstreamError
+from .identity import check_resume
 from .operator import Operator, Pipeline
 
 log = logging.getLogger("hebbstream")
@@ -189,13 +191,14 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+@holding_outputs
 def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         batch_size: int = 1024, max_delay: float = 0.05, speed: float | None = None,
         read_ahead: int = 8, checkpoint: CheckpointStore | str | None = None,
         checkpoint_every_batches: int | None = None, checkpoint_every_seconds: float | None = None,
         resume: bool = False, dead_letter: Sink | None = None, check_order: bool = True,
         device: Any = None, progress: bool = False, summary_path: str | None = None,
-        max_events: int | None = None) -> dict[str, Any]:
+        max_events: int | None = None, overwrite: bool = False, force: bool = False) -> dict[str, Any]:
     """Run ``source | pipeline | sink`` and return the run summary (also written as JSON).
 
     Args:
@@ -214,6 +217,13 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         progress: show a progress bar (sources of known length).
         summary_path: also write the summary there as JSON.
         max_events: stop after this many events (for demos and tests).
+        overwrite: a fresh run may replace the checkpoints and sink output an earlier
+            run left at these paths (without it such a run is refused; see :mod:`stream.claim`).
+        force: with ``resume``, resume even when the source is not the input the
+            checkpoint was taken on (logged as a warning; see :mod:`stream.identity`).
+
+    The run holds a lock on its checkpoint folder and file sinks from start to end: a
+    second run on them is refused with an error naming this one.
     """
     pipe = pipeline if isinstance(pipeline, Pipeline) else Pipeline([pipeline])
     if check_order:
@@ -245,6 +255,7 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
     position = None
     sink_point = dl_point = None
     done_before = 0
+    identity = source.identity()
     if resume:
         if store is None:
             raise HebbstreamError("resume needs a checkpoint store")
@@ -256,7 +267,8 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
                 raise CheckpointError(f"{store.uri}: checkpoint does not match the pipeline: {exc}") from exc
             position, sink_point, dl_point = saved["source"], saved["sink"], saved["dead_letter"]
             done_before = saved["events"]
-            log.info("resuming from checkpoint %s at %s", store.latest(), position)
+            check_resume(source, saved.get("source_identity"), position, where=store.uri, force=force)
+            log.info("resuming from checkpoint %s at %s", getattr(store, "loaded", None), position)
     if sink is not None:
         sink.open(sink_point)
     if dead_letter is not None:
@@ -285,6 +297,7 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
             "sink": sink.flush() if sink is not None else None,
             "dead_letter": dead_letter.flush() if dead_letter is not None else None,
             "events": done_before + events,
+            "source_identity": identity,
         }
         store.save(state)
         source.checkpointed(last_position)
