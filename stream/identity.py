@@ -62,7 +62,8 @@ def check_resume(source: Source, saved: Any, position: dict[str, Any] | None, *,
     """
     if saved is None:
         if source.identity() is not None:
-            log.warning("%s: the checkpoint records no source identity; the input is not checked", where)
+            log.warning("checkpoint folder %s: the checkpoint records no source identity; the input is not checked",
+                        where)
         return
     if not isinstance(saved, dict):
         problem = f"the checkpoint's source identity is a {type(saved).__name__}, not a mapping"
@@ -74,8 +75,8 @@ def check_resume(source: Source, saved: Any, position: dict[str, Any] | None, *,
     if problem is None:
         return
     if force:
-        log.warning("%s: resuming with --force although %s", where, problem)
+        log.warning("checkpoint folder %s: resuming with --force although %s", where, problem)
         return
-    raise CheckpointError(f"{where}: cannot resume {source.name}: {problem}. Resume with the input the "
-                          "checkpoint was taken on, start over with --overwrite, or pass --force to "
-                          "resume anyway")
+    raise CheckpointError(f"checkpoint folder {where}: cannot resume {source.name}: {problem}. Resume with "
+                          "the input the checkpoint was taken on, start over with --overwrite, or pass "
+                          "--force to resume anyway")

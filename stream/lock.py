@@ -298,6 +298,8 @@ class PathLock:
             return False
 
     def _acquire_remote(self) -> None:
+        if "/" in self.path:
+            self.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
         for _ in range(_TRIES):
             owner = self._read_remote()
             if owner is not False:
