@@ -112,8 +112,9 @@ class FileSink(Sink):
     # -- Sink ------------------------------------------------------------------------
     def claim(self, *, fresh: bool, overwrite: bool) -> PathLock:
         """Lock the path; a fresh run over earlier output needs ``overwrite``."""
-        parent, base = self.where.rsplit("/", 1)
-        lock = PathLock(f"{parent}/.{base}.lock", f"sink {self.path}", self.fs).acquire()
+        parent, _, base = self.where.rpartition("/")
+        lock = PathLock(f"{parent}/.{base}.lock" if parent else f".{base}.lock", f"sink {self.path}",
+                        self.fs).acquire()
         if fresh and not overwrite:
             found = self._earlier_output()
             if found:

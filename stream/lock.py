@@ -111,7 +111,7 @@ def is_stale(owner: dict[str, Any] | None) -> bool:
     if not owner or owner.get("host") != socket.gethostname():
         return False
     pid = owner.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
+    if not isinstance(pid, int) or pid <= 0 or os.name == "nt":  # os.kill(pid, 0) terminates on Windows
         return False
     try:
         os.kill(pid, 0)

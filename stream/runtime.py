@@ -255,7 +255,7 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
     position = None
     sink_point = dl_point = None
     done_before = 0
-    identity = source.identity()
+    identity = source.identity() if store is not None else None
     if resume:
         if store is None:
             raise HebbstreamError("resume needs a checkpoint store")
