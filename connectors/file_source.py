@@ -18,7 +18,9 @@ the whole file when smaller). A resume is refused when, among the files read up 
 checkpoint's position, a file is missing or another path stands at its place, its first
 block differs, it shrank, or it kept its size but was modified. A file that *grew* with
 the same first block is accepted (a live file appended to; its rows after the checkpoint
-are read as new), as are changes to files the checkpoint had not reached yet.
+are read as new), as are changes to files the checkpoint had not reached yet. Every file
+of a folder is recorded (one 64 KiB read per file when a checkpointing run starts), so a
+resume can name the file that changed.
 
 Example (a format whose files hold a row count, for brevity):
     >>> import os, tempfile, pyarrow as pa

@@ -102,8 +102,13 @@ def describe(owner: dict[str, Any] | None) -> str:
         return "an unknown owner (the lock file is empty or unreadable)"
     when = owner.get("started")
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when)) if isinstance(when, (int, float)) else "?"
-    command = f" ({owner['command']})" if owner.get("command") else ""
-    return f"pid {owner.get('pid')} on host {owner.get('host')}, started {when}{command}"
+    command = f" ({_printable(owner['command'])})" if owner.get("command") else ""
+    return f"pid {_printable(owner.get('pid'))} on host {_printable(owner.get('host'))}, started {when}{command}"
+
+
+def _printable(value: Any, limit: int = 300) -> str:
+    """An owner file is untrusted: no control characters reach the terminal."""
+    return "".join(c if c.isprintable() else "?" for c in str(value))[:limit]
 
 
 def is_stale(owner: dict[str, Any] | None) -> bool:
