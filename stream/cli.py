@@ -1,6 +1,6 @@
 """The ``hebbstream`` command.
 
-    hebbstream run PIPELINE.toml [--resume] [--summary FILE] [--progress]
+    hebbstream run PIPELINE.toml [--resume [--force]] [--overwrite] [--summary FILE] [--progress]
 
 Other sub-commands (``nab``, ``produce``, ``demo``, ...) come from the packages that
 register them under the ``hebbstream.commands`` entry point: a function that receives
@@ -23,6 +23,7 @@ A pipeline file names a source, operators and a sink; see examples/*.toml. For e
 
   hebbstream run examples/river_anomaly.toml            # score a recorded stream
   hebbstream run examples/river_anomaly.toml --resume   # continue after a crash
+  hebbstream run examples/river_anomaly.toml --overwrite  # start over, replacing earlier output
 
 Checkpoints, dead-letter sinks and pacing are set in the file ([checkpoint],
 [dead_letter], [run]); command-line flags override [run].
@@ -44,8 +45,11 @@ def _run(args: argparse.Namespace) -> int:
         kwargs["progress"] = args.progress
     if args.resume and spec.checkpoint is None:
         raise HebbstreamError(f"{args.pipeline}: --resume needs a [checkpoint] section")
+    if args.force and not args.resume:
+        raise HebbstreamError("--force only applies with --resume")
     summary = run(spec.source, spec.pipeline, spec.sink, dead_letter=spec.dead_letter,
-                  checkpoint=spec.checkpoint, resume=args.resume, summary_path=args.summary, **kwargs)
+                  checkpoint=spec.checkpoint, resume=args.resume, summary_path=args.summary,
+                  overwrite=args.overwrite, force=args.force, **kwargs)
     lat = summary["latency_s"]
     print(f"{summary['events']} events in {summary['seconds']:.2f} s "
           f"({summary['events_per_s']:,.0f} events/s); latency p50 {lat['p50'] * 1e3:.1f} ms, "
@@ -89,6 +93,12 @@ def parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("pipeline", help="pipeline TOML file")
     r.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    r.add_argument("--overwrite", action="store_true",
+                   help="start over where an earlier run left checkpoints or sink output: delete and replace "
+                        "them (without it such a run is refused)")
+    r.add_argument("--force", action="store_true",
+                   help="with --resume: resume even if the input is not the one the checkpoint was taken on "
+                        "(logged as a warning)")
     r.add_argument("--summary", metavar="FILE", help="write the JSON run summary to FILE")
     r.add_argument("--batch-size", type=_number(int, 1), help="largest micro-batch (overrides [run])")
     r.add_argument("--speed", type=_number(float, 0),
