@@ -153,12 +153,15 @@ HELPER_TYPES = frozenset({
     "statistics:NormalDist",  # a plain value (two floats) in HoeffdingAdaptiveTreeRegressor
 })
 #: River types whose pickle form calls the class with arguments (they set up internal
-#: state in ``__init__``): rebuilt the same way, with decoded plain arguments.
-CONSTRUCTED = frozenset({
-    "river._river_rust.vectordict:VectorDict",
-    *(f"river.time_series.holt_winters:{n}" for n in ("AdditiveLevel", "MultiplicativeLevel", "Trend",
-                                                      "AdditiveSeason", "MultiplicativeSeason")),
-})
+#: state in ``__init__``): rebuilt the same way, with decoded arguments of the listed types.
+CONSTRUCTED: dict[str, tuple[tuple[type | None, ...], ...]] = {
+    # VectorDict(data, default_factory, mask, copy)
+    "river._river_rust.vectordict:VectorDict": ((dict, None), (callable, None), ("VectorDict", None), (bool,)),
+    **{f"river.time_series.holt_winters:{n}": ((float, int),) for n in ("AdditiveLevel", "MultiplicativeLevel",
+                                                                         "Trend")},
+    **{f"river.time_series.holt_winters:{n}": ((float, int), (int,)) for n in ("AdditiveSeason",
+                                                                                 "MultiplicativeSeason")},
+}
 _EXCLUDED = ("river.datasets", "river.stream", "river.compat", "river.api", "river.checks",
              "river.benchmarks")
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -278,6 +281,16 @@ def _slot_names(cls: type) -> set[str]:
         slots = c.__dict__.get("__slots__", ())
         names.update((slots,) if isinstance(slots, str) else slots)
     return names
+
+
+def _is_kind(value: Any, kind: Any, cls: type) -> bool:
+    if kind is None:
+        return value is None
+    if kind is callable:
+        return callable(value)
+    if kind == "VectorDict":
+        return type(value) is cls
+    return type(value) is kind
 
 
 def _dunder(key: Any) -> bool:
@@ -681,7 +694,11 @@ class _Decoder:
             if name not in CONSTRUCTED:
                 raise self.fail(i, f"{str(name)[:200]!r} may not be called to rebuild an object")
             cls = self.cls(name, i)
-            return cls(*[self.value(a, i, complete=True) for a in self.items(e.get("a", []), i)])
+            args = [self.value(a, i, complete=True) for a in self.items(e.get("a", []), i)]
+            kinds = CONSTRUCTED[name]
+            if len(args) != len(kinds) or not all(any(_is_kind(a, k, cls) for k in ks) for a, ks in zip(args, kinds)):
+                raise self.fail(i, f"bad constructor arguments for {name}")
+            return cls(*args)
         raise self.fail(i, f"unknown entry type {tag[:40]!r}")
 
     def method(self, owner: Any, name: Any, i: int) -> Any:
