@@ -449,8 +449,12 @@ class _Encoder:
 
     def instance(self, obj: Any, path: tuple | None) -> dict:
         cls = type(obj)
-        name = f"{cls.__module__}:{cls.__qualname__}"
-        if _class(name) is not cls:
+        known = _ENCODABLE.get(cls)
+        if known is None:
+            name = f"{cls.__module__}:{cls.__qualname__}"
+            known = _ENCODABLE[cls] = (name, _class(name) is cls, _is_pipeline(cls))
+        name, allowed, pipeline = known
+        if not allowed:
             raise self.fail(path, f"a {cls.__module__}.{cls.__qualname__} is not allowed in a checkpoint "
                                   "(only River estimators, the helper types they hold and plain values)")
         try:
@@ -472,7 +476,7 @@ class _Encoder:
             raise self.fail(path, f"a {name} pickles itself with a state setter")
         if args:
             node["a"] = [self.value(a, (path, "[", f"arg{i}")) for i, a in enumerate(args)]
-        same = _PIPELINE_MEMBERS if _is_pipeline(obj) else frozenset()
+        same = _PIPELINE_MEMBERS if pipeline else frozenset()
         if type(state) is dict:
             node["s"] = self.members(state, path, same)
         elif type(state) is tuple and len(state) == 2 and all(
@@ -488,12 +492,14 @@ class _Encoder:
 
 
 _PIPELINE_MEMBERS = frozenset({"steps", "transformers"})
+# type -> (name, allowed, is a pipeline), for the encoder
+_ENCODABLE: dict[type, tuple[str, bool, bool]] = {}
 
 
-def _is_pipeline(obj: Any) -> bool:
+def _is_pipeline(cls: type) -> bool:
     from river import compose
 
-    return isinstance(obj, (compose.Pipeline, compose.TransformerUnion))
+    return issubclass(cls, (compose.Pipeline, compose.TransformerUnion))
 
 
 def encode(obj: Any) -> dict:
@@ -648,7 +654,7 @@ class _Decoder:
             return np.empty(shape, dtype=object)
         if tag == "random":
             rng = random.Random()
-            internal = tuple(int(v) for v in np.asarray(e["state"], dtype=np.uint32).tolist())
+            internal = tuple(np.asarray(e["state"], dtype=np.uint32).tolist())  # Python ints
             gauss = e.get("gauss")
             if type(gauss) not in (float, type(None)):
                 raise self.fail(i, "bad random state")
