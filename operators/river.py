@@ -431,6 +431,9 @@ class RiverOperator(Operator):
         for key, names in (("features", features), ("outputs", outputs)):
             if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
                 raise CheckpointError(f"{self.name}: the checkpoint's {key} are not a list of column names")
+        if self._explicit_features and features is not None and features != self.features:
+            raise CheckpointError(f"{self.name}: the checkpoint's features {features} are not the configured "
+                                  f"{self.features}")
         try:
             restored = river_state.decode(state[slot])
         except CheckpointError as exc:

@@ -185,10 +185,15 @@ def test_tampered_river_checkpoint_is_refused(resumable, mutate, names):
     assert_kept(before)
 
 
-def test_bad_features_in_the_checkpoint_are_refused(resumable):
-    _tamper(resumable, lambda op: op.update(features={"__hs__": "dict", "v": []}))
+@pytest.mark.parametrize("features, names", [
+    ({"__hs__": "dict", "v": []}, "features are not a list of column names"),
+    (["t"], "features ['t'] are not the configured ['x']")], ids=["a dict", "other columns"])
+def test_bad_features_in_the_checkpoint_are_refused(resumable, features, names):
+    _tamper(resumable, lambda op: op.update(features=features))
+    before = snapshot(resumable / "out")
     result = run_cli(["run", "pipeline.toml", "--resume"], cwd=resumable)
-    assert_refused(result, "River[HalfSpaceTrees]", "features are not a list of column names", rc=1)
+    assert_refused(result, "River[HalfSpaceTrees]", "out/ckpt", names, rc=1)
+    assert_kept(before)
 
 
 def test_untampered_checkpoint_resumes(resumable):
