@@ -148,8 +148,11 @@ class Evaluate(Operator):
         if not isinstance(overall, list) or not isinstance(keyed, dict):
             raise CheckpointError("Evaluate: the checkpoint does not hold overall and per-key metrics")
         for where, metrics in [("overall", overall), *((f"key {k!r}", ms) for k, ms in keyed.items())]:
-            diff = river_shape.difference(self.metrics, metrics, "metrics") if isinstance(metrics, list) \
-                else "metrics are not a list"
+            try:
+                diff = river_shape.difference(self.metrics, metrics, "metrics") if isinstance(metrics, list) \
+                    else "metrics are not a list"
+            except Exception as exc:  # noqa: BLE001 - a malformed metric is a mismatch, not a crash
+                diff = f"they cannot be compared: {type(exc).__name__}: {exc}"
             if diff is not None:
                 got = [type(m).__name__ for m in metrics] if isinstance(metrics, list) else None
                 raise CheckpointError(f"Evaluate: the checkpoint holds metrics {got} ({where}), this pipeline "

@@ -21,7 +21,9 @@ Outputs (appended columns):
 
 Features are the ``features=[...]`` columns, by default every numeric column except the
 key, time and target columns and this operator's outputs. Models are checkpointed
-through :mod:`operators.river_state` (no pickle; RNG state included).
+through :mod:`operators.river_state` (no pickle; RNG state included): loading one runs no
+code from it, and a checkpoint whose model differs from the configured one in a class,
+a parameter or a pipeline step is refused (:mod:`operators.river_shape`).
 
 Example:
     >>> import numpy as np, pyarrow as pa

@@ -374,3 +374,13 @@ def test_unmutated_checkpoints_restore_the_original():
             name, "transform_one")
         for x in ({"x": 0.3, "z": 1.0}, {"x": -2.0, "z": 4.0}):
             assert getattr(op.model, method)(x) == getattr(original, method)(x), (name, method)
+
+
+def test_evaluate_refuses_metrics_of_another_configuration():
+    from operators.evaluate import Evaluate
+
+    saved = codec.loads(*codec.dumps(Evaluate(target="y", metrics=[{"metric": "FBeta", "params": {"beta": 2}}])
+                                     .state_dict()))
+    Evaluate(target="y", metrics=[{"metric": "FBeta", "params": {"beta": 2}}]).load_state_dict(saved)
+    with pytest.raises(CheckpointError, match=r"Evaluate: .*metrics\[0\]\.beta is 2 in the checkpoint, 1 in"):
+        Evaluate(target="y", metrics=[{"metric": "FBeta", "params": {"beta": 1}}]).load_state_dict(saved)
