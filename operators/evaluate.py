@@ -31,7 +31,7 @@ from stream.batch import Batch
 from stream.errors import CheckpointError, ConfigError, SchemaError
 from stream.operator import Operator
 
-from . import river_state
+from . import river_shape, river_state
 
 
 def build_metric(spec: Any) -> Any:
@@ -136,8 +136,25 @@ class Evaluate(Operator):
         return {"metrics": river_state.encode({"overall": self.metrics, "keyed": self.keyed})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        restored = river_state.decode(state["metrics"])
-        got = [type(m).__name__ for m in restored.get("overall", [])] if isinstance(restored, dict) else None
-        if got != self.names:
-            raise CheckpointError(f"Evaluate: the checkpoint holds metrics {got}, this pipeline {self.names}")
-        self.metrics, self.keyed = restored["overall"], restored["keyed"]
+        """Restore the metrics; each must have the class and parameters of the configured one."""
+        if not isinstance(state, dict) or "metrics" not in state:
+            raise CheckpointError("Evaluate: the checkpoint holds no metrics")
+        try:
+            restored = river_state.decode(state["metrics"])
+        except CheckpointError as exc:
+            raise CheckpointError(f"Evaluate: {exc}") from exc
+        overall = restored.get("overall") if isinstance(restored, dict) else None
+        keyed = restored.get("keyed") if isinstance(restored, dict) else None
+        if not isinstance(overall, list) or not isinstance(keyed, dict):
+            raise CheckpointError("Evaluate: the checkpoint does not hold overall and per-key metrics")
+        for where, metrics in [("overall", overall), *((f"key {k!r}", ms) for k, ms in keyed.items())]:
+            try:
+                diff = river_shape.difference(self.metrics, metrics, "metrics") if isinstance(metrics, list) \
+                    else "metrics are not a list"
+            except Exception as exc:  # noqa: BLE001 - a malformed metric is a mismatch, not a crash
+                diff = f"they cannot be compared: {type(exc).__name__}: {exc}"
+            if diff is not None:
+                got = [type(m).__name__ for m in metrics] if isinstance(metrics, list) else None
+                raise CheckpointError(f"Evaluate: the checkpoint holds metrics {got} ({where}), this pipeline "
+                                      f"{self.names}: {diff}")
+        self.metrics, self.keyed = overall, keyed

@@ -21,7 +21,9 @@ Outputs (appended columns):
 
 Features are the ``features=[...]`` columns, by default every numeric column except the
 key, time and target columns and this operator's outputs. Models are checkpointed
-through :mod:`operators.river_state` (no pickle; RNG state included).
+through :mod:`operators.river_state` (no pickle; RNG state included): loading one runs no
+code from it, and a checkpoint whose model differs from the configured one in a class,
+a parameter or a pipeline step is refused (:mod:`operators.river_shape`).
 
 Example:
     >>> import numpy as np, pyarrow as pa
@@ -62,7 +64,7 @@ from stream.batch import Batch
 from stream.errors import BadEventError, CheckpointError, ConfigError
 from stream.operator import Operator
 
-from . import river_state
+from . import river_shape, river_state
 
 log = logging.getLogger("hebbstream")
 
@@ -415,26 +417,49 @@ class RiverOperator(Operator):
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"models" if self.per_key else "model":
-                river_state.encode(self.models if self.per_key else self.model),
-                "features": self.features, "outputs": self.outputs}
+        try:
+            model = river_state.encode(self.models if self.per_key else self.model)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{self.name}: {exc}") from exc
+        return {"models" if self.per_key else "model": model, "features": self.features, "outputs": self.outputs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the models of a checkpoint; they must have the classes, parameters and
+        pipeline structure of the configured model (:mod:`operators.river_shape`)."""
         slot = "models" if self.per_key else "model"
-        if slot not in state:
-            raise CheckpointError(f"{self.name}: the checkpoint has {sorted(state)}, expected {slot!r} "
+        if not isinstance(state, dict) or slot not in state:
+            found = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+            raise CheckpointError(f"{self.name}: the checkpoint has {found}, expected {slot!r} "
                                   f"(per_key={self.per_key})")
-        restored = river_state.decode(state[slot])
+        features, outputs = state.get("features"), state.get("outputs")
+        for key, names in (("features", features), ("outputs", outputs)):
+            if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+                raise CheckpointError(f"{self.name}: the checkpoint's {key} are not a list of column names")
+        if self._explicit_features and features is not None and features != self.features:
+            raise CheckpointError(f"{self.name}: the checkpoint's features {features} are not the configured "
+                                  f"{self.features}")
+        try:
+            restored = river_state.decode(state[slot])
+        except CheckpointError as exc:
+            raise CheckpointError(f"{self.name}: {exc}") from exc
         if self.per_key:
-            if not isinstance(restored, dict) or any(type(m) is not type(self.model) for m in restored.values()):
-                raise CheckpointError(f"{self.name}: the checkpoint does not hold per-key "
-                                      f"{type(self.model).__name__} models")
+            if not isinstance(restored, dict):
+                raise CheckpointError(f"{self.name}: the checkpoint does not hold per-key models")
+            for key, model in restored.items():
+                self._check_shape(model, f"the model of key {key!r}")
             self.models, self._steps = restored, {}
         else:
-            if type(restored) is not type(self.model):
-                raise CheckpointError(f"{self.name}: the checkpoint holds a {type(restored).__name__}, "
-                                      f"this pipeline a {type(self.model).__name__}")
+            self._check_shape(restored, "the model")
             self.model = restored
             self._step = _stepper(self.kind, restored, self._labels_from_proba)
-        self.features = state.get("features") or self.features
-        self.outputs = state.get("outputs") or self.outputs
+        self.features = features or self.features
+        self.outputs = outputs or self.outputs
+
+    def _check_shape(self, restored: Any, what: str) -> None:
+        try:
+            diff = river_shape.difference(self.model, restored)
+        except Exception as exc:  # noqa: BLE001 - a malformed object is a mismatch, not a crash
+            diff = f"it cannot be compared: {type(exc).__name__}: {exc}"
+        if diff is not None:
+            raise CheckpointError(f"{self.name}: {what} in the checkpoint does not match the configured "
+                                  f"model: {diff}")

@@ -287,6 +287,8 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         if saved is not None:
             try:
                 pipe.load_state_dict(saved["operators"])
+            except CheckpointError as exc:  # an operator refused its state: say which checkpoint
+                raise CheckpointError(f"{store.uri} (checkpoint {store.latest()}): {exc}") from exc
             except (ValueError, KeyError) as exc:
                 raise CheckpointError(f"{store.uri}: checkpoint does not match the pipeline: {exc}") from exc
             position, sink_point, dl_point = saved["source"], saved["sink"], saved["dead_letter"]
