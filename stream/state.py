@@ -113,7 +113,13 @@ def decode_state(tree: Any, arrays: dict[str, np.ndarray]) -> Any:
         if tag in ("torch_device", "torch_dtype"):
             import torch
 
-            return torch.device(obj["v"]) if tag == "torch_device" else getattr(torch, obj["v"].removeprefix("torch."))
+            if tag == "torch_device":
+                return torch.device(str(obj["v"]))
+            # only a dtype: the name comes from the file, and getattr(torch, name) could be anything
+            dtype = getattr(torch, str(obj["v"]).removeprefix("torch."), None)
+            if not isinstance(dtype, torch.dtype):
+                raise ValueError(f"{obj['v']!r} is not a torch dtype")
+            return dtype
         if tag == "float":
             return float(obj["v"])
         if tag == "bytes":

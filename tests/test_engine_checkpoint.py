@@ -58,6 +58,16 @@ def test_codec_refuses_arbitrary_objects():
         codec.dumps({"x": Thing()})
 
 
+@pytest.mark.parametrize("name", ["load", "torch.save", "_C", "nn", "Tensor.__init__", "__builtins__"])
+def test_a_torch_dtype_named_by_the_file_is_only_ever_a_dtype(name):
+    torch = pytest.importorskip("torch")
+    tree, npz = codec.dumps({"d": torch.float16})
+    assert codec.loads(tree, npz)["d"] is torch.float16
+    crafted = tree.replace(b"float16", name.encode())
+    with pytest.raises(ValueError, match="is not a torch dtype"):
+        codec.loads(crafted, npz)
+
+
 def test_object_arrays_are_never_unpickled(tmp_path):
     # np.load(allow_pickle=False) would refuse them; the codec stores their items as JSON
     arr = np.array(["a", None, 3], dtype=object)
