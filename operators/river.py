@@ -51,6 +51,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from collections.abc import Callable
 from itertools import repeat
@@ -63,6 +64,7 @@ from river import base, compose
 from stream.batch import Batch
 from stream.errors import BadEventError, CheckpointError, ConfigError
 from stream.operator import Operator
+from stream.options import check_options, show
 
 from . import river_shape, river_state
 
@@ -106,10 +108,47 @@ def build_model(spec: Any, params: dict[str, Any] | None = None, where: str = "m
                           f"{importlib.import_module('river').__version__}") from None
     kwargs = {k: build_model(v, where=f"{where}.{k}") if isinstance(v, dict) and "model" in v else v
               for k, v in (params or {}).items()}
+    _check_params(cls, kwargs, f"{where} (river.{module}.{name})")
     try:
         return cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"{where}: cannot build river.{module}.{name}({', '.join(kwargs)}): {exc}") from exc
+
+
+def _check_params(cls: type, kwargs: dict[str, Any], where: str) -> None:
+    """Refuse a parameter of the wrong kind before the model is built.
+
+    River checks few of its parameters, so ``n_trees = "x"`` would only fail at the first
+    event (or send every event to the dead-letter sink). Annotated parameters are checked
+    against their annotation (:func:`stream.options.check_options`); an unannotated one
+    against the kind of its default: a number takes a number, a flag a boolean, a text a
+    string (a default of ``None`` says nothing, so anything goes).
+
+    >>> from river import anomaly
+    >>> _check_params(anomaly.HalfSpaceTrees, {"n_trees": "x"}, "model")
+    Traceback (most recent call last):
+    stream.errors.ConfigError: model key 'n_trees': expected a number (its default is 10), got "x"
+    """
+    check_options(cls, kwargs, where, only=kwargs)
+    try:
+        parameters = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # an extension type without a signature
+        return
+    for key, value in kwargs.items():
+        p = parameters.get(key)
+        if p is None or p.annotation is not inspect.Parameter.empty or isinstance(value, base.Base):
+            continue
+        default = p.default
+        if isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "true or false"
+        elif isinstance(default, (int, float)):
+            ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        elif isinstance(default, str):
+            ok, kind = isinstance(value, str), "a string"
+        else:
+            continue
+        if not ok:
+            raise ConfigError(f"{where} key {key!r}: expected {kind} (its default is {default!r}), got {show(value)}")
 
 
 def _kind(model: Any) -> str:

@@ -71,6 +71,13 @@ CASES = [
     ("river-unknown-model", op("river", 'model = "anomaly.Nope"'), ["(river)", "anomaly.Nope"]),
     ("river-per-key", op("river", 'model = "anomaly.HalfSpaceTrees"\nper_key = 1'),
      ["(river) key 'per_key'", "true or false"]),
+    ("river-param-unannotated", op("river", 'model = "anomaly.HalfSpaceTrees"\nparams = { n_trees = "x" }'),
+     ["(river.anomaly.HalfSpaceTrees) key 'n_trees'", "expected a number (its default is 10)", '"x"']),
+    ("river-param-annotated", op("river", 'model = "anomaly.HalfSpaceTrees"\nparams = { seed = "x" }'),
+     ["(river.anomaly.HalfSpaceTrees) key 'seed'", "expected an integer"]),
+    ("river-param-in-pipeline-step", op("river", 'model = [{ model = "preprocessing.MinMaxScaler" }, '
+                                        '{ model = "anomaly.HalfSpaceTrees", params = { height = true } }]'),
+     ["model[1] (river.anomaly.HalfSpaceTrees) key 'height'", "got true"]),
     ("evaluate-no-metric", op("evaluate", 'target = "value"\nmetrics = []'), ["(evaluate)", "at least one metric"]),
     ("evaluate-unknown-metric", op("evaluate", 'target = "value"\nmetrics = ["Nope"]'),
      ["(evaluate)", "unknown River metric 'Nope'"]),
