@@ -16,6 +16,7 @@ import sys
 
 from . import registry
 from .errors import HebbstreamError
+from .shutdown import graceful_stop
 
 EPILOG = """\
 A pipeline file names a source, operators and a sink; see examples/*.toml. For example:
@@ -43,8 +44,10 @@ def _run(args: argparse.Namespace) -> int:
         kwargs["progress"] = args.progress
     if args.resume and spec.checkpoint is None:
         raise HebbstreamError(f"{args.pipeline}: --resume needs a [checkpoint] section")
-    summary = run(spec.source, spec.pipeline, spec.sink, dead_letter=spec.dead_letter,
-                  checkpoint=spec.checkpoint, resume=args.resume, summary_path=args.summary, **kwargs)
+    with graceful_stop(args.stop_timeout) as stop:  # SIGTERM/SIGINT: final checkpoint, then exit 143/130
+        summary = run(spec.source, spec.pipeline, spec.sink, dead_letter=spec.dead_letter,
+                      checkpoint=spec.checkpoint, resume=args.resume, summary_path=args.summary,
+                      stop_requested=stop, **kwargs)
     lat = summary["latency_s"]
     print(f"{summary['events']} events in {summary['seconds']:.2f} s "
           f"({summary['events_per_s']:,.0f} events/s); latency p50 {lat['p50'] * 1e3:.1f} ms, "
@@ -52,7 +55,9 @@ def _run(args: argparse.Namespace) -> int:
           f"checkpoints {summary['checkpoints']}", file=sys.stderr)
     if "metrics" in summary:
         print(json.dumps(summary["metrics"], indent=2, default=str))
-    return 0
+    if stop.is_set():
+        print(f"stopped by {stop.reason} after a final checkpoint", file=sys.stderr)
+    return stop.exit_code
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,6 +80,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--max-events", type=int, help="stop after this many events")
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar (default: off)")
+    r.add_argument("--stop-timeout", type=float, default=25.0, metavar="S",
+                   help="after SIGTERM/SIGINT, seconds to finish the batch and checkpoint before exiting "
+                        "anyway (default: 25)")
     r.set_defaults(func=_run)
     for name in registry.names("commands"):
         try:

@@ -77,7 +77,9 @@ def _reader(source: Source, position: dict | None, out: queue.Queue, stop: threa
         if speed:
             batches = _paced(batches, speed, stop)
         for batch in batches:
-            if batch.num_rows == 0:
+            if batch.num_rows == 0:  # a live source with nothing new: a moment to notice a stop
+                if stop.is_set():
+                    return
                 continue
             batch = replace(batch, arrival=time.monotonic())
             while not stop.is_set():
@@ -195,7 +197,7 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         checkpoint_every_batches: int | None = None, checkpoint_every_seconds: float | None = None,
         resume: bool = False, dead_letter: Sink | None = None, check_order: bool = True,
         device: Any = None, progress: bool = False, summary_path: str | None = None,
-        max_events: int | None = None) -> dict[str, Any]:
+        max_events: int | None = None, stop_requested: threading.Event | None = None) -> dict[str, Any]:
     """Run ``source | pipeline | sink`` and return the run summary (also written as JSON).
 
     Args:
@@ -214,6 +216,8 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         progress: show a progress bar (sources of known length).
         summary_path: also write the summary there as JSON.
         max_events: stop after this many events (for demos and tests).
+        stop_requested: once set, the run ends as at the end of the stream, between
+            micro-batches (final checkpoint, sink and source closed); see :mod:`stream.shutdown`.
     """
     pipe = pipeline if isinstance(pipeline, Pipeline) else Pipeline([pipeline])
     if check_order:
@@ -312,7 +316,11 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
     pending_rows = 0
     try:
         while True:
-            timeout = None
+            if stop_requested is not None and stop_requested.is_set():
+                if pending:
+                    process(Batch.concat(pending))
+                break
+            timeout = None if stop_requested is None else 0.1
             if pending:
                 timeout = max(0.0, pending[0].arrival + max_delay - time.monotonic())
             try:
@@ -374,11 +382,14 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         "events_per_s": events / elapsed if elapsed > 0 else float("nan"),
         "latency_s": latency.percentiles(),
         "operator_seconds": dict(pipe.timings),
-        "dead_letter": dl.count if dl is not None else 0,
+        # rows the pipeline rejected, and messages the source itself dead-lettered
+        "dead_letter": (dl.count if dl is not None else 0) + getattr(source, "dead_lettered", 0),
         "checkpoints": checkpoints,
         "resumed_from": position,
         "machine": machine_info(),
     }
+    if stop_requested is not None and stop_requested.is_set():
+        summary["stopped"] = getattr(stop_requested, "reason", None) or "requested"
     metrics = {label: op.summary() for label, op in zip(pipe.timings, pipe.operators)
                if hasattr(op, "summary")}
     if metrics:
