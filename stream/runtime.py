@@ -54,6 +54,7 @@ from .checks import EventTimeOrder
 from .connector import RunContext, Sink, Source
 from .errors import CheckpointError, HebbstreamError
 from .operator import Operator, Pipeline
+from .timefmt import json_default
 
 log = logging.getLogger("hebbstream")
 
@@ -161,7 +162,7 @@ class _DeadLetter:
             "offset": batch.positions(),
             "key": [str(k) for k in keys],
             "reason": reasons,
-            "record": [json.dumps(r, default=str) for r in rows],
+            "record": [json.dumps(r, default=json_default) for r in rows],  # times in RFC 3339
         }, schema=self.SCHEMA)
         self.sink.write(Batch(rec, source=batch.source, row_offsets=batch.positions()))
         self.count += batch.num_rows
