@@ -138,6 +138,7 @@ class KafkaSource(Source):
         self._closing = False
         self._polling = False
         self._to_commit: list[Any] = []
+        self._starts: dict[str, int] = {}  # name -> offset reading started at (-1: the reset policy's)
         self._group_metadata: Any = None
         self._lock = threading.Lock()
         self.dead_lettered = 0
@@ -230,13 +231,38 @@ class KafkaSource(Source):
                     idle_since = _time.monotonic()  # idle counts from the first assignment
                 elif self.idle_timeout is not None and \
                         _time.monotonic() - idle_since > self.idle_timeout:
-                    return
+                    if self._caught_up():
+                        return
+                    idle_since = _time.monotonic()  # messages wait on the broker: not idle
                 yield nothing  # lets the runtime's reader notice a stop request
                 continue
             yield from self._to_batches(msgs)
             # counted from here: the time the runtime held the batch (its queue full,
             # a slow pipeline) is back-pressure, not idling
             idle_since = _time.monotonic()
+
+    def _caught_up(self) -> bool:
+        """Whether every partition read so far is read up to its end (as last seen by a fetch).
+
+        An empty poll alone does not say so: after partitions were paused for
+        back-pressure, librdkafka needs a fetch round trip (up to ``fetch.wait.max.ms``)
+        before messages flow again, while the broker holds plenty."""
+        from confluent_kafka import KafkaException
+
+        try:
+            for tp in self.consumer.position(self.consumer.assignment()):
+                start, end = self.consumer.get_watermark_offsets(tp, cached=True)
+                if end is None or end < 0:
+                    continue  # no fetch answered yet: nothing known to wait for
+                # nothing read from it yet: it starts where the assignment put it
+                at = tp.offset if tp.offset >= 0 else self._starts.get(f"{tp.topic}-{tp.partition}", -1)
+                if at < 0:  # no committed offset: the reset policy's end of the partition
+                    at = end if str(self.conf.get("auto.offset.reset")) in ("latest", "largest", "end") else start
+                if at < end:
+                    return False
+        except KafkaException:
+            return True
+        return True
 
     def _commit(self, consumer: Any, asynchronous: bool) -> None:
         """Commit the offsets the last checkpoint left for the reader thread."""
@@ -449,6 +475,7 @@ class KafkaSource(Source):
             task = self._task(tp.topic, tp.partition)
             name = self._names[task]
             saved = self._restore(name, done)
+            self._starts[name] = int(saved["position"][0]) if saved else (done.offset if done is not None else -1)
             self._pipe.add(task, name, saved["operators"] if saved else None)
             with self._lock:
                 self._assigned[name] = tp
