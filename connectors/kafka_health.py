@@ -67,6 +67,11 @@ class BrokerWatch:
         self._last_probe = float("-inf")
         self._lock = threading.Lock()
 
+    def start(self) -> None:
+        """The client starts now: down (not yet reached) from this moment."""
+        with self._lock:
+            self.down_since, self.confirmed, self._last_probe = self.clock(), False, float("-inf")
+
     def on_error(self, err: Any) -> bool:
         """For an ``error_cb``: note an outage; True when ``err`` was about reachability."""
         if err.code() == ALL_BROKERS_DOWN:

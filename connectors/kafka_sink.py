@@ -146,6 +146,7 @@ class KafkaSink(Sink):
     def open(self, flush_point: dict[str, Any] | None = None) -> None:
         from confluent_kafka import KafkaException, Producer
 
+        self.broker.start()
         self.producer = Producer({**self.conf, "error_cb": self._on_error, "on_delivery": self._on_delivery})
         while not probe(self.producer, self.topic):  # a clear error, not a 30 s hang and a traceback
             self.broker.check(lambda: False)

@@ -20,8 +20,19 @@ Messages become rows (see :mod:`connectors.kafka_codec`); the message key become
 ``key`` column and the message timestamp the ``ts`` column, unless the payload has them.
 A message that cannot be decoded, lacks a key or does not fit the schema goes to
 ``dead_letter_topic`` (value and key as they were, the reason in the
-``hebbstream-reason`` header) or stops the run with an error naming topic, partition,
-offset and key.
+``hebbstream-reason`` header; see :mod:`connectors.kafka_dead_letter`) or stops the run
+with an error naming topic, partition, offset and key. Dead letters are acknowledged
+before the checkpoint that covers them is saved and its offsets committed (a refused one
+stops the run), are counted in the run summary's ``dead_letter``, and when they are most
+of what was read an error-level line says so.
+
+- **Broker**: without a reachable broker for ``broker_timeout`` seconds (at the start or
+  mid-run) the run stops with a clear error; librdkafka's own log lines are rate-limited
+  (:mod:`connectors.kafka_health`). :meth:`KafkaSource.health` is a health signal.
+- **Stopping**: ``idle_timeout`` ends the run once every partition is read to its end and
+  nothing new came for that long; a stop request (SIGTERM/SIGINT under ``hebbstream run``,
+  :mod:`stream.shutdown`) ends it between micro-batches; either way the final checkpoint
+  is committed and :meth:`close` leaves the group, so its partitions move on at once.
 
 Example (not run: needs a broker)::
 
@@ -87,7 +98,7 @@ class KafkaSource(Source):
             time spent waiting for the pipeline to catch up (back-pressure) does not count.
         broker_timeout: stop with :class:`~connectors.kafka_health.BrokerUnreachable` after
             this many seconds without a reachable broker, at the start or mid-run
-            (``None``: keep retrying quietly; :meth:`health` says so).
+            (``None`` or 0: keep retrying quietly; :meth:`health` says so).
         config: further librdkafka settings, passed through unchanged.
 
     JSON payloads without a ``schema``: the first messages fix the columns, and numbers
@@ -103,6 +114,7 @@ class KafkaSource(Source):
                  config: dict[str, Any] | None = None):
         self.topics = [topic] if isinstance(topic, str) else list(topic)
         self.name = f"kafka:{','.join(map(str, self.topics))}"
+        broker_timeout = broker_timeout or None  # 0 (a pipeline file has no null): no bound
         _check_options(self.name, self.topics, group_id, batch_size=batch_size, poll_timeout=poll_timeout,
                        max_inflight=max_inflight, idle_timeout=idle_timeout, broker_timeout=broker_timeout)
         self.codec = Codec(format, parse_schema(schema), exact=(key, time))
@@ -201,16 +213,20 @@ class KafkaSource(Source):
 
     # -- reading -------------------------------------------------------------------
     def batches(self, position: dict[str, Any] | None = None) -> Iterator[Batch]:
-        from confluent_kafka import Consumer
+        from confluent_kafka import Consumer, KafkaException
 
         if self._pipe is None:
             raise ConfigError(f"{self.name}: run it with stream.run (the source needs the pipeline)")
+        self.broker.start()
         self.consumer = Consumer({**self.conf, "error_cb": self._on_client_error})
         self.consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         self._polling = True
         try:
             yield from self._poll_loop()
+        except KafkaException as exc:  # a clear error, not a traceback from inside librdkafka
+            err = exc.args[0] if exc.args else exc
+            raise SourceError(f"{self.name}: {getattr(err, 'str', lambda: str(err))()}") from exc
         finally:
             self._polling = False
 
