@@ -21,12 +21,13 @@ id). Give each worker a stable instance name (a StatefulSet pod name, a systemd
 instance ``%i``): a worker restarted under the same name calls ``init_transactions``
 with the same id, which fences the dead process and aborts its open transaction at once,
 so ``read_committed`` readers of the output do not wait for it to time out
-(``transaction.timeout.ms``, 60 s by default; lower it, above the checkpoint interval,
-when instance names are not stable). A zombie of a worker whose partitions moved to
-*another* worker is fenced by the consumer group (KIP-447: the offsets are sent with the
-consumer's group metadata, and a commit from an old group generation is refused), but its
-open transaction still times out on its own. Two live workers must never share an
-instance name: they would fence each other.
+(``transaction.timeout.ms``, 60 s by default). A worker that takes over partitions from a
+worker that did not give them up cleanly (it died, or lost them as a zombie) fences that
+worker's id too, whatever the instance names (:mod:`connectors.kafka_fencing`: each
+partition's checkpoint folder records its owner). Zombies are also fenced by the consumer
+group (KIP-447: offsets are sent with the consumer's group metadata, and a commit from an
+old group generation is refused). Two live workers must never share an instance name:
+they would fence each other.
 
 Every librdkafka setting passes through ``config`` (``"security.protocol"``,
 ``"sasl.mechanism"``, ``"linger.ms"``, ...).
@@ -136,6 +137,16 @@ class KafkaSink(Sink):
         self.transactions = 0
         self._errors: list[str] = []
         self._in_txn = False
+
+    @property
+    def transactional_id(self) -> str | None:
+        return self.conf.get("transactional.id")
+
+    def fence(self, txn_id: str) -> bool:
+        """Abort the open transaction of the (dead) producer ``txn_id`` and fence it."""
+        from .kafka_fencing import fence
+
+        return fence(self.conf, txn_id, self.flush_timeout, self.name)
 
     def use_group(self, group_id: str) -> None:
         """Called by the Kafka source of the run: the derived transactional id names its group."""

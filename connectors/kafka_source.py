@@ -68,6 +68,7 @@ from stream.errors import BadEventError, CheckpointError, ConfigError, SourceErr
 from .kafka_codec import Codec, parse_schema
 from .kafka_commit import commit_offsets
 from .kafka_dead_letter import DeadLetters
+from .kafka_fencing import claim, owner, release
 from .kafka_health import BrokerWatch, client_logger, probe
 from .kafka_sink import KafkaSink, client_config
 from .kafka_tasks import TASK_COLUMN, PartitionedPipeline, PartitionStore, _groups
@@ -486,6 +487,9 @@ class KafkaSource(Source):
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         self.broker.broker_up()
+        if self._txn_sink is not None:
+            # before reading committed offsets: a dead owner's pending offset commit holds them
+            self._take_over(partitions)
         committed = consumer.committed(partitions, timeout=30) if partitions else []
         for tp, done in zip(partitions, committed, strict=True):
             task = self._task(tp.topic, tp.partition)
@@ -509,6 +513,19 @@ class KafkaSource(Source):
         else:
             consumer.assign(partitions)
         self._group_metadata = consumer.consumer_group_metadata()
+
+    def _take_over(self, partitions: list[Any]) -> None:
+        """Exactly-once: fence the owners that did not give these partitions up cleanly
+        (see :mod:`connectors.kafka_fencing`), then record this worker as their owner."""
+        me = self._txn_sink.transactional_id
+        fenced: set[str] = set()
+        for tp in partitions:
+            store = self._store.child(f"{tp.topic}-{tp.partition}")
+            prev = owner(store)
+            if prev is not None and not prev["released"] and prev["id"] not in (me, *fenced):
+                self._txn_sink.fence(prev["id"])
+                fenced.add(prev["id"])
+            claim(store, me)
 
     def _restore(self, name: str, committed: Any) -> dict[str, Any] | None:
         """The checkpoint a new owner of partition ``name`` resumes from."""
@@ -550,7 +567,7 @@ class KafkaSource(Source):
                 self._commit(consumer, asynchronous=False)
             except Exception as exc:  # noqa: BLE001 - the checkpoint is what counts
                 log.warning("%s: offsets not committed on revocation: %s", self.name, exc)
-        self._release(partitions)
+        self._release(partitions, clean=True)
         if self.cooperative:
             consumer.incremental_unassign(partitions)
         else:
@@ -561,10 +578,12 @@ class KafkaSource(Source):
                     [f"{tp.topic}-{tp.partition}" for tp in partitions])
         self._release(partitions)
 
-    def _release(self, partitions: list[Any]) -> None:
+    def _release(self, partitions: list[Any], clean: bool = False) -> None:
         for tp in partitions:
             task = self._task(tp.topic, tp.partition)
             name = self._names[task]
+            if clean and self._txn_sink is not None:  # given up with its output committed
+                release(self._store.child(name), self._txn_sink.transactional_id)
             self._pipe.remove(task)
             with self._lock:
                 self._assigned.pop(name, None)
