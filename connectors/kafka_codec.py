@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from stream.errors import ConfigError
+from stream.timefmt import rfc3339_array
 
 FORMATS = ("json", "arrow", "raw")
 _TOMBSTONE = "the message has no value (a tombstone)"
@@ -78,14 +79,22 @@ class Codec:
 
     Args:
         format: ``"json"``, ``"arrow"`` or ``"raw"``.
-        schema: the expected columns; ``None`` takes the schema of the first messages.
+        schema: the expected columns; ``None`` takes the schema of the first messages,
+            with JSON numbers as ``float64`` (a first message ``{"x": 1}`` must not make
+            a later ``{"x": 1.5}`` a bad message) except in the ``exact`` columns.
+        exact: JSON columns whose inferred type is kept as read (the key, the time).
+
+    >>> codec = Codec("json", exact=("seq",))
+    >>> codec.decode([b'{"x": 1, "seq": 1}'])[0].schema.types, codec.decode([b'{"x": 1.5, "seq": 2}'])[2]
+    ([DataType(double), DataType(int64)], [])
     """
 
-    def __init__(self, format: str = "json", schema: pa.Schema | None = None):
+    def __init__(self, format: str = "json", schema: pa.Schema | None = None, exact: Sequence[str] = ()):
         if format not in FORMATS:
             raise ConfigError(f"Kafka payload format must be one of {FORMATS}, got {format!r}")
         self.format = format
         self.schema = pa.schema([("value", pa.binary())]) if format == "raw" else schema
+        self.exact = frozenset(exact)
 
     # -- decoding ------------------------------------------------------------------
     def decode(self, values: Sequence[bytes | None]
@@ -113,10 +122,9 @@ class Codec:
             try:
                 table = self._read_json(b"\n".join(values))
                 if table.num_rows == len(values) and self._fits(table.schema):
-                    rb = _one_batch(table)
                     if self.schema is None:
-                        self.schema = rb.schema
-                    return rb, np.ones(len(values), dtype=np.int64), []
+                        table = self._adopt(table)
+                    return _one_batch(table), np.ones(len(values), dtype=np.int64), []
             except (pa.ArrowInvalid, pa.ArrowTypeError):
                 pass  # find the bad message(s) one by one below
         rows, counts, bad = [], np.zeros(len(values), dtype=np.int64), []
@@ -131,12 +139,19 @@ class Codec:
                 bad.append((i, reason))
                 continue
             if self.schema is None:
-                self.schema = table.schema
+                table = self._adopt(table)
             rows.append(table)
             counts[i] = 1
         if not rows:
             return self._empty(), counts, bad
         return _one_batch(pa.concat_tables(rows)), counts, bad
+
+    def _adopt(self, table: pa.Table) -> pa.Table:
+        """Take the schema of the first decoded rows, integers widened to float64."""
+        fields = [f.with_type(pa.float64()) if pa.types.is_integer(f.type) and f.name not in self.exact else f
+                  for f in table.schema]
+        self.schema = pa.schema(fields)
+        return table.cast(self.schema)
 
     def _read_json(self, data: bytes) -> pa.Table:
         opts = pajson.ParseOptions(explicit_schema=self.schema, unexpected_field_behavior="error") \
@@ -300,7 +315,7 @@ def _json_text(arr: pa.Array) -> tuple[pa.Array, bool]:
     elif pa.types.is_integer(typ) or pa.types.is_boolean(typ):
         text = pc.cast(arr, pa.string())
     elif pa.types.is_timestamp(typ) or pa.types.is_date(typ):
-        text = pc.cast(arr, pa.string())
+        text = rfc3339_array(arr)
         if not arr.null_count:
             return text, True
         text = pc.binary_join_element_wise('"', text, '"', "")

@@ -20,8 +20,19 @@ Messages become rows (see :mod:`connectors.kafka_codec`); the message key become
 ``key`` column and the message timestamp the ``ts`` column, unless the payload has them.
 A message that cannot be decoded, lacks a key or does not fit the schema goes to
 ``dead_letter_topic`` (value and key as they were, the reason in the
-``hebbstream-reason`` header) or stops the run with an error naming topic, partition,
-offset and key.
+``hebbstream-reason`` header; see :mod:`connectors.kafka_dead_letter`) or stops the run
+with an error naming topic, partition, offset and key. Dead letters are acknowledged
+before the checkpoint that covers them is saved and its offsets committed (a refused one
+stops the run), are counted in the run summary's ``dead_letter``, and when they are most
+of what was read an error-level line says so.
+
+- **Broker**: without a reachable broker for ``broker_timeout`` seconds (at the start or
+  mid-run) the run stops with a clear error; librdkafka's own log lines are rate-limited
+  (:mod:`connectors.kafka_health`). :meth:`KafkaSource.health` is a health signal.
+- **Stopping**: ``idle_timeout`` ends the run once every partition is read to its end and
+  nothing new came for that long; a stop request (SIGTERM/SIGINT under ``hebbstream run``,
+  :mod:`stream.shutdown`) ends it between micro-batches; either way the final checkpoint
+  is committed and :meth:`close` leaves the group, so its partitions move on at once.
 
 Example (not run: needs a broker)::
 
@@ -55,6 +66,10 @@ from stream.connector import RunContext, Source
 from stream.errors import BadEventError, CheckpointError, ConfigError, SourceError
 
 from .kafka_codec import Codec, parse_schema
+from .kafka_commit import commit_offsets
+from .kafka_dead_letter import DeadLetters
+from .kafka_fencing import claim, owner, release
+from .kafka_health import BrokerWatch, client_logger, probe
 from .kafka_sink import KafkaSink, client_config
 from .kafka_tasks import TASK_COLUMN, PartitionedPipeline, PartitionStore, _groups
 
@@ -80,8 +95,16 @@ class KafkaSource(Source):
         batch_size: most messages per poll (a poll returns sooner with fewer only when its
             ``poll_timeout`` runs out; large polls spread the per-poll work thinly).
         max_inflight: rows read ahead of the pipeline before partitions are paused.
-        idle_timeout: stop after this many seconds without a message (``None``: never).
+        idle_timeout: stop after this many seconds without a message (``None``: never);
+            time spent waiting for the pipeline to catch up (back-pressure) does not count.
+        broker_timeout: stop with :class:`~connectors.kafka_health.BrokerUnreachable` after
+            this many seconds without a reachable broker, at the start or mid-run
+            (``None`` or 0: keep retrying quietly; :meth:`health` says so).
         config: further librdkafka settings, passed through unchanged.
+
+    JSON payloads without a ``schema``: the first messages fix the columns, and numbers
+    are read as ``float64`` (so a first poll of ``1, 2, 3`` does not reject a later
+    ``2.5``), except the key and time columns; give ``schema`` for integer columns.
     """
 
     #: the group's workers share one checkpoint store, one folder per partition
@@ -91,10 +114,14 @@ class KafkaSource(Source):
                  format: str = "json", schema: dict[str, str] | None = None, key: str = "key",
                  time: str = "ts", dead_letter_topic: str | None = None, on_error: str | None = None,
                  batch_size: int = 5000, poll_timeout: float = 0.1, max_inflight: int = 50_000,
-                 idle_timeout: float | None = None, config: dict[str, Any] | None = None):
+                 idle_timeout: float | None = None, broker_timeout: float | None = 60.0,
+                 config: dict[str, Any] | None = None):
         self.topics = [topic] if isinstance(topic, str) else list(topic)
-        self.name = f"kafka:{','.join(self.topics)}"
-        self.codec = Codec(format, parse_schema(schema))
+        self.name = f"kafka:{','.join(map(str, self.topics))}"
+        broker_timeout = broker_timeout or None  # 0 (a pipeline file has no null): no bound
+        _check_options(self.name, self.topics, group_id, batch_size=batch_size, poll_timeout=poll_timeout,
+                       max_inflight=max_inflight, idle_timeout=idle_timeout, broker_timeout=broker_timeout)
+        self.codec = Codec(format, parse_schema(schema), exact=(key, time))
         self.key, self.time = key, time
         self.on_error = on_error or ("dead_letter" if dead_letter_topic else "stop")
         if self.on_error not in ("dead_letter", "stop"):
@@ -106,12 +133,14 @@ class KafkaSource(Source):
         self.max_inflight, self.idle_timeout = max_inflight, idle_timeout
         self.conf = client_config(bootstrap_servers, config, {
             "group.id": group_id, "enable.auto.commit": False, "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest", "isolation.level": "read_committed"}, self.name)
+            "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+            "logger": client_logger(), "log.connection.close": False}, self.name)
         self.conf["group.id"] = group_id
+        self.broker = BrokerWatch(self.name, broker_timeout)
         self.cooperative = "cooperative" in str(self.conf.get("partition.assignment.strategy", ""))
         # run state
         self.consumer: Any = None
-        self._dlq: Any = None
+        self._dlq: DeadLetters | None = None
         self._pipe: PartitionedPipeline | None = None
         self._store: PartitionStore | None = None
         self._checkpoint_now: Any = None
@@ -125,9 +154,12 @@ class KafkaSource(Source):
         self._closing = False
         self._polling = False
         self._to_commit: list[Any] = []
+        self._starts: dict[str, int] = {}  # name -> offset reading started at (-1: the reset policy's)
         self._group_metadata: Any = None
         self._lock = threading.Lock()
         self.dead_lettered = 0
+        self.messages = 0           # messages read, dead letters included
+        self._warned_at = 0         # dead letters counted at the last "most are rejected" warning
         self.pauses = 0
         self.restored: dict[str, list[int]] = {}   # name -> position restored on assignment
 
@@ -137,6 +169,15 @@ class KafkaSource(Source):
         with self._lock:
             return sorted(self._assigned)
 
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint of this source belongs to: its topics and consumer group."""
+        return {"kind": "kafka", "topics": sorted(self.topics), "group": self.conf["group.id"]}
+
+    def health(self) -> dict[str, Any]:
+        """For a health check: broker reachability, partitions owned, counts."""
+        return {**self.broker.health(), "assigned": self.assigned, "messages": self.messages,
+                "dead_lettered": self.dead_lettered}
+
     # -- run hooks -----------------------------------------------------------------
     def bind(self, run: RunContext) -> RunContext:
         if run.store is None:
@@ -144,28 +185,30 @@ class KafkaSource(Source):
                               "path, a folder or pyarrow.fs URI shared by all workers)")
         self._pipe = PartitionedPipeline(run.pipeline)
         self._store = PartitionStore(run.store, self._names)
+        self._store.before_save = self._deliver_dead_letters
         self._checkpoint_now = run.checkpoint_now
         if isinstance(run.sink, KafkaSink) and run.sink.exactly_once:
             self._txn_sink = run.sink
+            run.sink.use_group(self.conf["group.id"])
         return replace(run, pipeline=self._pipe, store=self._store)
 
     def checkpointed(self, position: dict[str, Any] | None) -> None:
         """Commit the offsets the checkpoint covers (in the sink's transaction if exactly-once)."""
         from confluent_kafka import TopicPartition
 
-        if self._dlq is not None:
-            self._dlq.flush(30)
+        self._deliver_dead_letters()  # (PartitionStore.save did, unless no partition moved)
         with self._lock:
             offsets = [TopicPartition(tp.topic, tp.partition, int(position[name][0]),
                                       f"{_META}{self._store.last_seqs.get(name, 0)}")
                        for name, tp in self._assigned.items() if position and name in position]
         if self._txn_sink is not None:
-            self._txn_sink.commit_transaction(offsets, self._group_metadata)
+            if not self._txn_sink.commit_transaction(offsets, self._group_metadata):
+                return  # aborted: the partitions' next owner redoes them from the committed checkpoint
             for tp in offsets:
                 self._store.mark_committed(f"{tp.topic}-{tp.partition}", int(tp.metadata[len(_META):]))
         elif not self._polling:
             if offsets:
-                self.consumer.commit(offsets=offsets, asynchronous=False)
+                commit_offsets(self.consumer, offsets, self.name)
         else:
             # librdkafka blocks consumer calls from other threads while the reader thread
             # is inside poll or a rebalance callback: the reader commits them (_commit)
@@ -174,44 +217,79 @@ class KafkaSource(Source):
 
     # -- reading -------------------------------------------------------------------
     def batches(self, position: dict[str, Any] | None = None) -> Iterator[Batch]:
-        from confluent_kafka import Consumer
+        from confluent_kafka import Consumer, KafkaException
 
         if self._pipe is None:
             raise ConfigError(f"{self.name}: run it with stream.run (the source needs the pipeline)")
+        self.broker.start()
         self.consumer = Consumer({**self.conf, "error_cb": self._on_client_error})
         self.consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         self._polling = True
         try:
             yield from self._poll_loop()
+        except KafkaException as exc:  # a clear error, not a traceback from inside librdkafka
+            err = exc.args[0] if exc.args else exc
+            raise SourceError(f"{self.name}: {getattr(err, 'str', lambda: str(err))()}") from exc
         finally:
             self._polling = False
 
     def _poll_loop(self) -> Iterator[Batch]:
-        last_message = _time.monotonic()
+        idle_since = _time.monotonic()
         pending: list[Any] = []
+        nothing = Batch(pa.record_batch([], names=[]), source=self.name)
         while not self._closing:
             self._commit(self.consumer, asynchronous=True)
+            self.broker.check(lambda: probe(self.consumer, self.topics[0]))
             if self._read - self._done > self.max_inflight:
                 pending = self._wait_for_pipeline()
+                idle_since = _time.monotonic()  # waiting on the pipeline is not idling
             msgs = pending or self.consumer.consume(self.batch_size, self.poll_timeout)
             pending = []
             if not msgs:
                 if not self._assigned:
-                    last_message = _time.monotonic()  # idle counts from the first assignment
+                    idle_since = _time.monotonic()  # idle counts from the first assignment
                 elif self.idle_timeout is not None and \
-                        _time.monotonic() - last_message > self.idle_timeout:
-                    return
+                        _time.monotonic() - idle_since > self.idle_timeout:
+                    if self._caught_up():
+                        return
+                    idle_since = _time.monotonic()  # messages wait on the broker: not idle
+                yield nothing  # lets the runtime's reader notice a stop request
                 continue
-            last_message = _time.monotonic()
             yield from self._to_batches(msgs)
+            # counted from here: the time the runtime held the batch (its queue full,
+            # a slow pipeline) is back-pressure, not idling
+            idle_since = _time.monotonic()
+
+    def _caught_up(self) -> bool:
+        """Whether every partition read so far is read up to its end (as last seen by a fetch).
+
+        An empty poll alone does not say so: after partitions were paused for
+        back-pressure, librdkafka needs a fetch round trip (up to ``fetch.wait.max.ms``)
+        before messages flow again, while the broker holds plenty."""
+        from confluent_kafka import KafkaException
+
+        try:
+            for tp in self.consumer.position(self.consumer.assignment()):
+                start, end = self.consumer.get_watermark_offsets(tp, cached=True)
+                if end is None or end < 0:
+                    continue  # no fetch answered yet: nothing known to wait for
+                # nothing read from it yet: it starts where the assignment put it
+                at = tp.offset if tp.offset >= 0 else self._starts.get(f"{tp.topic}-{tp.partition}", -1)
+                if at < 0:  # no committed offset: the reset policy's end of the partition
+                    at = end if str(self.conf.get("auto.offset.reset")) in ("latest", "largest", "end") else start
+                if at < end:
+                    return False
+        except KafkaException:
+            return True
+        return True
 
     def _commit(self, consumer: Any, asynchronous: bool) -> None:
         """Commit the offsets the last checkpoint left for the reader thread."""
         with self._lock:
             offsets, self._to_commit = self._to_commit, []
         if offsets:
-            consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            commit_offsets(consumer, offsets, self.name, asynchronous=asynchronous)
 
     def _wait_for_pipeline(self) -> list[Any]:
         """Pause the partitions until the pipeline has caught up; keep polling meanwhile."""
@@ -235,6 +313,8 @@ class KafkaSource(Source):
             msgs = self._without_errors(msgs)
         if not msgs:
             return
+        self.broker.broker_up()
+        self.messages += len(msgs)
         tasks, runs = self._tasks_of(msgs)
         batch = self._decode(msgs, tasks, runs)
         if batch is not None:
@@ -358,19 +438,28 @@ class KafkaSource(Source):
             raise BadEventError(f"{reason} (set dead_letter_topic to route bad messages there)",
                                 source=f"{m.topic()}[{m.partition()}]", offset=m.offset(), key=key)
         if self._dlq is None:
-            from confluent_kafka import Producer
-
-            self._dlq = Producer({k: v for k, v in self.conf.items() if not k.startswith(
-                ("group.", "enable.auto", "auto.offset", "isolation", "partition.assignment",
-                 "session.", "heartbeat.", "max.poll"))} | {"enable.idempotence": True})
+            self._dlq = DeadLetters(self.conf, self.dead_letter_topic, self.name)
         for i, reason in bad:
             m = msgs[i]
             log.warning("dead-letter: %s-%d offset %d: %s", m.topic(), m.partition(), m.offset(), reason)
-            self._dlq.produce(self.dead_letter_topic, m.value(), key=m.key(), headers=[
-                ("hebbstream-reason", reason), ("hebbstream-topic", m.topic()),
-                ("hebbstream-partition", str(m.partition())), ("hebbstream-offset", str(m.offset()))])
+            self._dlq.send(m, reason)
             self.dead_lettered += 1
-        self._dlq.poll(0)
+        self._warn_if_most_rejected(bad[0][1])
+
+    def _warn_if_most_rejected(self, reason: str) -> None:
+        """An error-level log line each time the dead letters double while they are most
+        of what was read: a wrong schema or format rejects the whole stream quietly otherwise."""
+        n = self.dead_lettered
+        if n >= 20 and 2 * n > self.messages and n >= 2 * self._warned_at:
+            self._warned_at = n
+            log.error("%s: %d of the %d messages read so far went to the dead-letter topic %r "
+                      "(e.g. %s); check the format and schema", self.name, n, self.messages,
+                      self.dead_letter_topic, reason)
+
+    def _deliver_dead_letters(self) -> None:
+        """Before a checkpoint: every dead letter acknowledged, or the run stops here."""
+        if self._dlq is not None:
+            self._dlq.deliver()
 
     def position_after(self, batch: Batch) -> dict[str, Any]:
         """Per partition: the next offset, and how many rows of it were processed already
@@ -400,11 +489,16 @@ class KafkaSource(Source):
         return task
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        self.broker.broker_up()
+        if self._txn_sink is not None:
+            # before reading committed offsets: a dead owner's pending offset commit holds them
+            self._take_over(partitions)
         committed = consumer.committed(partitions, timeout=30) if partitions else []
         for tp, done in zip(partitions, committed, strict=True):
             task = self._task(tp.topic, tp.partition)
             name = self._names[task]
             saved = self._restore(name, done)
+            self._starts[name] = int(saved["position"][0]) if saved else (done.offset if done is not None else -1)
             self._pipe.add(task, name, saved["operators"] if saved else None)
             with self._lock:
                 self._assigned[name] = tp
@@ -422,6 +516,19 @@ class KafkaSource(Source):
         else:
             consumer.assign(partitions)
         self._group_metadata = consumer.consumer_group_metadata()
+
+    def _take_over(self, partitions: list[Any]) -> None:
+        """Exactly-once: fence the owners that did not give these partitions up cleanly
+        (see :mod:`connectors.kafka_fencing`), then record this worker as their owner."""
+        me = self._txn_sink.transactional_id
+        fenced: set[str] = set()
+        for tp in partitions:
+            store = self._store.child(f"{tp.topic}-{tp.partition}")
+            prev = owner(store)
+            if prev is not None and not prev["released"] and prev["id"] not in (me, *fenced):
+                self._txn_sink.fence(prev["id"])
+                fenced.add(prev["id"])
+            claim(store, me)
 
     def _restore(self, name: str, committed: Any) -> dict[str, Any] | None:
         """The checkpoint a new owner of partition ``name`` resumes from."""
@@ -458,12 +565,12 @@ class KafkaSource(Source):
         if not self._closing and self._assigned:
             self._checkpoint_now()  # process and checkpoint what was read
             try:
+                # a commit the group refuses now (REBALANCE_IN_PROGRESS) is only logged: the
+                # new owner resumes from the checkpoint just written, which is newer
                 self._commit(consumer, asynchronous=False)
             except Exception as exc:  # noqa: BLE001 - the checkpoint is what counts
-                # e.g. the group already moved on (REBALANCE_IN_PROGRESS); the new owner
-                # resumes from the checkpoint just written, which is newer
                 log.warning("%s: offsets not committed on revocation: %s", self.name, exc)
-        self._release(partitions)
+        self._release(partitions, clean=True)
         if self.cooperative:
             consumer.incremental_unassign(partitions)
         else:
@@ -474,10 +581,12 @@ class KafkaSource(Source):
                     [f"{tp.topic}-{tp.partition}" for tp in partitions])
         self._release(partitions)
 
-    def _release(self, partitions: list[Any]) -> None:
+    def _release(self, partitions: list[Any], clean: bool = False) -> None:
         for tp in partitions:
             task = self._task(tp.topic, tp.partition)
             name = self._names[task]
+            if clean and self._txn_sink is not None:  # given up with its output committed
+                release(self._store.child(name), self._txn_sink.transactional_id)
             self._pipe.remove(task)
             with self._lock:
                 self._assigned.pop(name, None)
@@ -488,7 +597,8 @@ class KafkaSource(Source):
     def _on_client_error(self, err: Any) -> None:
         if err.fatal():
             raise SourceError(f"{self.name}: fatal Kafka error: {err}")
-        log.info("%s: %s", self.name, err)
+        if not self.broker.on_error(err):  # reachability: the watch logs it, once
+            log.info("%s: %s", self.name, err)
 
     def close(self) -> None:
         self._closing = True
@@ -498,11 +608,30 @@ class KafkaSource(Source):
         while self._polling and _time.monotonic() < deadline:
             _time.sleep(0.01)
         if self.consumer is not None:
-            self.consumer.close()
-            self.consumer = None
+            try:
+                # the final checkpoint's offsets, if the reader left before committing them
+                self._commit(self.consumer, asynchronous=False)
+            finally:
+                self.consumer.close()  # leaves the group: its partitions move on at once
+                self.consumer = None
         if self._dlq is not None:
-            self._dlq.flush(30)
+            self._dlq.close()
             self._dlq = None
+
+
+def _check_options(name: str, topics: list[Any], group_id: Any, **numbers: float | None) -> None:
+    """Refuse option values that would fail later, deep inside librdkafka, or never end."""
+    if not topics or not all(isinstance(t, str) and t for t in topics):
+        raise ConfigError(f"{name}: topic must be a topic name or a list of them, got {topics!r}")
+    if not isinstance(group_id, str) or not group_id:
+        raise ConfigError(f"{name}: group_id must be a non-empty string, got {group_id!r}")
+    optional = ("idle_timeout", "broker_timeout")
+    for key, value in numbers.items():
+        if value is None and key in optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f"{name}: {key} must be a number above 0"
+                              f"{' or omitted' if key in optional else ''}, got {value!r}")
 
 
 def _fields() -> Any:

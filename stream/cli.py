@@ -17,6 +17,7 @@ import traceback
 
 from . import registry
 from .errors import HebbstreamError
+from .shutdown import graceful_stop
 
 EPILOG = """\
 A pipeline file names a source, operators and a sink; see examples/*.toml. For example:
@@ -47,9 +48,10 @@ def _run(args: argparse.Namespace) -> int:
         raise HebbstreamError(f"{args.pipeline}: --resume needs a [checkpoint] section")
     if args.force and not args.resume:
         raise HebbstreamError("--force only applies with --resume")
-    summary = run(spec.source, spec.pipeline, spec.sink, dead_letter=spec.dead_letter,
-                  checkpoint=spec.checkpoint, resume=args.resume, summary_path=args.summary,
-                  overwrite=args.overwrite, force=args.force, **kwargs)
+    with graceful_stop(args.stop_timeout) as stop:  # SIGTERM/SIGINT: final checkpoint, then exit 143/130
+        summary = run(spec.source, spec.pipeline, spec.sink, dead_letter=spec.dead_letter,
+                      checkpoint=spec.checkpoint, resume=args.resume, summary_path=args.summary,
+                      overwrite=args.overwrite, force=args.force, stop_requested=stop, **kwargs)
     lat = summary["latency_s"]
     print(f"{summary['events']} events in {summary['seconds']:.2f} s "
           f"({summary['events_per_s']:,.0f} events/s); latency p50 {lat['p50'] * 1e3:.1f} ms, "
@@ -57,7 +59,9 @@ def _run(args: argparse.Namespace) -> int:
           f"checkpoints {summary['checkpoints']}", file=sys.stderr)
     if "metrics" in summary:
         print(json.dumps(summary["metrics"], indent=2, default=str))
-    return 0
+    if stop.is_set():
+        print(f"stopped by {stop.reason} after a final checkpoint", file=sys.stderr)
+    return stop.exit_code
 
 
 def _number(kind: type, low: float, strict: bool = False):
@@ -106,6 +110,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--max-events", type=_number(int, 0), help="stop after this many events")
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar (default: off)")
+    r.add_argument("--stop-timeout", type=_number(float, 0, strict=True), default=25.0, metavar="S",
+                   help="after SIGTERM/SIGINT, seconds to finish the batch and checkpoint before exiting "
+                        "anyway (default: 25)")
     r.set_defaults(func=_run)
     for name in registry.names("commands"):
         try:

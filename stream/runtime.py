@@ -59,6 +59,7 @@ from .errors import CheckpointError, HebbstreamError
 from .identity import check_resume
 from .operator import Operator, Pipeline
 from .options import above, at_least, check_values
+from .timefmt import json_default
 
 log = logging.getLogger("hebbstream")
 
@@ -82,7 +83,9 @@ def _reader(source: Source, position: dict | None, out: queue.Queue, stop: threa
         if speed:
             batches = _paced(batches, speed, stop)
         for batch in batches:
-            if batch.num_rows == 0:
+            if batch.num_rows == 0:  # a live source with nothing new: a moment to notice a stop
+                if stop.is_set():
+                    return
                 continue
             batch = replace(batch, arrival=time.monotonic())
             while not stop.is_set():
@@ -164,7 +167,7 @@ class _DeadLetter:
             "offset": batch.positions(),
             "key": [str(k) for k in keys],
             "reason": reasons,
-            "record": [json.dumps(r, default=str) for r in rows],
+            "record": [json.dumps(r, default=json_default) for r in rows],  # times in RFC 3339
         }, schema=self.SCHEMA)
         self.sink.write(Batch(rec, source=batch.source, row_offsets=batch.positions()))
         self.count += batch.num_rows
@@ -222,7 +225,8 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         checkpoint_every_batches: int | None = None, checkpoint_every_seconds: float | None = None,
         resume: bool = False, dead_letter: Sink | None = None, check_order: bool = True,
         device: Any = None, progress: bool = False, summary_path: str | None = None,
-        max_events: int | None = None, overwrite: bool = False, force: bool = False) -> dict[str, Any]:
+        max_events: int | None = None, overwrite: bool = False, force: bool = False,
+        stop_requested: threading.Event | None = None) -> dict[str, Any]:
     """Run ``source | pipeline | sink`` and return the run summary (also written as JSON).
 
     Args:
@@ -245,6 +249,8 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
             run left at these paths (without it such a run is refused; see :mod:`stream.claim`).
         force: with ``resume``, resume even when the source is not the input the
             checkpoint was taken on (logged as a warning; see :mod:`stream.identity`).
+        stop_requested: once set, the run ends as at the end of the stream, between
+            micro-batches (final checkpoint, sink and source closed); see :mod:`stream.shutdown`.
 
     The run holds a lock on its checkpoint folder and file sinks from start to end: a
     second run on them is refused with an error naming this one.
@@ -351,7 +357,11 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
     pending_rows = 0
     try:
         while True:
-            timeout = None
+            if stop_requested is not None and stop_requested.is_set():
+                if pending:
+                    process(Batch.concat(pending))
+                break
+            timeout = None if stop_requested is None else 0.1
             if pending:
                 timeout = max(0.0, pending[0].arrival + max_delay - time.monotonic())
             try:
@@ -413,11 +423,14 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         "events_per_s": events / elapsed if elapsed > 0 else float("nan"),
         "latency_s": latency.percentiles(),
         "operator_seconds": dict(pipe.timings),
-        "dead_letter": dl.count if dl is not None else 0,
+        # rows the pipeline rejected, and messages the source itself dead-lettered
+        "dead_letter": (dl.count if dl is not None else 0) + getattr(source, "dead_lettered", 0),
         "checkpoints": checkpoints,
         "resumed_from": position,
         "machine": machine_info(),
     }
+    if stop_requested is not None and stop_requested.is_set():
+        summary["stopped"] = getattr(stop_requested, "reason", None) or "requested"
     metrics = {label: op.summary() for label, op in zip(pipe.timings, pipe.operators)
                if hasattr(op, "summary")}
     if metrics:

@@ -34,3 +34,12 @@ def test_json_encoding_reads_back_as_the_rows(rows, start):
             assert got["f"] is None  # NaN and infinities are not JSON numbers
         else:
             assert isinstance(got["f"], float) and got["f"] == f  # 3.0 stays a float
+
+
+def test_times_are_written_in_rfc_3339():
+    import datetime as dt
+
+    rb = pa.record_batch({"ts": pa.array([dt.datetime(2026, 1, 1, 12, 30, 5, 250000)], pa.timestamp("ms", "UTC"))})
+    assert json.loads(Codec("json").encode(rb)[0])["ts"] == "2026-01-01T12:30:05.250Z"
+    with_null = pa.record_batch({"ts": pa.array([0, None], pa.timestamp("ms", "UTC"))})
+    assert [json.loads(v)["ts"] for v in Codec("json").encode(with_null)] == ["1970-01-01T00:00:00.000Z", None]

@@ -60,3 +60,26 @@ def test_bad_kafka_settings_are_named():
         KafkaSource("t", group_id="g", bootstrap_servers="b:1", schema={"x": "float65"})
     with pytest.raises(ConfigError, match="format"):
         KafkaSource("t", group_id="g", bootstrap_servers="b:1", format="xml")
+
+
+def test_transactional_ids_are_derived_from_topic_group_and_instance(monkeypatch):
+    from connectors.kafka import KafkaSink
+
+    def derived(**kwargs):
+        sink = KafkaSink("scores", bootstrap_servers="b:1", exactly_once=True, **kwargs)
+        sink.use_group("detectors")  # what the run's Kafka source does when it binds
+        return sink.conf["transactional.id"]
+
+    # a replacement worker with the same instance name gets the same id: it fences the dead one
+    assert derived(instance="worker-0") == derived(instance="worker-0") == "hebbstream-scores-detectors-worker-0"
+    assert derived(instance="worker-0") != derived(instance="worker-1")
+    monkeypatch.setenv("HEBBSTREAM_INSTANCE", "pod-3")
+    assert derived() == "hebbstream-scores-detectors-pod-3"
+    assert derived(transactional_id="mine") == "mine"  # an explicit id is kept as given
+
+
+def test_kafka_source_identity_names_kind_topics_and_group():
+    from connectors.kafka import KafkaSource
+
+    src = KafkaSource(["b-topic", "a-topic"], group_id="detectors", bootstrap_servers="b:1")
+    assert src.identity() == {"kind": "kafka", "topics": ["a-topic", "b-topic"], "group": "detectors"}
