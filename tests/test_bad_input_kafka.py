@@ -35,7 +35,7 @@ CASES = [
     ("dead-letter-without-topic", source('on_error = "dead_letter"'), ["kafka:metrics", "dead_letter_topic"]),
     ("batch-size-zero", source("batch_size = 0"), ["kafka:metrics", "batch_size", "got 0"]),
     ("idle-timeout-negative", source("idle_timeout = -1"), ["kafka:metrics", "idle_timeout", "got -1"]),
-    ("broker-timeout-text", source('broker_timeout = "soon"'), ["kafka:metrics", "broker_timeout", "'soon'"]),
+    ("broker-timeout-text", source('broker_timeout = "soon"'), ["[source] (kafka) key 'broker_timeout'", '"soon"']),
     ("group-id-empty", source().replace('group_id = "detectors"', 'group_id = ""'), ["kafka:metrics", "group_id"]),
     ("schema-unknown-type", source('schema = { x = "float65" }'), ["column 'x'", "float65"]),
     ("format-unknown", source('format = "xml"'), ["format", "'xml'"]),
