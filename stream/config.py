@@ -53,6 +53,7 @@ from .connector import Sink, Source
 from .errors import ConfigError
 from .operator import Operator, Pipeline
 from .registry import lookup
+from .sink_paths import check_sink_paths
 
 _SECTIONS = {"source", "operators", "sink", "dead_letter", "checkpoint", "run"}
 _RUN_KEYS = {"batch_size", "max_delay", "speed", "read_ahead", "check_order", "device", "progress",
@@ -117,6 +118,8 @@ def build(spec: dict[str, Any], where: str = "<pipeline>") -> RunSpec:
     pipeline = Pipeline(ops)
     sink = _build("sinks", spec["sink"], f"{where} [sink]") if "sink" in spec else None
     dead = _build("sinks", spec["dead_letter"], f"{where} [dead_letter]") if "dead_letter" in spec else None
+    check_sink_paths({"[source] path": source, "[sink] path": sink, "[dead_letter] path": dead}, where,
+                     checkpoints=bool(spec.get("checkpoint")))
     run_kwargs = dict(spec.get("run", {}))
     if run_kwargs.get("speed") == 0:
         run_kwargs["speed"] = None

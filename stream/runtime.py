@@ -52,8 +52,10 @@ from .batch import Batch
 from .checkpoint import CheckpointStore
 from .checks import EventTimeOrder
 from .connector import RunContext, Sink, Source
-from .errors import CheckpointError, HebbstreamError
+from .dead_letter import DeadLetter
+from .errors import BadEventError, CheckpointError, HebbstreamError
 from .operator import Operator, Pipeline
+from .sink_paths import check_sink_paths
 
 log = logging.getLogger("hebbstream")
 
@@ -77,9 +79,12 @@ def _reader(source: Source, position: dict | None, out: queue.Queue, stop: threa
         if speed:
             batches = _paced(batches, speed, stop)
         for batch in batches:
-            if batch.num_rows == 0:
+            if isinstance(batch, BadEventError):
+                pass  # a row the source could not read, for the dead-letter sink
+            elif batch.num_rows == 0:
                 continue
-            batch = replace(batch, arrival=time.monotonic())
+            else:
+                batch = replace(batch, arrival=time.monotonic())
             while not stop.is_set():
                 try:
                     out.put(batch, timeout=0.1)
@@ -141,32 +146,6 @@ class _LatencyRecorder:
         return {f"p{q}": float(v[order][min(np.searchsorted(cum, q / 100), len(v) - 1)]) for q in qs}
 
 
-class _DeadLetter:
-    """Turns rejected rows into dead-letter records: source, offset, key, reason, record."""
-
-    SCHEMA = pa.schema([("source", pa.string()), ("offset", pa.int64()), ("key", pa.string()),
-                        ("reason", pa.string()), ("record", pa.string())])
-
-    def __init__(self, sink: Sink):
-        self.sink = sink
-        self.count = 0
-
-    def __call__(self, batch: Batch, reasons: list[str]) -> None:
-        rows = batch.data.to_pylist()
-        keys = batch.keys()
-        rec = pa.record_batch({
-            "source": [batch.source] * batch.num_rows,
-            "offset": batch.positions(),
-            "key": [str(k) for k in keys],
-            "reason": reasons,
-            "record": [json.dumps(r, default=str) for r in rows],
-        }, schema=self.SCHEMA)
-        self.sink.write(Batch(rec, source=batch.source, row_offsets=batch.positions()))
-        self.count += batch.num_rows
-        for r, where in zip(reasons, batch.positions()):
-            log.warning("dead-letter: %s row %s: %s", batch.source, where, r)
-
-
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, GPU and library versions, for benchmark and run summaries."""
     cpu = platform.processor() or platform.machine()
@@ -215,13 +194,15 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         summary_path: also write the summary there as JSON.
         max_events: stop after this many events (for demos and tests).
     """
+    check_sink_paths({"source path": source, "sink path": sink, "dead_letter path": dead_letter},
+                     checkpoints=checkpoint is not None)
     pipe = pipeline if isinstance(pipeline, Pipeline) else Pipeline([pipeline])
     if check_order:
         pipe = Pipeline([EventTimeOrder(), *pipe.operators])
     if device is not None:
         pipe.to(device)
     store = CheckpointStore(checkpoint, fingerprint=repr(pipe)) if isinstance(checkpoint, str) else checkpoint
-    dl = _DeadLetter(dead_letter) if dead_letter is not None else None
+    dl = DeadLetter(dead_letter) if dead_letter is not None else None
     q: queue.Queue = queue.Queue(maxsize=max(1, read_ahead))
     stop = threading.Event()
 
@@ -239,7 +220,7 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
             if stop.is_set():
                 raise HebbstreamError("the run stopped before the requested checkpoint")
 
-    bound = source.bind(RunContext(pipe, sink, store, checkpoint_now))
+    bound = source.bind(RunContext(pipe, sink, store, checkpoint_now, dead_letter=dead_letter))
     pipe, store = bound.pipeline, bound.store
 
     position = None
@@ -321,6 +302,15 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
                 item = None  # the oldest pending event waited max_delay
             if isinstance(item, _Failure):
                 raise item.exc
+            if isinstance(item, BadEventError):  # rows before it first, so positions stay in order
+                if pending:
+                    process(Batch.concat(pending))
+                    pending, pending_rows = [], 0
+                if dl is None:
+                    raise item
+                dl.source_row(item)
+                last_position = item.position or last_position
+                continue
             if isinstance(item, _Barrier):
                 if pending:
                     process(Batch.concat(pending))
