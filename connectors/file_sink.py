@@ -27,6 +27,16 @@ comes back as integers.)
 or with the matching hebbstream source (``CSVSource("out/scored.csv")``), which reads the
 parts in order. Within one part and across parts, rows keep the order they were written.
 
+A path that is a FIFO, socket or device is written directly: no temporary name, no
+rename, nothing deleted (renaming over ``/dev/null`` would replace the machine's null
+device). ``/dev/null`` is a discard sink, with checkpoints too (its flush point records
+nothing); another device or a FIFO cannot hold part files, so a run that checkpoints
+refuses it (:func:`stream.sink_paths.check_sink_paths`, and :meth:`FileSink.flush`).
+
+A write that fails (permission denied, disk full, a parent that is a file) raises
+:class:`SinkError` naming the path and what was being written. The committed parts and
+the checkpoint before it are untouched, so ``--resume`` continues from there.
+
 The first batch fixes the schema; a batch with other columns or types raises
 :class:`SchemaError` naming the sink, the batch's source row and the difference, and
 nothing of it is written, so the file never mixes schemas.
@@ -49,8 +59,10 @@ Example (a format writing Arrow IPC; see :mod:`connectors.arrow_ipc`):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -59,7 +71,8 @@ import pyarrow.fs as pafs
 from stream.batch import Batch
 from stream.checkpoint import fsync_path
 from stream.connector import Sink
-from stream.errors import CheckpointError, ConfigError, SchemaError
+from stream.errors import CheckpointError, ConfigError, SchemaError, SinkError
+from stream.sink_paths import is_discard, special_kind
 
 from .file_source import schema_difference
 from .paths import filesystem
@@ -95,6 +108,7 @@ class FileSink(Sink):
         self._stream: Any = None
         self._tmp = ""
         self._schema: pa.Schema | None = None
+        self._direct = ""  # the kind of special file written in place ("FIFO", ...), or ""
         self.rows_written = 0
 
     # -- what a format implements ----------------------------------------------------
@@ -107,6 +121,19 @@ class FileSink(Sink):
         """Start fresh (``None``: earlier output at ``path`` is replaced) or resume."""
         self._writer = None
         self._schema = None
+        self._direct = (special_kind(self.where) or "") if self._local else ""
+        if self._direct:
+            if self.parts and not is_discard(self.where):
+                raise ConfigError(f"{self.path}: is a {self._direct}; it cannot hold part files "
+                                  "(parts=True)")
+            return
+        if flush_point is not None and "parts" not in flush_point:
+            raise CheckpointError(f"{self.path}: the checkpoint wrote this sink to a device, not to "
+                                  "part files here; its earlier output is not at this path")
+        with self._io("prepare the output (remove leftovers of an earlier run)"):
+            self._open(flush_point)
+
+    def _open(self, flush_point: dict[str, Any] | None) -> None:
         self._committed = int(flush_point["parts"]) if flush_point else 0
         self._folder = bool(self.parts) or flush_point is not None
         self._remove(self._single_tmp())
@@ -154,12 +181,23 @@ class FileSink(Sink):
                               f"rows already written ({diff}); a file holds one schema, so nothing "
                               "of this batch was written")
         if self._writer is None:
-            self._start()
-        self._writer.write_batch(rb)
+            with self._io("create the output file"):
+                self._start()
+        with self._io(lambda: f"write {rb.num_rows} rows (from {batch.where(0)})"):
+            self._writer.write_batch(rb)
         self.rows_written += rb.num_rows
 
     def flush(self) -> dict[str, Any]:
         """Commit what was written since the last flush as the next part file."""
+        if self._direct:
+            if not is_discard(self.where):
+                raise ConfigError(f"{self.path}: is a {self._direct}: with checkpoints a file sink "
+                                  "writes a folder of part files, which it cannot be")
+            return {"device": self.where}  # discarded: nothing to commit or to cut on resume
+        with self._io(f"commit part file {self._committed}"):
+            return self._flush()
+
+    def _flush(self) -> dict[str, Any]:
         if not self._folder:
             self._folder = True
             self.fs.create_dir(self.where, recursive=True)
@@ -171,10 +209,26 @@ class FileSink(Sink):
     def close(self) -> None:
         if self._writer is None:
             return
-        if self._folder:
+        if self._direct:
+            with self._io("finish writing"):
+                self._writer.close()
+                self._stream.close()
+            self._writer = self._stream = None
+        elif self._folder:
             self.flush()
         else:
-            self._commit(self.where, durable=False)
+            with self._io("finish the output file"):
+                self._commit(self.where, durable=False)
+
+    @contextlib.contextmanager
+    def _io(self, what: str | Callable[[], str]) -> Iterator[None]:
+        """Turn an operating-system error into one line naming the path and the step."""
+        try:
+            yield
+        except OSError as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise SinkError(f"{self.path}: cannot {what if isinstance(what, str) else what()}: "
+                            f"{reason}") from exc
 
     # -- files -----------------------------------------------------------------------
     def _part_path(self, n: int) -> str:
@@ -185,7 +239,9 @@ class FileSink(Sink):
         return f"{parent}/.{base}.inprogress"
 
     def _start(self) -> None:
-        if self._folder:
+        if self._direct:
+            self._tmp = self.where  # written in place: a FIFO or device is never renamed over
+        elif self._folder:
             self.fs.create_dir(self.where, recursive=True)
             self._tmp = f"{self.where}/.part-{self._committed:05d}{self.extension}.inprogress"
         else:
