@@ -42,6 +42,7 @@ Example:
 from __future__ import annotations
 
 import codecs
+import collections
 import csv as pycsv
 import io
 from collections.abc import Iterator
@@ -131,10 +132,14 @@ class CSVSource(FileSource):
         return pacsv.ReadOptions(block_size=max(self.block_size, size + 1), encoding=self.encoding,
                                  use_threads=False, column_names=names)
 
-    def _table(self, data: bytes, names: list[str], types: dict[str, pa.DataType]) -> pa.Table:
+    def _table(self, data: bytes, names: list[str], types: dict[str, pa.DataType],
+               convert: pacsv.ConvertOptions | None = None) -> pa.Table:
         """Rows (no header) read by Arrow with fixed types; raises what Arrow raises."""
-        return pacsv.read_csv(pa.BufferReader(data), self._read_options(names, len(data)),
-                              self._parse(), self._convert(types))
+        # one block through the streaming reader: read_csv costs several times more per call
+        read = pacsv.ReadOptions(block_size=len(data) + 1, encoding=self.encoding, use_threads=False,
+                                 column_names=names)
+        return pacsv.open_csv(pa.BufferReader(data), read, self._parse(),
+                              convert or self._convert(types)).read_all()
 
     # -- bytes -------------------------------------------------------------------------
     def _open_at(self, file: str, at: int) -> Any:
@@ -240,32 +245,39 @@ class CSVSource(FileSource):
                  first: int, row: int,
                  start_row: int) -> Iterator[tuple[pa.RecordBatch, int] | BadEventError]:
         """After Arrow's reader (started at byte ``at``, row ``first``) failed at ``row``:
-        read on in windows, find the bad row, and return where the reader restarts
-        ``(byte, line, row)``; ``None`` when no bad row shows up."""
+        read on in windows, setting bad rows apart, until twice a block has read cleanly;
+        return where Arrow's reader restarts ``(byte, line, row)``, or ``None`` when there
+        was no row left to read."""
         with self._open_at(file, at) as f:
-            records = self._records(f, at, line)
+            records = _Pushback(self._records(f, at, line))
             for _ in range(row - first):  # the rows Arrow delivered
                 next(records)
-            for _ in range(2):  # the bad row is in Arrow's next block: within two windows
+            # windows grow from a few rows (bad rows close together cost little) to a block
+            target, clean, end = 4096, 0, None
+            while clean <= 2 * self.block_size:
                 window, size = [], 0
                 for rec in records:
                     window.append(rec)
                     size += len(rec.data)
-                    if size >= self.block_size:
+                    if size >= target:
                         break
                 if not window:
-                    return None
+                    break
                 good, bad = self._split(window, names, types)
                 if good is not None:
                     for rb in good.to_batches():
                         yield from _from(rb, row, start_row)
                         row += rb.num_rows
-                if bad is not None:
-                    self._reject(file, names, types, window[bad], row, start_row)
-                    if row >= start_row:
-                        yield self._bad_event(file, names, types, window[bad], row)
-                    return window[bad].end, window[bad].next_line, row + 1
-            return window[-1].end, window[-1].next_line, row
+                if bad is None:
+                    clean, target, end = clean + size, min(2 * target, self.block_size), window[-1]
+                    continue
+                self._reject(file, names, types, window[bad], row, start_row)
+                if row >= start_row:
+                    yield self._bad_event(file, names, types, window[bad], row)
+                row += 1
+                records.push(window[bad + 1:])  # the rows after it are read again
+                target, clean, end = 4096, 0, window[bad]
+        return None if end is None else (end.end, end.next_line, row)
 
     def _split(self, window: list[_Record], names: list[str],
                types: dict[str, pa.DataType]) -> tuple[pa.Table | None, int | None]:
@@ -322,8 +334,7 @@ class CSVSource(FileSource):
         for name, cell in zip(names, cells):
             if name in types:
                 try:
-                    pacsv.read_csv(pa.BufferReader(data), self._read_options(names, len(data)), self._parse(),
-                                   self._cell_options(name, types[name]))
+                    self._table(data, names, types, self._cell_options(name, types[name]))
                 except pa.ArrowInvalid:
                     return name, f"{cell!r} is not of type {types[name]}"
         try:
@@ -363,6 +374,23 @@ class _Record:
     @property
     def next_line(self) -> int:
         return self.line + self.data.count(b"\n")
+
+
+class _Pushback:
+    """An iterator of records that takes some back, to hand them out again first."""
+
+    def __init__(self, records: Iterator[_Record]):
+        self._records = records
+        self._back: collections.deque[_Record] = collections.deque()
+
+    def __iter__(self) -> _Pushback:
+        return self
+
+    def __next__(self) -> _Record:
+        return self._back.popleft() if self._back else next(self._records)
+
+    def push(self, records: list[_Record]) -> None:
+        self._back.extendleft(reversed(records))
 
 
 def _lines(f: Any) -> Iterator[bytes]:

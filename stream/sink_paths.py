@@ -27,7 +27,7 @@ Example:
     >>> check_sink_paths({"source path": src, "sink path": Obj(path=os.path.join(d, "in.csv"))})
     Traceback (most recent call last):
       ...
-    stream.errors.ConfigError: sink path ...in.csv is the file source path ...in.csv reads; ...
+    stream.errors.ConfigError: sink path '...in.csv' is the file source path '...in.csv' reads (...
     >>> special_kind("/dev/null"), is_discard("/dev/null"), special_kind(d)
     ('character device', True, None)
 """
@@ -88,45 +88,50 @@ def _inside(inner: str, folder: str) -> bool:
     return inner.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _clash(name_a: str, a: str, name_b: str, b: str) -> str | None:
-    """Why the sink ``b`` must not write where ``a`` (a source file or folder, or a sink) is."""
-    if _same(a, b):
-        return f"{name_b} {b} is the file {name_a} {a} reads" if name_a.startswith("source") \
-            else f"{name_b} is the same file as {name_a} ({b})"
-    if _inside(a, b):
-        return f"{name_b} {b} is a folder holding {name_a} {a}"
-    if _inside(b, a):
-        return f"{name_b} {b} is inside the folder {name_a} {a}"
+def _clash(a: tuple[str, str, str], b: tuple[str, str, str], reads: bool) -> str | None:
+    """Why sink ``b`` must not write where ``a`` (a source file or folder, or a sink) is;
+    each is ``(label, path as given, real path)``."""
+    (name_a, given_a, real_a), (name_b, given_b, real_b) = a, b
+    if _same(real_a, real_b):
+        return f"{name_b} {given_b!r} is the file {name_a} {given_a!r} reads ({real_a})" if reads \
+            else f"{name_b} {given_b!r} and {name_a} {given_a!r} are one file ({real_b})"
+    if _inside(real_a, real_b):
+        return f"{name_b} {given_b!r} is a folder holding {name_a} {given_a!r} ({real_a})"
+    if _inside(real_b, real_a) and not os.path.isfile(real_a):  # under a file: the OS refuses it
+        return f"{name_b} {given_b!r} is inside the folder {name_a} {given_a!r} ({real_a})"
     return None
 
 
 def check_sink_paths(parts: Mapping[str, Any], where: str = "", checkpoints: bool = False) -> None:
     """Raise :class:`ConfigError` when the sinks of a run would overwrite what it reads.
 
-    ``parts`` maps a label (``"source"``, ``"sink"``, ``"dead_letter"``, or for a
-    pipeline file ``"[sink] path"``) to the object; labels starting with ``source`` are
-    read, the others written. ``where`` (the pipeline file) prefixes the message.
+    ``parts`` maps a label (``"source path"``, or for a pipeline file ``"[sink] path"``)
+    to the object: the first entry is the source, the others the sinks it writes (``None``
+    for none). ``where`` (the pipeline file) prefixes the message.
     """
-    read: list[tuple[str, str]] = []
-    written: list[tuple[str, str]] = []
-    for label, obj in parts.items():
-        path = local_path(getattr(obj, "path", None)) if obj is not None else None
+    read: list[tuple[str, str, str]] = []
+    written: list[tuple[str, str, str]] = []
+    for i, (label, obj) in enumerate(parts.items()):
+        given = getattr(obj, "path", None) if obj is not None else None
+        path = local_path(given)
         if path is None:
             continue
-        if label.startswith("source"):
-            read.append((label, path))
-            read += [(label, p) for p in map(local_path, getattr(obj, "files", None) or []) if p]
+        if i == 0:
+            files = [local_path(f) for f in getattr(obj, "files", None) or []]
+            read += [(label, str(given), p) for p in [path, *files] if p]
         else:
-            written.append((label, path))
+            written.append((label, str(given), path))
     prefix = f"{where}: " if where else ""
-    for i, (name_b, b) in enumerate(written):
-        for name_a, a in [*read, *written[:i]]:
-            why = _clash(name_a, a, name_b, b)
+    for i, b in enumerate(written):
+        if is_discard(b[2]):
+            continue  # nothing is kept there to overwrite
+        for a in [*read, *written[:i]]:
+            why = _clash(a, b, reads=a in read)
             if why:
                 raise ConfigError(f"{prefix}{why}; the run would overwrite data it needs. "
-                                  f"Choose another {name_b}.")
-        kind = special_kind(b)
-        if checkpoints and kind and not is_discard(b):
-            raise ConfigError(f"{prefix}{name_b} {b} is a {kind}: with checkpoints a file sink "
+                                  f"Choose another {b[0]}.")
+        kind = special_kind(b[2])
+        if checkpoints and kind and not is_discard(b[2]):
+            raise ConfigError(f"{prefix}{b[0]} {b[1]!r} is a {kind}: with checkpoints a file sink "
                               "writes a folder of part files there, which a "
                               f"{kind} cannot be; write a regular path or run without checkpoints")
