@@ -247,7 +247,13 @@ class FileSink(Sink):
         else:
             self.fs.create_dir(self.where.rsplit("/", 1)[0], recursive=True)
             self._tmp = self._single_tmp()
-        self._stream = self.fs.open_output_stream(self._tmp)
+        # a discard device swallows the bytes anyway; counting them keeps writers that
+        # need the position (Arrow IPC's footer) working, where the null device says 0
+        if self._direct:
+            self._stream = pa.MockOutputStream() if is_discard(self.where) else \
+                pa.PythonFile(_Counted(self.where), mode="w")
+        else:
+            self._stream = self.fs.open_output_stream(self._tmp)
         try:
             self._writer = self._new_writer(self._stream, self._schema)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
@@ -274,3 +280,30 @@ class FileSink(Sink):
     def _remove(self, path: str) -> None:
         if self.fs.get_file_info(path).type == pafs.FileType.File:
             self.fs.delete_file(path)
+
+
+class _Counted:
+    """A FIFO or device opened for writing that counts what was written: Parquet and Arrow
+    IPC writers ask for the position, which ``lseek`` cannot give on a pipe."""
+
+    def __init__(self, path: str):
+        self._file = open(path, "wb")  # noqa: SIM115 - closed by close(), like any stream
+        self._written = 0
+
+    def write(self, data: bytes) -> int:
+        self._file.write(data)
+        self._written += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._written
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
