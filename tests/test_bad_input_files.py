@@ -305,3 +305,12 @@ def test_disk_full_mid_run_then_resume_gives_the_uninterrupted_output(folder, mo
 def test_a_source_under_a_file_is_named(folder):
     pipeline(folder, src="data.csv/inner.csv")
     assert_refused(cli(folder), "data.csv/inner.csv", rc=1)
+
+
+def test_resuming_a_finished_run_whose_last_row_was_bad_adds_nothing(folder):
+    write_csv(folder / "data.csv", rows_with(BAD["cell"], len(ROWS)))
+    pipeline(folder, dead="dead", checkpoint=True, sink="out", extra='column_types = { x = "float64" }\n')
+    assert_ran(cli(folder))
+    assert_ran(cli(folder, "--resume"))
+    assert read_out(folder / "dead").column("offset").to_pylist() == [len(ROWS)]
+    assert read_out(folder / "out").num_rows == len(ROWS)
