@@ -103,6 +103,9 @@ def _paced(batches: Iterator[Batch], speed: float, stop: threading.Event,
     """Release rows when their event time comes, scaled by ``speed``."""
     origin: tuple[float, float] | None = None  # (first event time in s, wall time)
     for batch in batches:
+        if isinstance(batch, BadEventError):
+            yield batch  # a row the source could not read has no time to wait for
+            continue
         times = batch.times()
         if times is None:
             raise HebbstreamError(f"{batch.source}: paced replay needs a time column "
