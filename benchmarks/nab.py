@@ -25,7 +25,7 @@ import time
 
 from common import finish, parse_args
 
-NAB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "nab")
+NAB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "data", "nab")
 QUICK_FILES = ["artificialWithAnomaly/art_daily_jumpsup.csv",
                "realAdExchange/exchange-2_cpc_results.csv",
                "realAWSCloudwatch/ec2_cpu_utilization_24ae8d.csv",

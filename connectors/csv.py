@@ -52,7 +52,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from stream.errors import BadEventError, SchemaError, SourceError
+from stream.errors import BadEventError, ConfigError, SchemaError, SourceError
+from stream.options import at_least
 
 from .file_sink import FileSink
 from .file_source import FileSource
@@ -95,6 +96,7 @@ class CSVSource(FileSource):
     """
 
     extensions = (".csv", ".tsv", ".csv.gz", ".tsv.gz", ".csv.bz2", ".csv.zst")
+    option_checks = {**FileSource.option_checks, "block_size": at_least(1)}
 
     def __init__(self, path: str, *, key: str | None = None, time: str | None = None,
                  batch_size: int = 65536, columns: list[str] | None = None, delimiter: str = ",",
@@ -105,6 +107,10 @@ class CSVSource(FileSource):
                  files: list[str] | None = None):
         super().__init__(path, key=key, time=time, batch_size=batch_size, columns=columns,
                          files=files)
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ConfigError(f"{path}: unknown encoding {encoding!r} (e.g. 'utf8', 'latin1', 'cp1252')") from None
         self.delimiter = delimiter
         self.column_types = {k: arrow_type(v, path) for k, v in (column_types or {}).items()}
         formats = [timestamp_format] if isinstance(timestamp_format, str) else timestamp_format

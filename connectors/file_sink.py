@@ -37,6 +37,12 @@ A write that fails (permission denied, disk full, a parent that is a file) raise
 :class:`SinkError` naming the path and what was being written. The committed parts and
 the checkpoint before it are untouched, so ``--resume`` continues from there.
 
+A run owns its sink path: :meth:`FileSink.claim` (called by the runtime before anything is
+opened) takes a lock next to it (``.<name>.lock``, see :mod:`stream.lock`), so a second run
+writing the same path is refused, and refuses a fresh run over earlier output (a file, or
+committed parts) unless the run allows ``overwrite``: earlier output is never deleted
+silently. (Opening a sink directly, without a run, still starts over as documented below.)
+
 The first batch fixes the schema; a batch with other columns or types raises
 :class:`SchemaError` naming the sink, the batch's source row and the difference, and
 nothing of it is written, so the file never mixes schemas.
@@ -72,6 +78,7 @@ from stream.batch import Batch
 from stream.checkpoint import fsync_path
 from stream.connector import Sink
 from stream.errors import CheckpointError, ConfigError, SchemaError, SinkError
+from stream.lock import PathLock
 from stream.sink_paths import is_discard, special_kind
 
 from .file_source import schema_difference
@@ -117,6 +124,31 @@ class FileSink(Sink):
         raise NotImplementedError
 
     # -- Sink ------------------------------------------------------------------------
+    def claim(self, *, fresh: bool, overwrite: bool) -> PathLock:
+        """Lock the path; a fresh run over earlier output needs ``overwrite``."""
+        parent, _, base = self.where.rpartition("/")
+        lock = PathLock(f"{parent}/.{base}.lock" if parent else f".{base}.lock", f"sink {self.path}",
+                        self.fs).acquire()
+        if fresh and not overwrite:
+            found = self._earlier_output()
+            if found:
+                lock.release()
+                raise ConfigError(f"sink {self.path} holds the output of an earlier run ({found}); "
+                                  "--overwrite (overwrite=True) replaces it, --resume continues that run "
+                                  "from its checkpoint, or choose another path")
+        return lock
+
+    def _earlier_output(self) -> str:
+        """What a fresh run would replace: '' when nothing, else a description."""
+        info = self.fs.get_file_info(self.where)
+        if info.type == pafs.FileType.File:
+            return f"a file of {info.size} bytes"
+        if info.type != pafs.FileType.Directory:
+            return ""
+        parts = [e for e in self.fs.get_file_info(pafs.FileSelector(self.where))
+                 if _PART.match(e.base_name) and e.base_name.endswith(self.extension)]
+        return f"{len(parts)} committed part file(s)" if parts else ""
+
     def open(self, flush_point: dict[str, Any] | None = None) -> None:
         """Start fresh (``None``: earlier output at ``path`` is replaced) or resume."""
         self._writer = None

@@ -19,6 +19,16 @@ text; this class adds the position just after it, so the run can write it to the
 dead-letter sink and resume past it. Without one, the format raises
 :class:`SourceError` naming the row.
 
+Identity (stored in checkpoints, checked on resume; see :mod:`stream.identity`): for each
+file its path, size, modification time and the SHA-256 of its first block (64 KiB, or
+the whole file when smaller). A resume is refused when, among the files read up to the
+checkpoint's position, a file is missing or another path stands at its place, its first
+block differs, it shrank, or it kept its size but was modified. A file that *grew* with
+the same first block is accepted (a live file appended to; its rows after the checkpoint
+are read as new), as are changes to files the checkpoint had not reached yet. Every file
+of a folder is recorded (one 64 KiB read per file when a checkpointing run starts), so a
+resume can name the file that changed.
+
 Example (a format whose files hold a row count, for brevity):
     >>> import os, tempfile, pyarrow as pa
     >>> from connectors.file_source import FileSource
@@ -41,6 +51,8 @@ Example (a format whose files hold a row count, for brevity):
 from __future__ import annotations
 
 import collections
+import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -51,8 +63,14 @@ import pyarrow.fs as pafs
 from stream.batch import DEFAULT_KEY, DEFAULT_TIME, Batch
 from stream.connector import RunContext, Source
 from stream.errors import BadEventError, SchemaError, SourceError
+from stream.options import at_least
 
 from .paths import resolve
+
+log = logging.getLogger("hebbstream")
+
+#: bytes of each file hashed into the source's identity
+HEAD_BYTES = 64 * 1024
 
 _TIME_TYPES = (pa.types.is_timestamp, pa.types.is_date, pa.types.is_integer, pa.types.is_floating)
 
@@ -70,6 +88,8 @@ class FileSource(Source):
     """
 
     extensions: tuple[str, ...] = ()
+    #: checked when a pipeline file is loaded (see :mod:`stream.options`)
+    option_checks = {"batch_size": at_least(1)}
 
     def __init__(self, path: str, *, key: str | None = None, time: str | None = None,
                  batch_size: int = 65536, columns: list[str] | None = None,
@@ -94,6 +114,7 @@ class FileSource(Source):
         #: yield a BadEventError for a row that cannot be read (a dead-letter sink takes
         #: it) instead of raising SourceError; set by :meth:`bind`
         self.skip_bad_rows = False
+        self._identity: dict[str, Any] | None = None
 
     # -- what a format implements ----------------------------------------------------
     def _read(self, file: str,
@@ -169,6 +190,60 @@ class FileSource(Source):
                 return index, start + rows
             rows -= n
         raise SourceError(f"{self.path}: asked for a position {rows} rows past what was read")
+
+    def identity(self) -> dict[str, Any]:
+        """Path, size, modification time and first-block hash of every file (see the module doc)."""
+        if self._identity is None:
+            self._identity = {"kind": "files", "path": self.path,
+                              "files": [self._file_identity(f) for f in self.files]}
+        return self._identity
+
+    def _file_identity(self, file: str) -> dict[str, Any]:
+        info = self.fs.get_file_info(file)
+        if info.type != pafs.FileType.File:
+            raise SourceError(f"{file}: no such file")
+        head = self._head(file, min(info.size, HEAD_BYTES))
+        return {"path": file, "bytes": info.size, "mtime_ns": info.mtime_ns,
+                "head_bytes": len(head), "head_sha256": hashlib.sha256(head).hexdigest()}
+
+    def _head(self, file: str, n: int) -> bytes:
+        try:
+            with self.fs.open_input_stream(file, compression=None) as f:
+                return f.read(n)
+        except OSError as exc:
+            raise SourceError(f"{file}: cannot be read: {exc}") from exc
+
+    def identity_mismatch(self, saved: dict[str, Any], position: dict[str, Any] | None) -> str | None:
+        """Compare with the files the checkpoint had read, by the policy of the module doc."""
+        if saved.get("kind") != "files":
+            return super().identity_mismatch(saved, position)
+        upto = int(position.get("file", 0)) if position else 0
+        now = self.identity()["files"]
+        old_files = saved["files"]
+        if upto >= len(old_files):
+            return f"the checkpoint's position {position} is past the {len(old_files)} file(s) it recorded"
+        for i, old in enumerate(old_files[:upto + 1]):
+            path = old["path"]
+            if i >= len(now):
+                return f"{path}, file {i + 1} of the input the checkpoint was taken on, is no longer in {self.path}"
+            cur = now[i]
+            if cur["path"] != path:
+                return f"file {i + 1} of {self.path} is {cur['path']}, the checkpoint was taken on {path}"
+            if cur["bytes"] < old["bytes"]:
+                return (f"{path} has {cur['bytes']} bytes, fewer than the {old['bytes']} it had at the "
+                        "checkpoint (replaced or truncated)")
+            modified = None not in (cur["mtime_ns"], old["mtime_ns"]) and cur["mtime_ns"] != old["mtime_ns"]
+            if cur["bytes"] == old["bytes"] and modified:
+                return f"{path} was modified since the checkpoint (same size, another modification time)"
+            n = max(0, min(int(old["head_bytes"]), HEAD_BYTES))
+            head = cur["head_sha256"] if n == cur["head_bytes"] else hashlib.sha256(self._head(path, n)).hexdigest()
+            if head != old["head_sha256"]:
+                return (f"the first {n} bytes of {path} differ from the file the checkpoint was taken on "
+                        f"(sha256 {head[:12]}…, checkpoint {str(old['head_sha256'])[:12]}…)")
+            if cur["bytes"] > old["bytes"]:
+                log.info("%s grew by %d bytes since the checkpoint (appended); resuming", path,
+                         cur["bytes"] - old["bytes"])
+        return None
 
     def length(self) -> int | None:
         total = 0

@@ -84,6 +84,9 @@ class KafkaSource(Source):
         config: further librdkafka settings, passed through unchanged.
     """
 
+    #: the group's workers share one checkpoint store, one folder per partition
+    shares_checkpoint = True
+
     def __init__(self, topic: str | list[str], *, group_id: str, bootstrap_servers: str | None = None,
                  format: str = "json", schema: dict[str, str] | None = None, key: str = "key",
                  time: str = "ts", dead_letter_topic: str | None = None, on_error: str | None = None,

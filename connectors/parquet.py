@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stream.errors import SchemaError, SourceError
+from stream.options import one_of
 
 from .file_sink import FileSink
 from .file_source import FileSource
@@ -102,6 +103,8 @@ class ParquetSink(FileSink):
     """
 
     extension = ".parquet"
+    #: pyarrow's codecs, checked when a pipeline file is loaded (see :mod:`stream.options`)
+    option_checks = {"compression": one_of("snappy", "gzip", "brotli", "zstd", "lz4", "none")}
 
     def __init__(self, path: str, *, compression: str = "snappy", parts: bool | None = None,
                  durable: bool = True):

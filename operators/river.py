@@ -232,6 +232,8 @@ class RiverOperator(Operator):
             raise ConfigError(f"river {self.kind} {self.model!r} needs target= (the label column)")
         if self.model._supervised and target is None:
             raise ConfigError(f"river model {self.model!r} is supervised and needs target=")
+        if isinstance(features, str):  # one column name, not its letters
+            features = [features]
         self.features = list(features) if features is not None else None
         self._explicit_features = features is not None
         self.per_key = per_key

@@ -1,6 +1,6 @@
 """The ``hebbstream`` command.
 
-    hebbstream run PIPELINE.toml [--resume] [--summary FILE] [--progress]
+    hebbstream run PIPELINE.toml [--resume [--force]] [--overwrite] [--summary FILE] [--progress]
 
 Other sub-commands (``nab``, ``produce``, ``demo``, ...) come from the packages that
 register them under the ``hebbstream.commands`` entry point: a function that receives
@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 
 from . import registry
 from .errors import HebbstreamError
@@ -22,6 +23,7 @@ A pipeline file names a source, operators and a sink; see examples/*.toml. For e
 
   hebbstream run examples/river_anomaly.toml            # score a recorded stream
   hebbstream run examples/river_anomaly.toml --resume   # continue after a crash
+  hebbstream run examples/river_anomaly.toml --overwrite  # start over, replacing earlier output
 
 Checkpoints, dead-letter sinks and pacing are set in the file ([checkpoint],
 [dead_letter], [run]); command-line flags override [run].
@@ -43,8 +45,11 @@ def _run(args: argparse.Namespace) -> int:
         kwargs["progress"] = args.progress
     if args.resume and spec.checkpoint is None:
         raise HebbstreamError(f"{args.pipeline}: --resume needs a [checkpoint] section")
+    if args.force and not args.resume:
+        raise HebbstreamError("--force only applies with --resume")
     summary = run(spec.source, spec.pipeline, spec.sink, dead_letter=spec.dead_letter,
-                  checkpoint=spec.checkpoint, resume=args.resume, summary_path=args.summary, **kwargs)
+                  checkpoint=spec.checkpoint, resume=args.resume, summary_path=args.summary,
+                  overwrite=args.overwrite, force=args.force, **kwargs)
     lat = summary["latency_s"]
     print(f"{summary['events']} events in {summary['seconds']:.2f} s "
           f"({summary['events_per_s']:,.0f} events/s); latency p50 {lat['p50'] * 1e3:.1f} ms, "
@@ -53,6 +58,25 @@ def _run(args: argparse.Namespace) -> int:
     if "metrics" in summary:
         print(json.dumps(summary["metrics"], indent=2, default=str))
     return 0
+
+
+def _number(kind: type, low: float, strict: bool = False):
+    """An argparse type: a ``kind`` number >= ``low`` (> ``low`` when ``strict``)."""
+    bound = f"{'>' if strict else '>='} {low}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'} "
+                                             f"{bound}, got {text!r}") from None
+        if not (value > low if strict else value >= low) or value != value:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'} "
+                                             f"{bound}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,10 +93,17 @@ def parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("pipeline", help="pipeline TOML file")
     r.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    r.add_argument("--overwrite", action="store_true",
+                   help="start over where an earlier run left checkpoints or sink output: delete and replace "
+                        "them (without it such a run is refused)")
+    r.add_argument("--force", action="store_true",
+                   help="with --resume: resume even if the input is not the one the checkpoint was taken on "
+                        "(logged as a warning)")
     r.add_argument("--summary", metavar="FILE", help="write the JSON run summary to FILE")
-    r.add_argument("--batch-size", type=int, help="largest micro-batch (overrides [run])")
-    r.add_argument("--speed", type=float, help="pace by event time: 1 = as it happened, 0 = as fast as possible")
-    r.add_argument("--max-events", type=int, help="stop after this many events")
+    r.add_argument("--batch-size", type=_number(int, 1), help="largest micro-batch (overrides [run])")
+    r.add_argument("--speed", type=_number(float, 0),
+                   help="pace by event time: 1 = as it happened, 0 = as fast as possible")
+    r.add_argument("--max-events", type=_number(int, 0), help="stop after this many events")
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar (default: off)")
     r.set_defaults(func=_run)
@@ -84,7 +115,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _os_error(exc: OSError) -> str:
+    """One line for an OSError nothing wrapped: the path, the reason and the operation (innermost frame)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    doing = f" (in {frames[-1].name})" if frames else ""
+    return f"{paths + ': ' if paths else ''}{exc.strerror or exc}{doing}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; a failure is one ``hebbstream: error:`` line (``-v``: with the traceback)."""
     p = parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -94,8 +134,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args) or 0
-    except HebbstreamError as exc:
-        print(f"hebbstream: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("hebbstream: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the user gets one line, -v the traceback
+        if args.verbose:
+            traceback.print_exc()
+        if isinstance(exc, HebbstreamError):
+            message = str(exc)
+        elif isinstance(exc, OSError):
+            message = _os_error(exc)
+        else:
+            message = (f"internal error: {type(exc).__name__}: {exc} "
+                       f"(this is a bug; run with -v for the traceback)")
+        print(f"hebbstream: error: {message}", file=sys.stderr)
         return 1
 
 

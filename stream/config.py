@@ -34,11 +34,23 @@
 
 Relative paths are relative to the working directory.
 
+Every option is checked when the file is loaded, before anything runs: the keys of a
+``[source]``, ``[[operators]]`` or ``[sink]`` table are the parameters of the registered
+class (its ``from_config`` or constructor), and their values must fit its annotations and
+declared ``option_checks`` (:mod:`stream.options`); ``[run]`` and ``[checkpoint]`` are
+checked the same way. A mistake is a :class:`ConfigError` naming the file, the section
+and the key, e.g. ``pipeline.toml [run] key 'batch_size': expected an integer >= 1, got
+"big"``. One string where a list of names is expected is a list of one
+(``features = "value"``).
+
 Example:
     >>> from stream.config import parse
     >>> spec = parse('[source]\\ntype = "csv"\\npath = "x.csv"\\n[run]\\nbatch_size = 8\\n')
     >>> spec["source"], spec["run"]
     ({'type': 'csv', 'path': 'x.csv'}, {'batch_size': 8})
+    >>> parse('[source]\\ntype = "csv"\\npath = "x.csv"\\n[run]\\nbatch_size = 0\\n', "p.toml")
+    Traceback (most recent call last):
+    stream.errors.ConfigError: p.toml [run] key 'batch_size': expected an integer >= 1, got 0
 """
 
 from __future__ import annotations
@@ -52,50 +64,81 @@ from .checkpoint import CheckpointStore
 from .connector import Sink, Source
 from .errors import ConfigError
 from .operator import Operator, Pipeline
+from .options import above, at_least, check_options
+from .options import build as build_checked
 from .registry import lookup
+from .runtime import RUN_CHECKS, run
 from .sink_paths import check_sink_paths
 
 _SECTIONS = {"source", "operators", "sink", "dead_letter", "checkpoint", "run"}
-_RUN_KEYS = {"batch_size", "max_delay", "speed", "read_ahead", "check_order", "device", "progress",
-             "max_events"}
-_CKPT_KEYS = {"path", "every_batches", "every_seconds", "keep"}
+_TYPED = ("source", "sink", "dead_letter")      # tables naming a registered type
+_RUN_KEYS = ("batch_size", "max_delay", "speed", "read_ahead", "check_order", "device", "progress",
+             "max_events")
+#: [run] speed = 0 means "as fast as possible" (run()'s speed=None)
+_RUN_FILE_CHECKS = {**RUN_CHECKS, "speed": at_least(0)}
+
+
+@dataclass(frozen=True)
+class CheckpointSection:
+    """The options of ``[checkpoint]``: the store's folder, how often, how many to keep."""
+
+    path: str
+    every_batches: int | None = None
+    every_seconds: float | None = None
+    keep: int = 3
+    option_checks = {"every_batches": at_least(1), "every_seconds": above(0), "keep": at_least(1)}
 
 
 def parse(text: str, where: str = "<pipeline>") -> dict[str, Any]:
-    """Parse and check the sections of a pipeline file."""
+    """Parse a pipeline file and check its sections, ``[checkpoint]`` and ``[run]``.
+
+    The options of sources, operators and sinks are checked by :func:`build`, which
+    knows their types.
+    """
     try:
         spec = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
     unknown = set(spec) - _SECTIONS
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}; known: {sorted(_SECTIONS)}")
     if "source" not in spec:
         raise ConfigError(f"{where}: a pipeline needs a [source] section")
-    for name in ("source", "sink", "dead_letter"):
-        if name in spec and "type" not in spec[name]:
-            raise ConfigError(f"{where}: [{name}] needs a 'type' key")
-    for i, op in enumerate(spec.get("operators", [])):
-        if "type" not in op:
-            raise ConfigError(f"{where}: [[operators]] number {i + 1} needs a 'type' key")
-    bad = set(spec.get("run", {})) - _RUN_KEYS
-    if bad:
-        raise ConfigError(f"{where}: unknown [run] key(s) {sorted(bad)}; known: {sorted(_RUN_KEYS)}")
-    bad = set(spec.get("checkpoint", {})) - _CKPT_KEYS
-    if bad:
-        raise ConfigError(f"{where}: unknown [checkpoint] key(s) {sorted(bad)}; known: {sorted(_CKPT_KEYS)}")
+    for name in (*_TYPED, "checkpoint", "run"):
+        if name in spec and not isinstance(spec[name], dict):
+            raise ConfigError(f"{where}: [{name}] must be a table ([{name}] followed by key = value lines)")
+    ops = spec.get("operators", [])
+    if not isinstance(ops, list) or not all(isinstance(op, dict) for op in ops):
+        raise ConfigError(f"{where}: operators must be an array of tables: write each one as [[operators]]")
+    for name in _TYPED:
+        if name in spec:
+            _check_type(spec[name], f"{where} [{name}]")
+    for i, op in enumerate(ops):
+        _check_type(op, f"{where} [[operators]] #{i + 1}")
+    if "run" in spec:
+        spec["run"] = check_options(run, spec["run"], f"{where} [run]", checks=_RUN_FILE_CHECKS, only=_RUN_KEYS)
+    if "checkpoint" in spec:
+        spec["checkpoint"] = check_options(CheckpointSection, spec["checkpoint"], f"{where} [checkpoint]")
     return spec
+
+
+def _check_type(section: dict[str, Any], where: str) -> None:
+    if "type" not in section:
+        raise ConfigError(f"{where}: needs a 'type' key")
+    if not isinstance(section["type"], str):
+        raise ConfigError(f"{where} key 'type': expected a string, got {section['type']!r}")
 
 
 def _build(group: str, section: dict[str, Any], where: str) -> Any:
     kwargs = dict(section)
     kind = kwargs.pop("type")
-    cls = lookup(group, kind)
-    factory = getattr(cls, "from_config", cls)
     try:
-        return factory(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: cannot build {group[:-1]} {kind!r} from {sorted(kwargs)}: {exc}") from exc
+        cls = lookup(group, kind)
+    except ConfigError as exc:
+        raise ConfigError(f"{where} key 'type': {exc}") from None
+    except ImportError as exc:  # an optional extra that is not installed
+        raise ConfigError(f"{where} key 'type': {group[:-1]} type {kind!r} cannot be loaded: {exc}") from exc
+    return build_checked(cls, kwargs, f"{where} ({kind})")
 
 
 @dataclass
@@ -126,12 +169,13 @@ def build(spec: dict[str, Any], where: str = "<pipeline>") -> RunSpec:
     store = None
     ck = spec.get("checkpoint")
     if ck:
-        if "path" not in ck:
-            raise ConfigError(f"{where} [checkpoint]: needs a 'path'")
-        fingerprint = repr(pipeline)
-        store = CheckpointStore(ck["path"], keep=ck.get("keep", 3), fingerprint=fingerprint)
-        run_kwargs["checkpoint_every_batches"] = ck.get("every_batches")
-        run_kwargs["checkpoint_every_seconds"] = ck.get("every_seconds")
+        ck = CheckpointSection(**ck)
+        try:
+            store = CheckpointStore(ck.path, keep=ck.keep, fingerprint=repr(pipeline))
+        except ValueError as exc:  # a URI pyarrow.fs does not understand
+            raise ConfigError(f"{where} [checkpoint] key 'path': {exc}") from exc
+        run_kwargs["checkpoint_every_batches"] = ck.every_batches
+        run_kwargs["checkpoint_every_seconds"] = ck.every_seconds
     return RunSpec(source, pipeline, sink, dead, store, run_kwargs)
 
 
@@ -141,5 +185,7 @@ def load(path: str) -> RunSpec:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as exc:
-        raise ConfigError(f"cannot read pipeline file {path}: {exc}") from exc
+        raise ConfigError(f"cannot read pipeline file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte offset {exc.start})") from None
     return build(parse(text, path), path)

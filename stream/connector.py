@@ -88,6 +88,30 @@ class Source:
         """
         return run
 
+    def identity(self) -> dict[str, Any] | None:
+        """What this source reads, stored in every checkpoint and checked on resume.
+
+        A JSON-able dict with a ``kind`` (file paths, sizes, modification times and a
+        hash of the first block; a Kafka topic and group), or ``None`` (the default) for
+        a source that cannot tell. Computed once per run.
+        """
+        return None
+
+    def identity_mismatch(self, saved: dict[str, Any], position: dict[str, Any] | None) -> str | None:
+        """Why the checkpoint identity ``saved`` is not this source's input, or ``None``.
+
+        The default wants equal dicts (see :mod:`stream.identity`); a file source accepts
+        a file that grew by appends.
+        """
+        from .identity import difference
+
+        return difference(saved, self.identity())
+
+    #: True when several runs share one checkpoint store by design (the workers of a
+    #: Kafka consumer group, each owning its partitions' folders): the runtime then
+    #: takes no lock on the store and does not refuse its earlier checkpoints.
+    shares_checkpoint: bool = False
+
     def checkpointed(self, position: dict[str, Any] | None) -> None:
         """Called after a checkpoint covering everything up to ``position`` (operator
         state and the sink's output) is durable: the moment to acknowledge what was read
@@ -101,6 +125,17 @@ class Sink:
     """Base class of sinks. Subclasses implement :meth:`write` and usually :meth:`flush`."""
 
     name: str = "sink"
+
+    def claim(self, *, fresh: bool, overwrite: bool) -> Any:
+        """Make this run the destination's only writer, before anything is opened.
+
+        Called by the runtime with ``fresh`` (the run starts over: :meth:`open` will get
+        no flush point) and ``overwrite`` (the user allows replacing earlier output).
+        Returns a held lock (an object with ``release()``) or ``None``; raises when the
+        destination is in use, or holds earlier output and ``fresh and not overwrite``.
+        The default claims nothing (sinks without a path, e.g. in memory or Kafka).
+        """
+        return None
 
     def open(self, flush_point: dict[str, Any] | None = None) -> None:
         """Prepare for writing; ``flush_point`` comes from the checkpoint being resumed."""

@@ -33,6 +33,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import os
@@ -41,7 +43,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -51,10 +53,13 @@ import pyarrow as pa
 from .batch import Batch
 from .checkpoint import CheckpointStore
 from .checks import EventTimeOrder
+from .claim import holding_outputs
 from .connector import RunContext, Sink, Source
 from .dead_letter import DeadLetter
 from .errors import BadEventError, CheckpointError, HebbstreamError
+from .identity import check_resume
 from .operator import Operator, Pipeline
+from .options import above, at_least, check_values
 from .sink_paths import check_sink_paths
 
 log = logging.getLogger("hebbstream")
@@ -171,13 +176,35 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+#: limits of run()'s settings beyond their annotations (a pipeline file's [run] is checked against them too)
+RUN_CHECKS = {"batch_size": at_least(1), "max_delay": at_least(0), "speed": above(0), "read_ahead": at_least(1),
+              "checkpoint_every_batches": at_least(1), "checkpoint_every_seconds": above(0),
+              "max_events": at_least(0)}
+
+
+def _checking_settings(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Check run()'s settings first: a mistake is refused before any lock is taken or output touched."""
+    signature = inspect.signature(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        check_values(func, {k: bound.arguments[k] for k in RUN_CHECKS}, "run()", RUN_CHECKS)
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+@_checking_settings
+@holding_outputs
 def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         batch_size: int = 1024, max_delay: float = 0.05, speed: float | None = None,
         read_ahead: int = 8, checkpoint: CheckpointStore | str | None = None,
         checkpoint_every_batches: int | None = None, checkpoint_every_seconds: float | None = None,
         resume: bool = False, dead_letter: Sink | None = None, check_order: bool = True,
         device: Any = None, progress: bool = False, summary_path: str | None = None,
-        max_events: int | None = None) -> dict[str, Any]:
+        max_events: int | None = None, overwrite: bool = False, force: bool = False) -> dict[str, Any]:
     """Run ``source | pipeline | sink`` and return the run summary (also written as JSON).
 
     Args:
@@ -196,6 +223,13 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         progress: show a progress bar (sources of known length).
         summary_path: also write the summary there as JSON.
         max_events: stop after this many events (for demos and tests).
+        overwrite: a fresh run may replace the checkpoints and sink output an earlier
+            run left at these paths (without it such a run is refused; see :mod:`stream.claim`).
+        force: with ``resume``, resume even when the source is not the input the
+            checkpoint was taken on (logged as a warning; see :mod:`stream.identity`).
+
+    The run holds a lock on its checkpoint folder and file sinks from start to end: a
+    second run on them is refused with an error naming this one.
     """
     check_sink_paths({"source path": source, "sink path": sink, "dead_letter path": dead_letter},
                      checkpoints=checkpoint is not None)
@@ -229,6 +263,7 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
     position = None
     sink_point = dl_point = None
     done_before = 0
+    identity = source.identity() if store is not None else None
     if resume:
         if store is None:
             raise HebbstreamError("resume needs a checkpoint store")
@@ -240,7 +275,8 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
                 raise CheckpointError(f"{store.uri}: checkpoint does not match the pipeline: {exc}") from exc
             position, sink_point, dl_point = saved["source"], saved["sink"], saved["dead_letter"]
             done_before = saved["events"]
-            log.info("resuming from checkpoint %s at %s", store.latest(), position)
+            check_resume(source, saved.get("source_identity"), position, where=store.uri, force=force)
+            log.info("resuming from checkpoint %s at %s", getattr(store, "loaded", None), position)
     if sink is not None:
         sink.open(sink_point)
     if dead_letter is not None:
@@ -269,6 +305,7 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
             "sink": sink.flush() if sink is not None else None,
             "dead_letter": dead_letter.flush() if dead_letter is not None else None,
             "events": done_before + events,
+            "source_identity": identity,
         }
         store.save(state)
         source.checkpointed(last_position)

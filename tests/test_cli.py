@@ -27,7 +27,8 @@ def test_run_help_lists_its_options(capsys):
         main(["run", "--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    for option in ("pipeline", "--resume", "--summary", "--batch-size", "--speed", "--max-events"):
+    for option in ("pipeline", "--resume", "--overwrite", "--force", "--summary", "--batch-size", "--speed",
+                   "--max-events"):
         assert option in text, option
 
 

@@ -83,6 +83,17 @@ def test_incomplete_checkpoint_is_ignored(tmp_path):
     assert store.save({"i": 2}) == 3
 
 
+def test_pruning_and_cleaning_skip_folders_that_vanished(tmp_path, monkeypatch):
+    store = CheckpointStore(str(tmp_path), keep=1)
+    store.save({"i": 1})
+    os.makedirs(tmp_path / "ckpt-00000002")  # half-written by a crash
+    listed = store._sequences
+    monkeypatch.setattr(store, "_sequences", lambda: [*listed(), 7])  # listed, then gone
+    assert store.clean() == [2, 7]
+    assert store.save({"i": 3}) == 8
+    assert sorted(os.listdir(tmp_path)) == ["ckpt-00000008"]
+
+
 def test_corrupt_checkpoint_names_the_file(tmp_path):
     store = CheckpointStore(str(tmp_path))
     store.save({"w": np.ones(100)})

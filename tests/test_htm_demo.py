@@ -13,7 +13,8 @@ from operators.htm.model import HTMConfig
 
 def test_bundled_data_and_windows_are_shipped():
     assert os.path.exists(DEFAULT_DATA) and os.path.exists(DEFAULT_WINDOWS)
-    assert os.path.exists(os.path.join(os.path.dirname(DEFAULT_DATA), "LICENSE.txt"))
+    corpus = os.path.dirname(os.path.dirname(DEFAULT_WINDOWS))
+    assert os.path.exists(os.path.join(corpus, "LICENSE.txt"))
 
 
 def test_demo_writes_csv_and_png(tmp_path):

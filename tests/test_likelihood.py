@@ -22,8 +22,7 @@ from stream import state as state_codec
 
 HERE = os.path.dirname(__file__)
 EXCERPT = os.path.join(HERE, "data", "nab", "results", "numenta")
-SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "nab", "results",
-                                       "numenta"))
+CORPUS_RESULTS = os.path.normpath(os.path.join(HERE, "..", "examples", "data", "nab", "results", "numenta"))
 
 
 def q(x: float, mean: float, var: float) -> float:
@@ -162,8 +161,7 @@ def test_reproduces_nupic_anomaly_scores_excerpt(path):
     assert nupic_check(path) > 1000
 
 
-@pytest.mark.skipif(not os.path.isdir(SHARED), reason="the full NAB corpus is not here")
 def test_reproduces_nupic_anomaly_scores_full_corpus():
-    files = sorted(glob.glob(os.path.join(SHARED, "*", "*.csv")))
+    files = sorted(glob.glob(os.path.join(CORPUS_RESULTS, "*", "*.csv")))
     assert len(files) == 58
     assert sum(nupic_check(f) for f in files) == 365558

@@ -20,7 +20,7 @@ from stream.testing import check_operator
 HERE = os.path.dirname(__file__)
 EXCERPT = os.path.join(HERE, "data", "nab")
 FILES = ["realAdExchange/exchange-2_cpc_results.csv", "realKnownCause/rogue_agent_key_hold.csv"]
-SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "nab"))
+CORPUS = os.path.normpath(os.path.join(HERE, "..", "examples", "data", "nab"))
 
 
 class RunningZ(Operator):
@@ -202,9 +202,7 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "--factory" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "results", "numenta")),
-                    reason="the full NAB corpus (../shared/data/nab) is not here")
 def test_cli_full_corpus_prints_nupic_scores(capsys):
-    assert main(["nab", "--nab-dir", SHARED, "--out", os.path.join(SHARED, "results", "numenta"),
+    assert main(["nab", "--nab-dir", CORPUS, "--out", os.path.join(CORPUS, "results", "numenta"),
                  "--score-only"]) == 0
     assert last_line(capsys.readouterr().out).startswith("numenta: 70.10 / 63.12 / 74.32  ")

@@ -25,9 +25,7 @@ from operators.htm.nab_scorer import (
 
 HERE = os.path.dirname(__file__)
 EXCERPT = os.path.join(HERE, "data", "nab")
-SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "nab"))
-needs_shared = pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "results", "numenta")),
-                                  reason="the full NAB corpus (../shared/data/nab) is not here")
+CORPUS = os.path.normpath(os.path.join(HERE, "..", "examples", "data", "nab"))
 
 N = 100   # rows of the hand-made file: probation = 15 rows
 TS = np.arange(N).astype("datetime64[m]")
@@ -256,13 +254,12 @@ def test_excerpt_per_file_scores_match_nab():
     check_per_file(t, EXCERPT_NAB, read_nab_thresholds(EXCERPT)["numenta"])
 
 
-@needs_shared
 def test_full_corpus_reproduces_nupic_scores():
-    folder = os.path.join(SHARED, "results", "numenta")
-    windows = read_windows(SHARED)
+    folder = os.path.join(CORPUS, "results", "numenta")
+    windows = read_windows(CORPUS)
     t = ScoringTable.build(read_results(folder, sorted(windows)), windows)
     assert len(t.names) == 58 and int(t.file_rows.sum()) == 365558 and t.n_windows.sum() == 116
-    stored = read_nab_thresholds(SHARED)["numenta"]
+    stored = read_nab_thresholds(CORPUS)["numenta"]
     reports = evaluate(t, PROFILES, stored)
     assert round(reports["standard"].normalised, 2) == 70.10
     assert round(reports["reward_low_FP_rate"].normalised, 2) == 63.12

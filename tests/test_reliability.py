@@ -93,17 +93,40 @@ def checkpointed(tmp_path):
     return inp, ckpt, tmp_path
 
 
-@pytest.mark.parametrize("name", ["state.json", "arrays.npz", "MANIFEST.json"])
-def test_corrupt_checkpoint_names_the_file(checkpointed, name):
-    inp, ckpt, tmp_path = checkpointed
-    path = os.path.join(os.path.dirname(checkpoints(ckpt)[-1]), name)
+def _flip_bytes(path: str) -> None:
     data = bytearray(open(path, "rb").read())
     for i in (len(data) // 3, len(data) // 2):
-        data[i] ^= 0xFF  # flip bytes
+        data[i] ^= 0xFF
     open(path, "wb").write(bytes(data))
+
+
+@pytest.mark.parametrize("name", ["state.json", "arrays.npz", "MANIFEST.json"])
+def test_corrupt_checkpoints_are_refused_naming_the_file(checkpointed, name):
+    inp, ckpt, tmp_path = checkpointed
+    for manifest in checkpoints(ckpt):  # every checkpoint: nothing to fall back to
+        _flip_bytes(os.path.join(os.path.dirname(manifest), name))
+    path = os.path.join(os.path.dirname(checkpoints(ckpt)[-1]), name)
     with pytest.raises(CheckpointError, match=path.replace(".", r"\.")):
         run(CSVSource(inp, key="key", time="ts"), RunningSum(), CSVSink(str(tmp_path / "out")),
             checkpoint=ckpt, resume=True)
+
+
+@pytest.mark.parametrize("name", ["state.json", "arrays.npz", "MANIFEST.json"])
+def test_corrupt_newest_checkpoint_falls_back_to_the_newest_valid_one(checkpointed, name, caplog):
+    inp, ckpt, tmp_path = checkpointed
+    newest, previous = checkpoints(ckpt)[-1], checkpoints(ckpt)[-2]
+    _flip_bytes(os.path.join(os.path.dirname(newest), name))
+    summary = run(CSVSource(inp, key="key", time="ts", batch_size=500), RunningSum(),
+                  CSVSink(str(tmp_path / "out"), durable=False), batch_size=500, checkpoint=ckpt, resume=True)
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert os.path.basename(os.path.dirname(newest)) in warning
+    assert os.path.basename(os.path.dirname(previous)) in warning
+    assert summary["events_total"] == ROWS and 0 < summary["resumed_from"]["row"] < 4000
+    run(CSVSource(inp, key="key", time="ts", batch_size=500), RunningSum(),
+        CSVSink(str(tmp_path / "full"), durable=False), batch_size=500)
+    want, _ = read_all(source("csv", str(tmp_path / "full")))
+    got, _ = read_all(source("csv", str(tmp_path / "out")))
+    assert got.equals(want)
 
 
 def test_checkpoint_of_another_pipeline_is_refused(checkpointed):

@@ -1,8 +1,8 @@
 """``hebbstream demo``: HTM anomaly detection on a bundled NAB stream, with a plot.
 
 Runs :class:`~operators.htm.detector.HTMDetector` through the engine over
-``examples/data/nab/machine_temperature_system_failure.csv`` (NAB, MIT licence, bundled
-with its labelled anomaly windows), writes the scored stream as CSV and a PNG (value
+``examples/data/nab/data/realKnownCause/machine_temperature_system_failure.csv`` (NAB, MIT
+licence, bundled with the corpus and its labelled anomaly windows), writes the scored stream as CSV and a PNG (value
 with the labelled windows and the alerts; anomaly likelihood with the alert threshold)
 into ``out/demo/``, and prints where it raised alerts.
 
@@ -35,8 +35,8 @@ from .nab_corpus import read_csv_columns
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.normpath(os.path.join(HERE, "..", "..", "examples", "data", "nab"))
-DEFAULT_DATA = os.path.join(EXAMPLES, "machine_temperature_system_failure.csv")
-DEFAULT_WINDOWS = os.path.join(EXAMPLES, "combined_windows.json")
+DEFAULT_DATA = os.path.join(EXAMPLES, "data", "realKnownCause", "machine_temperature_system_failure.csv")
+DEFAULT_WINDOWS = os.path.join(EXAMPLES, "labels", "combined_windows.json")
 #: NAB standard-profile threshold of this detector over the whole corpus (benchmarks/nab.py,
 #: seed 0, plain TM, min/max resolution): the threshold NAB's sweep picked
 DEFAULT_THRESHOLD = 0.5545

@@ -55,6 +55,7 @@ import numpy as np
 import pyarrow as pa
 
 from stream import Batch, Operator
+from stream.options import at_least, between
 
 from .encoders import nab_resolution
 from .likelihood import NumentaScore
@@ -82,6 +83,10 @@ class HTMDetector(Operator):
         raw_column / score_column: output names of the raw score and the reported score.
         device: ``"auto"``, ``"numpy"``, ``"torch"`` (CPU) or a torch device.
     """
+
+    #: checked when a pipeline file is loaded (see :mod:`stream.options`)
+    option_checks = {"warmup": at_least(1), "probationary_period": at_least(0), "spatial_tolerance": at_least(0),
+                     "alert_threshold": between(0, 1), "seed": at_least(0)}
 
     def __init__(self, config: HTMConfig | None = None, *, resolution: Any = "auto",
                  value_range: Mapping[Any, tuple[float, float]] | None = None, warmup: int = 100,

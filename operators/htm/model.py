@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from stream.options import above, at_least, between, one_of
+
 from .backend import Backend, resolve_backend
 from .backtracking_tm import BacktrackingParams, BacktrackingTM
 from .encoders import RandomDistributedScalarEncoder, TimeOfDayEncoder, encode_record, input_width
@@ -84,6 +86,20 @@ class HTMConfig:
     max_lrn_backtrack: int = _TM.max_lrn_backtrack
     max_seq_length: int = _TM.max_seq_length
     seed: int = 0
+
+    #: checked when a pipeline file gives ``config = {...}`` (see :mod:`stream.options`)
+    option_checks = {
+        "tm": one_of(*TM_KINDS), "tod_radius_hours": above(0),
+        **{name: at_least(1) for name in ("rdse_n", "rdse_w", "tod_w", "columns", "num_active", "cells_per_column",
+                                          "new_synapse_count", "max_synapses_per_segment",
+                                          "max_segments_per_column", "max_segments_per_cell")},
+        **{name: at_least(0) for name in ("activation_threshold", "min_threshold", "max_backtrack", "pam_length",
+                                          "max_inf_backtrack", "max_lrn_backtrack", "max_seq_length", "seed")},
+        **{name: between(0, 1) for name in ("potential_pct", "syn_perm_connected", "syn_perm_active_inc",
+                                            "syn_perm_inactive_dec", "initial_permanence", "connected_permanence",
+                                            "permanence_increment", "permanence_decrement",
+                                            "predicted_segment_decrement")},
+    }
 
     def __post_init__(self) -> None:
         if self.tm not in TM_KINDS:

@@ -1,7 +1,9 @@
 """``hebbstream nab``: run a detector over the NAB corpus and score it, or score results.
 
-    hebbstream nab --nab-dir NAB --out RESULTS [--detector htm] [--seed N]
-    hebbstream nab --nab-dir NAB --out RESULTS --score-only
+    hebbstream nab --out RESULTS [--nab-dir NAB] [--detector htm] [--seed N]
+    hebbstream nab --out RESULTS --score-only [--nab-dir NAB]
+
+The corpus defaults to the one bundled in the repository (``examples/data/nab``).
 
 Without ``--score-only`` the detector runs over every corpus file (all streams batched
 together through the engine), its results are written in NAB's layout under
@@ -44,7 +46,7 @@ from typing import Any
 from stream.errors import HebbstreamError
 
 from .backend import resolve_device
-from .nab_corpus import corpus_files, find_detector_dirs, read_windows
+from .nab_corpus import BUNDLED_CORPUS, corpus_files, find_detector_dirs, read_windows
 from .nab_runner import NABStream, read_nab_thresholds, run_corpus, scoring_table
 from .nab_scorer import PROFILES, Profile, ProfileReport, ScoringTable, evaluate, load_profiles
 
@@ -57,10 +59,11 @@ and a perfect one 100).
 
 EPILOG = """\
 examples:
-  hebbstream nab --nab-dir ../NAB --out results                  # HTM over the corpus
-  hebbstream nab --nab-dir ../NAB --out results --workers 2      # on two processes
-  hebbstream nab --nab-dir ../NAB --out results --seed 1 --files 'realKnownCause/*'
-  hebbstream nab --nab-dir ../NAB --out ../NAB/results/numenta --score-only
+  hebbstream nab --out results                  # HTM over the bundled corpus
+  hebbstream nab --out results --workers 2      # on two processes
+  hebbstream nab --out results --seed 1 --files 'realKnownCause/*'
+  hebbstream nab --out examples/data/nab/results/numenta --score-only   # NuPIC's published results
+  hebbstream nab --nab-dir ../NAB --out results # another copy of the corpus
 """
 
 
@@ -101,8 +104,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("nab", help="run and score a detector on the NAB benchmark",
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--nab-dir", required=True, metavar="DIR",
-                   help="NAB checkout: data/, labels/combined_windows.json, config/")
+    bundled = os.path.isdir(BUNDLED_CORPUS)
+    p.add_argument("--nab-dir", required=not bundled, default=BUNDLED_CORPUS if bundled else None, metavar="DIR",
+                   help="NAB checkout: data/, labels/combined_windows.json, config/ (default: the corpus "
+                        "bundled in the repository, examples/data/nab)")
     p.add_argument("--out", required=True, metavar="RESULTS_DIR",
                    help="where result files go (with --score-only: the folder to score)")
     p.add_argument("--detector", default=None,

@@ -47,6 +47,10 @@ WINDOWS_FILE = os.path.join("labels", "combined_windows.json")
 PROFILES_FILE = os.path.join("config", "profiles.json")
 DATA_DIR = "data"
 RESULT_COLUMNS = ("timestamp", "value", "anomaly_score", "label")
+#: the corpus that ships with the repository (NAB v1.1, MIT licence): data, labels, config
+#: and NuPIC's published result files; absent from an installed wheel
+BUNDLED_CORPUS = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                               "examples", "data", "nab"))
 
 
 class NABFormatError(HebbstreamError, ValueError):
