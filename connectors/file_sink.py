@@ -126,6 +126,8 @@ class FileSink(Sink):
     # -- Sink ------------------------------------------------------------------------
     def claim(self, *, fresh: bool, overwrite: bool) -> PathLock:
         """Lock the path; a fresh run over earlier output needs ``overwrite``."""
+        if self._local and (special_kind(self.where) or "").endswith("device"):
+            return None  # written in place, holds no output; a lock file would land in /dev
         parent, _, base = self.where.rpartition("/")
         lock = PathLock(f"{parent}/.{base}.lock" if parent else f".{base}.lock", f"sink {self.path}",
                         self.fs).acquire()

@@ -60,7 +60,6 @@ from .errors import BadEventError, CheckpointError, HebbstreamError
 from .identity import check_resume
 from .operator import Operator, Pipeline
 from .options import above, at_least, check_values
-from .sink_paths import check_sink_paths
 
 log = logging.getLogger("hebbstream")
 
@@ -231,8 +230,6 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
     The run holds a lock on its checkpoint folder and file sinks from start to end: a
     second run on them is refused with an error naming this one.
     """
-    check_sink_paths({"source path": source, "sink path": sink, "dead_letter path": dead_letter},
-                     checkpoints=checkpoint is not None)
     pipe = pipeline if isinstance(pipeline, Pipeline) else Pipeline([pipeline])
     if check_order:
         pipe = Pipeline([EventTimeOrder(), *pipe.operators])
