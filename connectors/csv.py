@@ -22,7 +22,6 @@ How a bad row is found: only once Arrow's reader has failed on a block, the rows
 that block on are split by a byte scan (line ends; with ``newlines_in_values``, quotes)
 and read again with Arrow, halving the range until the bad row is alone; so the good
 rows get exactly Arrow's conversion, and reading goes on with Arrow's reader after it.
-Lines must end with ``\\n`` or ``\\r\\n``.
 
 Example:
     >>> import os, tempfile
@@ -45,6 +44,7 @@ import codecs
 import collections
 import csv as pycsv
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +58,7 @@ from stream.options import at_least
 from .file_sink import FileSink
 from .file_source import FileSource
 
+_EOL = re.compile(rb"\r\n|\n|\r")
 _COMPRESSED = (".gz", ".bz2", ".zst", ".lz4", ".br")
 
 
@@ -156,7 +157,10 @@ class CSVSource(FileSource):
             return f
         f = self.fs.open_input_stream(file)  # decompressed by its extension: skip by reading
         while at > 0:
-            at -= len(f.read(min(at, 1 << 20)) or b"x" * at)
+            chunk = f.read(min(at, 1 << 20))
+            if not chunk:
+                break
+            at -= len(chunk)
         return f
 
     def _records(self, f: Any, at: int, line: int) -> Iterator[_Record]:
@@ -173,10 +177,10 @@ class CSVSource(FileSource):
                 quotes += text.count(b'"')
             if quotes % 2 == 0:
                 data = b"".join(parts)
-                yield _Record(start, line, data)
+                yield _Record(start, line, data, len(parts))
                 start, line, parts = start + len(data), line + len(parts), []
         if parts:  # an unclosed quote runs to the end
-            yield _Record(start, line, b"".join(parts))
+            yield _Record(start, line, b"".join(parts), len(parts))
 
     def _layout(self, file: str) -> tuple[list[str], dict[str, pa.DataType], _Record]:
         """Header names, the type of every column read, and the header record."""
@@ -238,14 +242,14 @@ class CSVSource(FileSource):
 
     def _arrow(self, file: str, at: int, names: list[str],
                types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
-        try:
-            reader = pacsv.open_csv(self._open_at(file, at), self._read_options(names),
-                                    self._parse(), self._convert(types))
-        except pa.ArrowInvalid as exc:
-            if "Empty CSV file" in str(exc):
-                return  # (re)started at the end of the file
-            raise
-        yield from reader
+        with self._open_at(file, at) as f:
+            try:
+                reader = pacsv.open_csv(f, self._read_options(names), self._parse(), self._convert(types))
+            except pa.ArrowInvalid as exc:
+                if "Empty CSV file" in str(exc):
+                    return  # (re)started at the end of the file
+                raise
+            yield from reader
 
     def _recover(self, file: str, names: list[str], types: dict[str, pa.DataType], at: int, line: int,
                  first: int, row: int,
@@ -257,7 +261,8 @@ class CSVSource(FileSource):
         with self._open_at(file, at) as f:
             records = _Pushback(self._records(f, at, line))
             for _ in range(row - first):  # the rows Arrow delivered
-                next(records)
+                if next(records, None) is None:
+                    return None  # the scan and Arrow disagree on the rows: give up, name the error
             # windows grow from a few rows (bad rows close together cost little) to a block
             target, clean, end = 4096, 0, None
             while clean <= 2 * self.block_size:
@@ -372,6 +377,7 @@ class _Record:
     start: int
     line: int
     data: bytes
+    lines: int
 
     @property
     def end(self) -> int:
@@ -379,7 +385,7 @@ class _Record:
 
     @property
     def next_line(self) -> int:
-        return self.line + self.data.count(b"\n")
+        return self.line + self.lines
 
 
 class _Pushback:
@@ -400,16 +406,19 @@ class _Pushback:
 
 
 def _lines(f: Any) -> Iterator[bytes]:
-    """Lines of a binary stream, with their line ends."""
+    """Lines of a binary stream with their ends: ``\\n``, ``\\r\\n`` or a lone ``\\r``, as Arrow reads them."""
     tail = b""
     while True:
         chunk = f.read(1 << 20)
         if not chunk:
             break
-        lines = (tail + chunk).split(b"\n")
-        tail = lines.pop()
-        for text in lines:
-            yield text + b"\n"
+        data, start = tail + chunk, 0
+        for end in _EOL.finditer(data):
+            if end.end() == len(data) and data.endswith(b"\r"):
+                break  # a \r\n may be cut between two reads
+            yield data[start:end.end()]
+            start = end.end()
+        tail = data[start:]
     if tail:
         yield tail
 

@@ -136,11 +136,19 @@ def test_line_numbers_count_empty_lines_and_quoted_line_breaks(tmp_path):
     assert bad[1].record == 'a,3,"4.0\nb,4,5.0,n'
 
 
-def test_crlf_lines(tmp_path):
+@pytest.mark.parametrize("newline", ["\r\n", "\r"])
+def test_windows_and_old_mac_line_ends(tmp_path, newline):
     rows = good_rows(30)
     rows[7] = "a,7,bad,n"
-    table, bad = drain(skipping(write(tmp_path / "w.csv", rows, newline="\r\n"), block_size=100))
-    assert table.num_rows == 29 and [b.record for b in bad] == ["a,7,bad,n"]
+    table, bad = drain(skipping(write(tmp_path / "w.csv", rows, newline=newline), block_size=100))
+    assert table.num_rows == 29 and [(b.record, b.reason.split(",")[0]) for b in bad] == [("a,7,bad,n", "line 9")]
+
+
+def test_a_latin1_file(tmp_path):
+    path = tmp_path / "l.csv"
+    path.write_bytes("key,ts,x,note\na,0,1.0,caf\xe9\na,1,zwei,n\na,2,3.0,\xfc\n".encode("latin-1"))
+    table, bad = drain(skipping(str(path), encoding="latin1"))
+    assert table.column("note").to_pylist() == ["caf\xe9", "\xfc"] and [b.record for b in bad] == ["a,1,zwei,n"]
 
 
 class _CrashAfter(CSVSink):
