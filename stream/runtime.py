@@ -83,11 +83,9 @@ def _reader(source: Source, position: dict | None, out: queue.Queue, stop: threa
         if speed:
             batches = _paced(batches, speed, stop)
         for batch in batches:
-            if isinstance(batch, BadEventError):
-                pass  # a row the source could not read, for the dead-letter sink
-            elif batch.num_rows == 0:
-                continue
-            else:
+            if not isinstance(batch, BadEventError):  # a row the source could not read goes as is
+                if batch.num_rows == 0:
+                    continue
                 batch = replace(batch, arrival=time.monotonic())
             while not stop.is_set():
                 try:

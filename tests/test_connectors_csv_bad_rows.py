@@ -201,3 +201,13 @@ def test_a_run_without_a_dead_letter_sink_stops_naming_the_row(tmp_path):
     sink = MemorySink()
     with pytest.raises(SourceError, match=r"m\.csv row 12 \(line 14\), column 'x'"):
         run(src, EventTimeOrder(), sink, batch_size=4)
+
+
+def test_a_paced_replay_dead_letters_a_bad_row_too(tmp_path):
+    rows = good_rows(20)
+    rows[6] = "a,6,bad,n"
+    src = CSVSource(write(tmp_path / "m.csv", rows), key="key", time="ts", column_types={"x": "float64"})
+    out, dead = MemorySink(), MemorySink()
+    summary = run(src, EventTimeOrder(), out, dead_letter=dead, speed=1e6)
+    assert summary["events"] == 19 and summary["dead_letter"] == 1
+    assert dead.to_table().column("offset").to_pylist() == [6]
