@@ -118,7 +118,7 @@ def check_sink_paths(parts: Mapping[str, Any], where: str = "", checkpoints: boo
             continue
         if i == 0:
             files = [local_path(f) for f in getattr(obj, "files", None) or []]
-            read += [(label, str(given), p) for p in [path, *files] if p]
+            read += [(label, str(given), p) for p in [*files, path] if p]  # files first: clearer
         else:
             written.append((label, str(given), path))
     prefix = f"{where}: " if where else ""
