@@ -330,7 +330,8 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         while True:
             timeout = None
             if pending:
-                timeout = max(0.0, pending[0].arrival + max_delay - time.monotonic())
+                # capped: a larger wait than the platform's longest raises OverflowError
+                timeout = min(threading.TIMEOUT_MAX, max(0.0, pending[0].arrival + max_delay - time.monotonic()))
             try:
                 item = q.get(timeout=timeout) if timeout is None or timeout > 0 else q.get_nowait()
             except queue.Empty:
