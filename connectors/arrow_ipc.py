@@ -54,9 +54,12 @@ class ArrowSource(FileSource):
     extensions = (".arrow", ".arrows", ".ipc", ".feather")
 
     def _open(self, file: str) -> Any:
-        if isinstance(self.fs, pafs.LocalFileSystem):
-            return pa.memory_map(file, "r")
-        return self.fs.open_input_file(file)
+        try:
+            if isinstance(self.fs, pafs.LocalFileSystem):
+                return pa.memory_map(file, "r")
+            return self.fs.open_input_file(file)
+        except OSError as exc:
+            raise SourceError(f"{file}: cannot be opened: {exc}") from exc
 
     def _select(self, file: str, rb: pa.RecordBatch) -> pa.RecordBatch:
         if self.columns is None:

@@ -27,6 +27,16 @@ comes back as integers.)
 or with the matching hebbstream source (``CSVSource("out/scored.csv")``), which reads the
 parts in order. Within one part and across parts, rows keep the order they were written.
 
+A path that is a FIFO, socket or device is written directly: no temporary name, no
+rename, nothing deleted (renaming over ``/dev/null`` would replace the machine's null
+device). ``/dev/null`` is a discard sink, with checkpoints too (its flush point records
+nothing); another device or a FIFO cannot hold part files, so a run that checkpoints
+refuses it (:func:`stream.sink_paths.check_sink_paths`, and :meth:`FileSink.flush`).
+
+A write that fails (permission denied, disk full, a parent that is a file) raises
+:class:`SinkError` naming the path and what was being written. The committed parts and
+the checkpoint before it are untouched, so ``--resume`` continues from there.
+
 A run owns its sink path: :meth:`FileSink.claim` (called by the runtime before anything is
 opened) takes a lock next to it (``.<name>.lock``, see :mod:`stream.lock`), so a second run
 writing the same path is refused, and refuses a fresh run over earlier output (a file, or
@@ -55,8 +65,10 @@ Example (a format writing Arrow IPC; see :mod:`connectors.arrow_ipc`):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -65,8 +77,9 @@ import pyarrow.fs as pafs
 from stream.batch import Batch
 from stream.checkpoint import fsync_path
 from stream.connector import Sink
-from stream.errors import CheckpointError, ConfigError, SchemaError
+from stream.errors import CheckpointError, ConfigError, SchemaError, SinkError
 from stream.lock import PathLock
+from stream.sink_paths import is_discard, special_kind
 
 from .file_source import schema_difference
 from .paths import filesystem
@@ -102,6 +115,7 @@ class FileSink(Sink):
         self._stream: Any = None
         self._tmp = ""
         self._schema: pa.Schema | None = None
+        self._direct = ""  # the kind of special file written in place ("FIFO", ...), or ""
         self.rows_written = 0
 
     # -- what a format implements ----------------------------------------------------
@@ -112,6 +126,8 @@ class FileSink(Sink):
     # -- Sink ------------------------------------------------------------------------
     def claim(self, *, fresh: bool, overwrite: bool) -> PathLock:
         """Lock the path; a fresh run over earlier output needs ``overwrite``."""
+        if self._local and (special_kind(self.where) or "").endswith("device"):
+            return None  # written in place, holds no output; a lock file would land in /dev
         parent, _, base = self.where.rpartition("/")
         lock = PathLock(f"{parent}/.{base}.lock" if parent else f".{base}.lock", f"sink {self.path}",
                         self.fs).acquire()
@@ -139,6 +155,19 @@ class FileSink(Sink):
         """Start fresh (``None``: earlier output at ``path`` is replaced) or resume."""
         self._writer = None
         self._schema = None
+        self._direct = (special_kind(self.where) or "") if self._local else ""
+        if self._direct:
+            if self.parts and not is_discard(self.where):
+                raise ConfigError(f"{self.path}: is a {self._direct}; it cannot hold part files "
+                                  "(parts=True)")
+            return
+        if flush_point is not None and "parts" not in flush_point:
+            raise CheckpointError(f"{self.path}: the checkpoint wrote this sink to a device, not to "
+                                  "part files here; its earlier output is not at this path")
+        with self._io("prepare the output (remove leftovers of an earlier run)"):
+            self._open(flush_point)
+
+    def _open(self, flush_point: dict[str, Any] | None) -> None:
         self._committed = int(flush_point["parts"]) if flush_point else 0
         self._folder = bool(self.parts) or flush_point is not None
         self._remove(self._single_tmp())
@@ -186,12 +215,23 @@ class FileSink(Sink):
                               f"rows already written ({diff}); a file holds one schema, so nothing "
                               "of this batch was written")
         if self._writer is None:
-            self._start()
-        self._writer.write_batch(rb)
+            with self._io("create the output file"):
+                self._start()
+        with self._io(lambda: f"write {rb.num_rows} rows (from {batch.where(0)})"):
+            self._writer.write_batch(rb)
         self.rows_written += rb.num_rows
 
     def flush(self) -> dict[str, Any]:
         """Commit what was written since the last flush as the next part file."""
+        if self._direct:
+            if not is_discard(self.where):
+                raise ConfigError(f"{self.path}: is a {self._direct}: with checkpoints a file sink "
+                                  "writes a folder of part files, which it cannot be")
+            return {"device": self.where}  # discarded: nothing to commit or to cut on resume
+        with self._io(f"commit part file {self._committed}"):
+            return self._flush()
+
+    def _flush(self) -> dict[str, Any]:
         if not self._folder:
             self._folder = True
             self.fs.create_dir(self.where, recursive=True)
@@ -203,10 +243,26 @@ class FileSink(Sink):
     def close(self) -> None:
         if self._writer is None:
             return
-        if self._folder:
+        if self._direct:
+            with self._io("finish writing"):
+                self._writer.close()
+                self._stream.close()
+            self._writer = self._stream = None
+        elif self._folder:
             self.flush()
         else:
-            self._commit(self.where, durable=False)
+            with self._io("finish the output file"):
+                self._commit(self.where, durable=False)
+
+    @contextlib.contextmanager
+    def _io(self, what: str | Callable[[], str]) -> Iterator[None]:
+        """Turn an operating-system error into one line naming the path and the step."""
+        try:
+            yield
+        except OSError as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise SinkError(f"{self.path}: cannot {what if isinstance(what, str) else what()}: "
+                            f"{reason}") from exc
 
     # -- files -----------------------------------------------------------------------
     def _part_path(self, n: int) -> str:
@@ -217,13 +273,21 @@ class FileSink(Sink):
         return f"{parent}/.{base}.inprogress"
 
     def _start(self) -> None:
-        if self._folder:
+        if self._direct:
+            self._tmp = self.where  # written in place: a FIFO or device is never renamed over
+        elif self._folder:
             self.fs.create_dir(self.where, recursive=True)
             self._tmp = f"{self.where}/.part-{self._committed:05d}{self.extension}.inprogress"
         else:
             self.fs.create_dir(self.where.rsplit("/", 1)[0], recursive=True)
             self._tmp = self._single_tmp()
-        self._stream = self.fs.open_output_stream(self._tmp)
+        # a discard device swallows the bytes anyway; counting them keeps writers that
+        # need the position (Arrow IPC's footer) working, where the null device says 0
+        if self._direct:
+            self._stream = pa.MockOutputStream() if is_discard(self.where) else \
+                pa.PythonFile(_Counted(self.where), mode="w")
+        else:
+            self._stream = self.fs.open_output_stream(self._tmp)
         try:
             self._writer = self._new_writer(self._stream, self._schema)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
@@ -250,3 +314,30 @@ class FileSink(Sink):
     def _remove(self, path: str) -> None:
         if self.fs.get_file_info(path).type == pafs.FileType.File:
             self.fs.delete_file(path)
+
+
+class _Counted:
+    """A FIFO or device opened for writing that counts what was written: Parquet and Arrow
+    IPC writers ask for the position, which ``lseek`` cannot give on a pipe."""
+
+    def __init__(self, path: str):
+        self._file = open(path, "wb")  # noqa: SIM115 - closed by close(), like any stream
+        self._written = 0
+
+    def write(self, data: bytes) -> int:
+        self._file.write(data)
+        self._written += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._written
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed

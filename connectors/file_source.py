@@ -12,6 +12,13 @@ runtime may join the end of one file and the start of the next into one micro-ba
 the source remembers the (file, rows) runs it handed out, and :meth:`position_after`
 walks them by row count: the runtime asks for positions in the order it read.
 
+Rows a format cannot read (a CSV cell that does not parse): when the run has a
+dead-letter sink (:meth:`FileSource.bind`), the format yields a
+:class:`~stream.errors.BadEventError` for the row instead of stopping, with its raw
+text; this class adds the position just after it, so the run can write it to the
+dead-letter sink and resume past it. Without one, the format raises
+:class:`SourceError` naming the row.
+
 Identity (stored in checkpoints, checked on resume; see :mod:`stream.identity`): for each
 file its path, size, modification time and the SHA-256 of its first block (64 KiB, or
 the whole file when smaller). A resume is refused when, among the files read up to the
@@ -54,8 +61,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from stream.batch import DEFAULT_KEY, DEFAULT_TIME, Batch
-from stream.connector import Source
-from stream.errors import SchemaError, SourceError
+from stream.connector import RunContext, Source
+from stream.errors import BadEventError, SchemaError, SourceError
 from stream.options import at_least
 
 from .paths import resolve
@@ -104,14 +111,20 @@ class FileSource(Source):
         self._runs: collections.deque[list[int]] = collections.deque()
         self._schema: pa.Schema | None = None
         self._schema_file = ""
+        #: yield a BadEventError for a row that cannot be read (a dead-letter sink takes
+        #: it) instead of raising SourceError; set by :meth:`bind`
+        self.skip_bad_rows = False
         self._identity: dict[str, Any] | None = None
 
     # -- what a format implements ----------------------------------------------------
-    def _read(self, file: str, start_row: int) -> Iterator[tuple[pa.RecordBatch, int]]:
+    def _read(self, file: str,
+              start_row: int) -> Iterator[tuple[pa.RecordBatch, int] | BadEventError]:
         """Yield ``(record_batch, row_of_its_first_row)`` from ``start_row`` of ``file``.
 
         Rows before ``start_row`` must not be yielded; errors are raised as
-        :class:`SourceError` naming the file and the row or byte offset.
+        :class:`SourceError` naming the file and the row or byte offset. With
+        :attr:`skip_bad_rows`, a row that cannot be read may be yielded as a
+        :class:`BadEventError` (``offset`` its row, ``record`` its raw text) instead.
         """
         raise NotImplementedError
 
@@ -120,7 +133,11 @@ class FileSource(Source):
         return None
 
     # -- Source ----------------------------------------------------------------------
-    def batches(self, position: dict[str, Any] | None = None) -> Iterator[Batch]:
+    def bind(self, run: RunContext) -> RunContext:
+        self.skip_bad_rows = run.dead_letter is not None
+        return run
+
+    def batches(self, position: dict[str, Any] | None = None) -> Iterator[Batch | BadEventError]:
         first, start = self._parse_position(position)
         self._runs.clear()
         key, tcol = self.key or DEFAULT_KEY, self.time or DEFAULT_TIME
@@ -128,7 +145,12 @@ class FileSource(Source):
             file = self.files[index]
             self._check_not_empty(file)
             checked = False
-            for rb, row in self._read(file, start if index == first else 0):
+            for item in self._read(file, start if index == first else 0):
+                if isinstance(item, BadEventError):
+                    item.position = self._position(index, item.offset + 1)
+                    yield item
+                    continue
+                rb, row = item
                 if not checked:
                     self._check_schema(file, rb.schema)
                     checked = True
@@ -154,9 +176,12 @@ class FileSource(Source):
         if self._runs and self._runs[0][0] == index and self._runs[0][1] < end:
             run = self._runs[0]
             run[1], run[2] = end, run[1] + run[2] - end
+        return self._position(index, end)
+
+    def _position(self, index: int, row: int) -> dict[str, Any]:
         if len(self.files) == 1:
-            return {"row": end}
-        return {"file": index, "path": os.path.basename(self.files[index]), "row": end}
+            return {"row": row}
+        return {"file": index, "path": os.path.basename(self.files[index]), "row": row}
 
     def _walk(self, rows: int) -> tuple[int, int]:
         """(file, row) just after the next ``rows`` rows handed out and not yet consumed."""

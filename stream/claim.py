@@ -49,6 +49,7 @@ from typing import Any
 from .checkpoint import CheckpointStore
 from .connector import Sink, Source
 from .errors import CheckpointError, HebbstreamError
+from .sink_paths import check_sink_paths
 
 
 class Claim:
@@ -113,6 +114,9 @@ def holding_outputs(run: Callable[..., Any]) -> Callable[..., Any]:
         a = bound.arguments
         if a["force"] and not a["resume"]:
             raise HebbstreamError("force (--force) only applies when resuming (--resume)")
+        # paths that would overwrite the input come first: before a lock or folder is made
+        check_sink_paths({"source path": a["source"], "sink path": a["sink"], "dead_letter path": a["dead_letter"]},
+                         checkpoints=a["checkpoint"] is not None)
         store = a["checkpoint"]
         if isinstance(store, str):
             store = CheckpointStore(store)

@@ -68,6 +68,7 @@ from .options import above, at_least, check_options
 from .options import build as build_checked
 from .registry import lookup
 from .runtime import RUN_CHECKS, run
+from .sink_paths import check_sink_paths
 
 _SECTIONS = {"source", "operators", "sink", "dead_letter", "checkpoint", "run"}
 _TYPED = ("source", "sink", "dead_letter")      # tables naming a registered type
@@ -160,6 +161,8 @@ def build(spec: dict[str, Any], where: str = "<pipeline>") -> RunSpec:
     pipeline = Pipeline(ops)
     sink = _build("sinks", spec["sink"], f"{where} [sink]") if "sink" in spec else None
     dead = _build("sinks", spec["dead_letter"], f"{where} [dead_letter]") if "dead_letter" in spec else None
+    check_sink_paths({"[source] path": source, "[sink] path": sink, "[dead_letter] path": dead}, where,
+                     checkpoints=bool(spec.get("checkpoint")))
     run_kwargs = dict(spec.get("run", {}))
     if run_kwargs.get("speed") == 0:
         run_kwargs["speed"] = None

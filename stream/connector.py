@@ -53,6 +53,10 @@ class RunContext:
     sink: Sink | None
     store: CheckpointStore | None
     checkpoint_now: Callable[[], None]
+    #: the run's dead-letter sink: when set, a source may yield a
+    #: :class:`~stream.errors.BadEventError` (with ``position`` and ``record``) for a row it
+    #: cannot read, and the run writes it there and goes on; otherwise it raises.
+    dead_letter: Sink | None = None
 
 
 class Source:

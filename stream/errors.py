@@ -17,12 +17,17 @@ class BadEventError(HebbstreamError):
     """One event cannot be processed (NaN, wrong type, time going backwards, ...).
 
     Attributes name the place so a user can find the row: ``source`` (file or topic),
-    ``offset`` (row or message offset), ``column`` and ``key``.
+    ``offset`` (row or message offset), ``column`` and ``key``. A source that hands a
+    row it cannot read to the run (see :meth:`stream.connector.Source.bind`) also sets
+    ``record``, the row's raw text, and ``position``, where to resume after it.
     """
 
     def __init__(self, reason: str, *, source: str = "", offset: int | None = None,
-                 column: str | None = None, key: Any = None, operator: str | None = None):
+                 column: str | None = None, key: Any = None, operator: str | None = None,
+                 record: str | None = None, position: dict[str, Any] | None = None):
         self.reason = reason
+        self.record = record
+        self.position = position
         self.source = source
         self.offset = offset
         self.column = column
@@ -42,6 +47,10 @@ class BadEventError(HebbstreamError):
 
 class SourceError(HebbstreamError):
     """A source cannot be read (missing, empty, truncated or malformed file)."""
+
+
+class SinkError(HebbstreamError):
+    """A sink cannot write (permission denied, disk full, a path that cannot be created)."""
 
 
 class CheckpointError(HebbstreamError):

@@ -55,11 +55,11 @@ from .checkpoint import CheckpointStore
 from .checks import EventTimeOrder
 from .claim import holding_outputs
 from .connector import RunContext, Sink, Source
-from .errors import CheckpointError, HebbstreamError
+from .dead_letter import DeadLetter
+from .errors import BadEventError, CheckpointError, HebbstreamError
 from .identity import check_resume
 from .operator import Operator, Pipeline
 from .options import above, at_least, check_values
-from .timefmt import json_default
 
 log = logging.getLogger("hebbstream")
 
@@ -83,11 +83,12 @@ def _reader(source: Source, position: dict | None, out: queue.Queue, stop: threa
         if speed:
             batches = _paced(batches, speed, stop)
         for batch in batches:
-            if batch.num_rows == 0:  # a live source with nothing new: a moment to notice a stop
-                if stop.is_set():
-                    return
-                continue
-            batch = replace(batch, arrival=time.monotonic())
+            if not isinstance(batch, BadEventError):  # a row the source could not read goes as is
+                if batch.num_rows == 0:  # a live source with nothing new: a moment to notice a stop
+                    if stop.is_set():
+                        return
+                    continue
+                batch = replace(batch, arrival=time.monotonic())
             while not stop.is_set():
                 try:
                     out.put(batch, timeout=0.1)
@@ -106,6 +107,9 @@ def _paced(batches: Iterator[Batch], speed: float, stop: threading.Event,
     """Release rows when their event time comes, scaled by ``speed``."""
     origin: tuple[float, float] | None = None  # (first event time in s, wall time)
     for batch in batches:
+        if isinstance(batch, BadEventError):
+            yield batch  # a row the source could not read has no time to wait for
+            continue
         times = batch.times()
         if times is None:
             raise HebbstreamError(f"{batch.source}: paced replay needs a time column "
@@ -147,32 +151,6 @@ class _LatencyRecorder:
         order = np.argsort(v)
         cum = np.cumsum(w[order]) / w.sum()
         return {f"p{q}": float(v[order][min(np.searchsorted(cum, q / 100), len(v) - 1)]) for q in qs}
-
-
-class _DeadLetter:
-    """Turns rejected rows into dead-letter records: source, offset, key, reason, record."""
-
-    SCHEMA = pa.schema([("source", pa.string()), ("offset", pa.int64()), ("key", pa.string()),
-                        ("reason", pa.string()), ("record", pa.string())])
-
-    def __init__(self, sink: Sink):
-        self.sink = sink
-        self.count = 0
-
-    def __call__(self, batch: Batch, reasons: list[str]) -> None:
-        rows = batch.data.to_pylist()
-        keys = batch.keys()
-        rec = pa.record_batch({
-            "source": [batch.source] * batch.num_rows,
-            "offset": batch.positions(),
-            "key": [str(k) for k in keys],
-            "reason": reasons,
-            "record": [json.dumps(r, default=json_default) for r in rows],  # times in RFC 3339
-        }, schema=self.SCHEMA)
-        self.sink.write(Batch(rec, source=batch.source, row_offsets=batch.positions()))
-        self.count += batch.num_rows
-        for r, where in zip(reasons, batch.positions()):
-            log.warning("dead-letter: %s row %s: %s", batch.source, where, r)
 
 
 def machine_info() -> dict[str, Any]:
@@ -261,7 +239,7 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
     if device is not None:
         pipe.to(device)
     store = CheckpointStore(checkpoint, fingerprint=repr(pipe)) if isinstance(checkpoint, str) else checkpoint
-    dl = _DeadLetter(dead_letter) if dead_letter is not None else None
+    dl = DeadLetter(dead_letter) if dead_letter is not None else None
     q: queue.Queue = queue.Queue(maxsize=max(1, read_ahead))
     stop = threading.Event()
 
@@ -279,7 +257,7 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
             if stop.is_set():
                 raise HebbstreamError("the run stopped before the requested checkpoint")
 
-    bound = source.bind(RunContext(pipe, sink, store, checkpoint_now))
+    bound = source.bind(RunContext(pipe, sink, store, checkpoint_now, dead_letter=dead_letter))
     pipe, store = bound.pipeline, bound.store
 
     position = None
@@ -361,15 +339,27 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
                 if pending:
                     process(Batch.concat(pending))
                 break
-            timeout = None if stop_requested is None else 0.1
+            timeout = None
             if pending:
-                timeout = max(0.0, pending[0].arrival + max_delay - time.monotonic())
+                # capped: a larger wait than the platform's longest raises OverflowError
+                timeout = min(threading.TIMEOUT_MAX, max(0.0, pending[0].arrival + max_delay - time.monotonic()))
+            if stop_requested is not None:  # wake up now and then to notice a stop request
+                timeout = 0.1 if timeout is None else min(timeout, 0.1)
             try:
                 item = q.get(timeout=timeout) if timeout is None or timeout > 0 else q.get_nowait()
             except queue.Empty:
                 item = None  # the oldest pending event waited max_delay
             if isinstance(item, _Failure):
                 raise item.exc
+            if isinstance(item, BadEventError):  # rows before it first, so positions stay in order
+                if pending:
+                    process(Batch.concat(pending))
+                    pending, pending_rows = [], 0
+                if dl is None:
+                    raise item
+                dl.source_row(item)
+                last_position = item.position or last_position
+                continue
             if isinstance(item, _Barrier):
                 if pending:
                     process(Batch.concat(pending))

@@ -127,3 +127,13 @@ def test_summary_json(tmp_path):
     assert s["events"] == 50 and s["batches"] == 5
     assert set(s["latency_s"]) == {"p50", "p95", "p99"} and "1.Cumsum" in s["operator_seconds"]
     assert s["machine"]["cores"] >= 1
+
+
+def test_a_max_delay_longer_than_the_platform_can_wait_is_capped():
+    class SlowEnd(ListSource):
+        def batches(self, position=None):
+            yield from super().batches(position)
+            time.sleep(0.2)  # the run waits on a partial micro-batch meanwhile (max_delay, capped)
+
+    summary = run(SlowEnd(make_stream(5, chunk=5)), Cumsum(), ListSink(), batch_size=4, max_delay=1.8e10)
+    assert summary["events"] == 5
