@@ -22,7 +22,8 @@ dead-letter sink and resume past it. Without one, the format raises
 Identity (stored in checkpoints, checked on resume; see :mod:`stream.identity`): for each
 file its path, size, modification time and the SHA-256 of its first block (64 KiB, or
 the whole file when smaller). A resume is refused when, among the files read up to the
-checkpoint's position, a file is missing or another path stands at its place, its first
+checkpoint's position, a file is missing or another file name stands at its place (names
+within the input: the input folder may have moved), its first
 block differs, it shrank, or it kept its size but was modified. A file that *grew* with
 the same first block is accepted (a live file appended to; its rows after the checkpoint
 are read as new), as are changes to files the checkpoint had not reached yet. Every file
@@ -198,12 +199,19 @@ class FileSource(Source):
                               "files": [self._file_identity(f) for f in self.files]}
         return self._identity
 
+    def _name(self, file: str) -> str:
+        """A file's name within the input: where the input folder lies does not matter, so a
+        project moved or copied with its checkpoints (times kept) still resumes."""
+        if len(self.files) == 1:
+            return os.path.basename(file)
+        return os.path.relpath(file, os.path.commonpath(self.files))
+
     def _file_identity(self, file: str) -> dict[str, Any]:
         info = self.fs.get_file_info(file)
         if info.type != pafs.FileType.File:
             raise SourceError(f"{file}: no such file")
         head = self._head(file, min(info.size, HEAD_BYTES))
-        return {"path": file, "bytes": info.size, "mtime_ns": info.mtime_ns,
+        return {"path": file, "name": self._name(file), "bytes": info.size, "mtime_ns": info.mtime_ns,
                 "head_bytes": len(head), "head_sha256": hashlib.sha256(head).hexdigest()}
 
     def _head(self, file: str, n: int) -> bytes:
@@ -227,7 +235,7 @@ class FileSource(Source):
             if i >= len(now):
                 return f"{path}, file {i + 1} of the input the checkpoint was taken on, is no longer in {self.path}"
             cur = now[i]
-            if cur["path"] != path:
+            if cur["name"] != old.get("name"):
                 return f"file {i + 1} of {self.path} is {cur['path']}, the checkpoint was taken on {path}"
             if cur["bytes"] < old["bytes"]:
                 return (f"{path} has {cur['bytes']} bytes, fewer than the {old['bytes']} it had at the "
