@@ -227,6 +227,23 @@ def test_wrong_image_shape_dtype_and_column():
         op(Batch(pa.record_batch({"image": to_arrow(images(4, shape=(10, 10)))})))
 
 
+def test_image_layouts_read_as_written():
+    """``to_arrow(x[:, None])`` (a view with a stride-0 channel axis) once came out as a
+    permuted (8, 8, 1) tensor type read as "images have 8 channel(s)"; a column from
+    elsewhere whose physical layout is HWC with a permutation to CHW is read as CHW."""
+    x = images(12)
+    ref = make(Source)()(Batch(pa.record_batch({"image": to_arrow(x)}))).numpy("entropy")
+    view = Batch(pa.record_batch({"image": to_arrow(x[:, None])}))
+    np.testing.assert_array_equal(make(Source)()(view).numpy("entropy"), ref)
+    hwc = np.ascontiguousarray(x[..., None])                         # (N, 8, 8, 1) in memory
+    typ = pa.fixed_shape_tensor(pa.float32(), [8, 8, 1], permutation=[2, 0, 1])
+    permuted = pa.ExtensionArray.from_storage(typ, pa.FixedSizeListArray.from_arrays(pa.array(hwc.ravel()), 64))
+    np.testing.assert_array_equal(make(Source)()(Batch(pa.record_batch({"image": permuted}))).numpy("entropy"), ref)
+    transposed = make(Source)()(Batch(pa.record_batch({"image": to_arrow(x.transpose(0, 2, 1))})))
+    direct = make(Source)()(Batch(pa.record_batch({"image": to_arrow(np.ascontiguousarray(x.transpose(0, 2, 1)))})))
+    np.testing.assert_array_equal(transposed.numpy("entropy"), direct.numpy("entropy"))
+
+
 def test_nan_pixels_name_the_row():
     x = images(10)
     x[6, 3, 2] = np.nan

@@ -53,6 +53,7 @@ from torch import nn
 
 from stream import Batch, Operator
 from stream.errors import BadEventError, ConfigError, SchemaError
+from stream.tensors import logical_shape
 
 from .models import load_model
 from .norm_stats import StreamingNorm, batch_statistics, momentum_for, swap_batchnorm
@@ -229,7 +230,7 @@ class TTAOperator(Operator):
         if not pa.types.is_floating(typ.value_type):
             raise SchemaError(f"{where}: pixels must be floating point in [0, 1], got {typ.value_type}; "
                               "convert first, e.g. images.astype('float32') / 255")
-        shape = tuple(typ.shape)
+        shape = logical_shape(typ)
         if len(shape) not in (2, 3) or 0 in shape:
             raise SchemaError(f"{where}: images must have shape (H, W) or (C, H, W) with no empty "
                               f"dimension, got {shape}")
