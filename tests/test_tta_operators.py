@@ -11,6 +11,7 @@ from torch import nn
 
 from operators.tta import NHL, NormAdapt, Source, Tent
 from operators.tta.models import build_model
+from operators.tta.reset import make_policy
 from stream import Batch, state
 from stream.batch import to_arrow
 from stream.errors import BadEventError, ConfigError, SchemaError
@@ -165,14 +166,33 @@ def test_reset_policies():
         make(Tent, reset="sometimes")()
 
 
-def test_collapse_reset_triggers_on_one_class_predictions():
-    # a model that always predicts class 0 looks collapsed
-    model = tiny_model()
-    with torch.no_grad():
-        model.head.bias.copy_(torch.tensor([50.0] + [0.0] * 9))
-    op = Tent(model, batch_size=8, reset="collapse:16:0.3", device="cpu")
-    op(stream(48))
-    assert op.resets >= 1
+def test_collapse_policy_compares_with_the_source_model():
+    """A reset when the adapted predictions are much less diverse than the source's on
+    the same rows; a source model that itself predicts one class (a stream ordered by
+    class) is not a collapse. Its windows survive a checkpoint."""
+    diverse = np.arange(32) % 10
+    policy = make_policy("collapse:32:0.1")
+    assert not policy.after_batch(np.zeros(32, dtype=int), 10, reference=np.zeros(32, dtype=int))
+    policy.clear()
+    assert not policy.after_batch(diverse[:16] * 0, 10, reference=diverse[:16])     # window not full
+    restored = make_policy("collapse:32:0.1")
+    restored.load_state_dict(state.loads(*state.dumps(policy.state_dict())))
+    assert restored.after_batch(diverse[16:] * 0, 10, reference=diverse[16:])
+    with pytest.raises(ConfigError, match="collapse"):
+        make_policy("collapse:32:1.5")
+
+
+def test_lr_scales_with_batch_size_and_defaults():
+    """``lr`` is the rate at batch 64; Tent and NHL reset on collapse by default."""
+    for bs in (1, 16, 64):
+        assert Tent(tiny_model(), batch_size=bs, lr=1e-3).optimizer.param_groups[0]["lr"] == pytest.approx(
+            1e-3 * bs / 64)
+    nhl = NHL(tiny_model(), batch_size=2, hebbian_lr=0.64)
+    assert nhl.scaled(nhl.hebbian_lr) == pytest.approx(0.02)
+    for cls in (Tent, NHL):
+        assert cls(tiny_model()).policy.spec.startswith("collapse")
+    assert NormAdapt(tiny_model()).policy.spec == "none"
+    assert Tent(tiny_model(), reset="none").policy.spec == "none"
 
 
 def test_outputs_and_repr():

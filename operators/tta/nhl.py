@@ -78,13 +78,15 @@ class NHL(TTAOperator):
     Args:
         model: the trained classifier (needs a ``Conv2d``; the first registered one is
             tuned).
-        hebbian_lr: step size of the Hebbian rule (0 turns it off).
+        hebbian_lr: step size of the Hebbian rule at batch size 64 (0 turns it off); the
+            step applied per mini-batch is ``hebbian_lr · batch_size / 64``.
         temperature: softmax temperature of the soft competition.
         rule: ``"oja"`` or ``"softhebb"`` (see the module docstring).
         center_patches: subtract the mini-batch mean patch before the rule (without it
             every filter drifts toward the mean patch, the DC component).
         modulator: ``"layer1"`` or ``"all_norm"``.
-        lr: Adam learning rate of the modulator (0 turns it off).
+        lr: Adam learning rate of the modulator at batch size 64 (0 turns it off); the
+            rate applied is ``lr · batch_size / 64`` (see :mod:`operators.tta.base`).
         entropy_filter: train the modulator only on samples whose entropy is below this
             fraction of ``ln(classes)``.
         adapt_norm: normalisation statistics follow the stream (needs BatchNorm).
@@ -94,6 +96,7 @@ class NHL(TTAOperator):
     """
 
     needs_conv = True
+    default_reset = "collapse"
     hparams = ("hebbian_lr", "temperature", "rule", "center_patches", "modulator", "lr",
                "entropy_filter", "adapt_norm", "loss_stats")
 
@@ -186,6 +189,6 @@ class NHL(TTAOperator):
         dw = (y.T @ x - (y * u).sum(dim=0).unsqueeze(1) * w) / x.shape[0]
         if self.rule == "softhebb":
             dw = dw / dw.abs().max().clamp_min(1e-12)
-        w = w + self.hebbian_lr * dw
+        w = w + self.scaled(self.hebbian_lr) * dw
         w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
         conv.weight.copy_((w * gain).view_as(conv.weight))

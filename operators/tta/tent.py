@@ -40,7 +40,9 @@ class Tent(TTAOperator):
 
     Args:
         model: the trained classifier (needs BatchNorm layers with affine parameters).
-        lr: Adam learning rate (the paper: 1e-3 at batch size 128 with SGD/Adam).
+        lr: Adam learning rate at batch size 64; the rate applied is
+            ``lr · batch_size / 64`` (see :mod:`operators.tta.base`; the paper: 1e-3 at
+            batch size 128 with Adam on CIFAR, 0.00025 · batch/64 with SGD on ImageNet).
         entropy_filter: train only on samples whose entropy is below this fraction of
             ``ln(classes)`` (``None``: all samples, as in the paper).
         loss_stats: ``"batch"`` (the paper: the loss normalises with the mini-batch's
@@ -52,6 +54,7 @@ class Tent(TTAOperator):
 
     needs_norm = True
     needs_affine = True
+    default_reset = "collapse"
     hparams = ("lr", "entropy_filter", "loss_stats")
 
     def __init__(self, model: nn.Module | None = None, *, lr: float = 1e-3,
