@@ -7,12 +7,13 @@ adapted mini-batch's predictions and answers whether to reset before the next on
 - ``"none"``: never.
 - ``"episodic"``: before every mini-batch (each one is adapted from the source model).
 - ``"every:N"``: after every ``N`` adapted samples (RDumb uses N = 1000 batches' worth).
-- ``"collapse"`` / ``"collapse:W:T"``: when, over the last ``W`` samples (default
-  256), the adapted model's predicted classes are less diverse than the source model's
-  predictions of the same samples: the entropy of the adapted model's class histogram
-  is below the source model's by more than ``T`` (default 0.1) times
-  ``ln(num_classes)``. The source model predicts every adapted mini-batch once more
-  (one forward pass without gradient) for this.
+- ``"collapse"`` / ``"collapse:W:T"``: when, over the last ``W`` compared samples
+  (default 256), the adapted model's predicted classes are less diverse than the
+  source model's predictions of the same samples: the entropy of the adapted model's
+  class histogram is below the source model's by more than ``T`` (default 0.1) times
+  ``ln(num_classes)``. The source model predicts up to 16 evenly spaced samples of each
+  adapted mini-batch for this (every sample below batch 17): at batch 64 on 8×8 digits,
+  Tent costs 12 % more than with ``"none"``.
 
 Why relative to the source model: a drifting entropy-minimiser degrades long before
 it predicts one class for everything. On digits at batch 1 with Tent's former
