@@ -208,13 +208,18 @@ def test_outputs_and_repr():
 # -- bad input ----------------------------------------------------------------------------------
 def test_model_without_the_layers_a_method_needs():
     no_bn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 10))
-    with pytest.raises(ConfigError, match="no BatchNorm"):
+    with pytest.raises(ConfigError, match="no normalisation layer with affine"):
         Tent(no_bn)
     with pytest.raises(ConfigError, match="no BatchNorm"):
         NormAdapt(no_bn)
+    no_affine = nn.Sequential(nn.Conv2d(1, 2, 3), nn.GroupNorm(1, 2, affine=False), nn.Flatten(), nn.Linear(72, 10))
+    with pytest.raises(ConfigError, match=r"found only '1' \(GroupNorm\)"):
+        Tent(no_affine)
     no_conv = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.BatchNorm1d(10))
-    with pytest.raises(ConfigError, match="no Conv2d"):
+    with pytest.raises(ConfigError, match="first Conv1d or Conv2d layer, and it has no convolution"):
         NHL(no_conv)
+    with pytest.raises(ConfigError, match="'0' is a Conv3d"):
+        NHL(nn.Sequential(nn.Conv3d(1, 2, 3), nn.Flatten(), nn.LazyLinear(10)))
     with pytest.raises(ConfigError, match="must be a torch nn.Module"):
         Tent("model.pt")
     with pytest.raises(ConfigError, match="needs a model"):
@@ -239,7 +244,7 @@ def test_wrong_image_shape_dtype_and_column():
     with pytest.raises(SchemaError, match="'pixels'"):
         make(Tent, column="pixels")()(stream(4))
     tiny = Batch(pa.record_batch({"image": to_arrow(images(4, shape=(1, 1)))}))
-    with pytest.raises(SchemaError, match="cannot take images"):
+    with pytest.raises(SchemaError, match="cannot take samples"):
         make(Tent)()(tiny)
     op = make(Tent)()
     op(stream(4))

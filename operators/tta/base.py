@@ -101,12 +101,35 @@ def check_loss_stats(owner: str, value: str) -> str:
     return value
 
 
-def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
-    """The first registered ``Conv2d`` (name, module), or ``None``."""
+#: convolutions whose input fixes the sample layout (see :meth:`TTAOperator.sample_shape`)
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: normalisation layers with per-channel (or per-feature) affine parameters
+NORMS: tuple[type[nn.Module], ...] = (StreamingNorm, nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
+                                      nn.modules.instancenorm._InstanceNorm) + \
+    ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+
+
+def first_conv(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The first registered ``Conv1d``/``Conv2d``/``Conv3d`` (name, module), or ``None``."""
     for name, mod in model.named_modules():
-        if isinstance(mod, nn.Conv2d):
+        if isinstance(mod, CONVS):
             return name, mod
     return None
+
+
+def norm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every normalisation layer of ``model`` (name, module), in registration order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, NORMS)]
+
+
+def affine_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The affine parameters (scale, shift) of every normalisation layer: what Tent trains."""
+    return [p for _, m in norm_layers(model) for p in (getattr(m, "weight", None), getattr(m, "bias", None))
+            if isinstance(p, nn.Parameter)]
+
+
+def describe(layers: list[tuple[str, nn.Module]]) -> str:
+    return ", ".join(f"{n!r} ({type(m).__name__})" for n, m in layers[:4]) + (" ..." if len(layers) > 4 else "")
 
 
 def resolve_device(device: Any) -> torch.device:
@@ -119,11 +142,14 @@ class TTAOperator(Operator):
     """Base of NHL, Tent, NormAdapt and Source.
 
     Args:
-        model: the trained classifier (``nn.Module`` mapping ``(N, C, H, W)`` images to
-            logits). It is copied; the caller's module is never changed.
+        model: the trained classifier (``nn.Module`` mapping a batch of samples,
+            channels first, to ``(N, classes)`` logits: Conv1d or Conv2d networks,
+            BatchNorm, GroupNorm or LayerNorm, or no convolution at all). It is copied;
+            the caller's module is never changed.
         batch_size: samples per adaptation step (1 = sample by sample).
-        column: the fixed-shape tensor column holding images ``(H, W)`` or
-            ``(C, H, W)``, floating point.
+        column: the fixed-shape tensor column holding one sample per row, floating
+            point, in the layout of :meth:`TTAOperator.sample_shape` (images ``(H, W)``
+            or ``(C, H, W)``; signals ``(L,)`` or ``(C, L)`` for a Conv1d model).
         norm_window: memory of the running normalisation statistics, in samples
             (per-mini-batch momentum ``1 - (1 - 1/window)^batch_size``; 1 = current
             mini-batch only).
@@ -133,11 +159,15 @@ class TTAOperator(Operator):
         model_path / arch / arch_params: instead of ``model``, load
             ``torch.save(state_dict)`` weights into a registered architecture
             (:mod:`operators.tta.models`), for TOML pipelines.
-        image_shape: expected ``(C, H, W)`` (or ``(H, W)``); checked on the first batch.
+        image_shape: expected sample shape, e.g. ``(C, H, W)`` or ``(H, W)``; checked on
+            the first batch.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``...
     """
 
     batch_size_dependent = True
+    #: what normalisation the method needs: ``False``, ``"batch"`` (BatchNorm statistics)
+    #: or ``"affine"`` (any normalisation layer's affine parameters)
+    needs_norm: bool | str = False
     #: the batch size at which ``lr`` (and NHL's ``hebbian_lr``) is the step applied
     reference_batch_size = 64
     #: the reset policy when the caller passes none
@@ -145,7 +175,6 @@ class TTAOperator(Operator):
     #: rows per mini-batch that the source model predicts for a reset policy's comparison
     reference_rows = 16
     needs_conv = False
-    needs_norm = False
     #: per-subclass hyper-parameters shown in ``repr`` (and so in checkpoint fingerprints)
     hparams: tuple[str, ...] = ()
     #: how the entropy loss's forward pass normalises (see the module docstring)
@@ -184,6 +213,8 @@ class TTAOperator(Operator):
         self._source = self._frozen(model) if self.policy.needs_reference else None
         conv = first_conv(net)
         self.in_channels = conv[1].in_channels if conv else None
+        #: rank of one sample as the model takes it (channels first), from the first conv
+        self.sample_rank = conv[1].weight.dim() - 1 if conv else None
         self.prepare()
         self.net.to(self.device)
         self._initial = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
@@ -231,19 +262,24 @@ class TTAOperator(Operator):
         what = f"{self.name}: model {type(model).__name__}"
         if self.needs_conv:
             conv = first_conv(model)
-            if conv is None:
-                raise ConfigError(f"{what} has no Conv2d layer; {self.name} adapts the first convolution")
+            if conv is None or isinstance(conv[1], nn.Conv3d):
+                found = f"its first convolution {conv[0]!r} is a Conv3d" if conv else "it has no convolution"
+                raise ConfigError(f"{what}: {self.name} adapts the first Conv1d or Conv2d layer, and {found}")
             if conv[1].groups != 1:
                 raise ConfigError(f"{what}: first convolution {conv[0]!r} is grouped "
                                   f"(groups={conv[1].groups}); {self.name} needs groups=1")
-        if self.needs_norm:
-            bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-            if not bns:
-                raise ConfigError(f"{what} has no BatchNorm layer; {self.name} adapts normalisation "
-                                  "(use Source, or NHL with adapt_norm=False)")
-            if getattr(self, "needs_affine", False) and not all(m.affine for m in bns):
-                raise ConfigError(f"{what}: {self.name} trains BatchNorm affine parameters, "
-                                  "but some BatchNorm layers have affine=False")
+        norms = norm_layers(model)
+        if self.needs_norm == "batch" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for _, m in norms):
+            if norms:
+                raise ConfigError(f"{what} has no BatchNorm layer; {self.name} re-estimates BatchNorm "
+                                  f"statistics, and its normalisation layers {describe(norms)} normalise each "
+                                  "sample by itself (use Tent, which adapts their affine parameters)")
+            raise ConfigError(f"{what} has no BatchNorm layer; {self.name} re-estimates BatchNorm statistics "
+                              "(use Source)")
+        if self.needs_norm == "affine" and not affine_parameters(model):
+            raise ConfigError(f"{what} has no normalisation layer with affine parameters (BatchNorm, "
+                              f"GroupNorm, LayerNorm, InstanceNorm with affine=True); {self.name} trains them"
+                              + (f"; found only {describe(norms)} without them" if norms else ""))
 
     def _make_optimizer(self) -> torch.optim.Optimizer | None:
         params = self.trainable()
@@ -260,34 +296,58 @@ class TTAOperator(Operator):
         where = f"{source or '<stream>'}: {self.name} column {self.column!r}"
         typ = schema.field(self.column).type
         if not isinstance(typ, pa.FixedShapeTensorType):
-            raise SchemaError(f"{where} must be a fixed-shape tensor of images "
-                              f"(stream.batch.to_arrow of an (N, H, W) array), got {typ}")
+            raise SchemaError(f"{where} must be a fixed-shape tensor of samples "
+                              f"(stream.batch.to_arrow of an (N, H, W) or (N, C, H, W) array), got {typ}")
         if not pa.types.is_floating(typ.value_type):
-            raise SchemaError(f"{where}: pixels must be floating point in [0, 1], got {typ.value_type}; "
+            raise SchemaError(f"{where}: values must be floating point (pixels in [0, 1]), got {typ.value_type}; "
                               "convert first, e.g. images.astype('float32') / 255")
         shape = logical_shape(typ)
-        if len(shape) not in (2, 3) or 0 in shape:
-            raise SchemaError(f"{where}: images must have shape (H, W) or (C, H, W) with no empty "
-                              f"dimension, got {shape}")
-        chw = shape if len(shape) == 3 else (1, *shape)
-        if self.image_shape is not None:
-            want = self.image_shape if len(self.image_shape) == 3 else (1, *self.image_shape)
-            if chw != want:
-                raise SchemaError(f"{where}: images of shape {shape}, the operator expects {self.image_shape}")
-        if self.in_channels is not None and chw[0] != self.in_channels:
-            raise SchemaError(f"{where}: images have {chw[0]} channel(s), the model's first "
-                              f"convolution takes {self.in_channels}")
+        chw = self.sample_shape(shape, where)
+        if self.image_shape is not None and chw != self.sample_shape(self.image_shape, where):
+            raise SchemaError(f"{where}: samples of shape {shape}, the operator expects {self.image_shape}")
         if self._shape is not None and chw != self._shape:
             raise SchemaError(f"{where}: image shape changed mid-stream from {self._shape} to {chw}")
         try:
             with torch.no_grad():
                 out = self.net(torch.zeros((1, *chw), device=self.device))
         except RuntimeError as exc:
-            raise SchemaError(f"{where}: the model cannot take images of shape {shape}: {exc}") from exc
+            raise SchemaError(f"{where}: the model cannot take samples of shape {chw} (from the column's "
+                              f"{shape}): {exc}") from exc
         if out.dim() != 2:
             raise SchemaError(f"{where}: the model maps images to shape {tuple(out.shape)}, "
                               "expected (batch, classes) logits")
         self._shape = chw
+
+    def sample_shape(self, shape: tuple[int, ...], where: str = "") -> tuple[int, ...]:
+        """One sample's shape as the model takes it, from a column's tensor shape.
+
+        **The layout, stated once**: channels first, as PyTorch layers take them. With a
+        first convolution ``ConvNd`` a sample is ``(C, *N spatial)``: ``(C, L)`` for
+        ``Conv1d``, ``(C, H, W)`` for ``Conv2d``; the channel axis may be left out when
+        ``C`` is 1 (an ``(N, H, W)`` image column, an ``(N, L)`` signal column). A model
+        without convolution (an MLP, a transformer on vectors) takes the column's
+        tensors as they are. Raises :class:`SchemaError` naming the layer and layout.
+        """
+        shape = tuple(int(s) for s in shape)
+        where = where or f"{self.name} column {self.column!r}"
+        if 0 in shape or not shape:
+            raise SchemaError(f"{where}: samples of shape {shape}; every dimension must be non-empty")
+        if self.sample_rank is None:
+            return shape
+        name, conv = first_conv(self.net)
+        layout = {2: "(C, L)", 3: "(C, H, W)", 4: "(C, D, H, W)"}[self.sample_rank]
+        if len(shape) == self.sample_rank - 1 and self.in_channels == 1:
+            return (1, *shape)
+        if len(shape) != self.sample_rank:
+            short = f" or {layout.replace('C, ', '')} with one channel" if self.in_channels == 1 else ""
+            raise SchemaError(f"{where}: samples of shape {shape} do not fit the model's first convolution "
+                              f"{name!r} ({type(conv).__name__}, {self.in_channels} input channel(s)), which "
+                              f"takes samples {layout}{short}")
+        if shape[0] != self.in_channels:
+            raise SchemaError(f"{where}: samples of shape {shape} have {shape[0]} channel(s), the model's first "
+                              f"convolution {name!r} ({type(conv).__name__}) takes {self.in_channels} "
+                              f"(layout {layout}, channels first)")
+        return shape
 
     def check_rows(self, batch: Batch) -> tuple[np.ndarray, list[str]] | None:
         if batch.num_rows == 0:
@@ -313,9 +373,8 @@ class TTAOperator(Operator):
     def _images(self, batch: Batch) -> torch.Tensor:
         # a copy: Arrow memory is read-only, and float64 streams need converting anyway
         x = torch.from_numpy(np.array(batch.numpy(self.column), dtype=np.float32))
-        if x.dim() == 3:
-            x = x.unsqueeze(1)
-        return x.to(self.device)
+        shape = self._shape or self.sample_shape(tuple(x.shape[1:]))
+        return x.reshape(len(x), *shape).to(self.device)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
