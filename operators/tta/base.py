@@ -39,8 +39,9 @@ of its mini-batch, down to batch size 1.
 mini-batch is ``lr · batch_size / 64`` (:meth:`TTAOperator.scaled`), the linear
 scaling the TTA literature uses (Tent on ImageNet, EATA and SAR: 0.00025 · batch/64).
 A batch-1 stream takes 64 times as many steps as a batch-64 one, each 64 times smaller.
-With an unscaled rate, Tent at batch 1 on 8×8 digits drifted from 34 % to 82 % error
-on a 5,000-row stream whose source error was 56 %.
+With an unscaled rate, Tent at batch 1 on a 5,000-row stream of shifted 8×8 digits
+ended at 82 % error on the last quarter, where the source model errs on 56 % (and
+NormAdapt on 45 %); with the scaled rate, 45 %.
 
 **Collapse.** Tent and NHL default to ``reset="collapse"``: the adapted model goes back
 to the source weights when its predictions become much less diverse than the source
