@@ -50,10 +50,9 @@ def grids(quick: bool, bs: int) -> dict[str, list[dict]]:
     ``loss_stats``; NHL takes all of Tent's (its modulator is Tent's parameters,
     ``modulator="all_norm"``, so NHL is Tent plus the Hebbian first layer) and chooses
     only the Hebbian rule, its step and its temperature (``hebbian_lr`` 0 is not a
-    candidate: that would be Tent). Learning rates are per sample at batch 64 and
-    scale linearly with the batch size (a batch-1 stream takes 64 times as many steps).
+    candidate: that would be Tent). Learning rates are given at batch 64; the operators
+    scale them linearly with the batch size (a batch-1 stream takes 64 times as many steps).
     """
-    scale = bs / 64
     windows = [16, 64, 256] if quick else [16, 64, 256, 1024]
     lrs = [1e-3, 1e-2] if quick else [3e-4, 1e-3, 3e-3, 1e-2]
     loss_stats = ["batch"] if quick else ["batch", "running"]
@@ -61,8 +60,8 @@ def grids(quick: bool, bs: int) -> dict[str, list[dict]]:
     hebbian_lrs = [1e-3, 1e-2] if quick else [1e-3, 3e-3, 1e-2]
     temperatures = [1.0] if quick else [1.0, 0.3]
     return {"NormAdapt": [dict(norm_window=w) for w in windows],
-            "Tent": [dict(lr=lr * scale, loss_stats=ls) for ls, lr in itertools.product(loss_stats, lrs)],
-            "NHL": [dict(rule=r, hebbian_lr=h * scale, temperature=t)
+            "Tent": [dict(lr=lr, loss_stats=ls) for ls, lr in itertools.product(loss_stats, lrs)],
+            "NHL": [dict(rule=r, hebbian_lr=h, temperature=t)
                     for r, h, t in itertools.product(rules, hebbian_lrs, temperatures)]}
 
 

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .tensors import tensor_array, tensor_numpy
+
 DEFAULT_KEY = "key"
 DEFAULT_TIME = "ts"
 
@@ -40,14 +42,16 @@ def to_arrow(values: Any, name: str = "") -> pa.Array:
     """Convert NumPy arrays (including n-d tensors), torch tensors or lists to Arrow.
 
     An array with more than one dimension becomes a fixed-shape tensor column
-    (``pa.fixed_shape_tensor``), the Arrow type for images and embeddings.
+    (``pa.fixed_shape_tensor``), the Arrow type for images and embeddings: row-major,
+    its ``shape`` the array's shape without the rows, whatever the array's strides
+    (see :mod:`stream.tensors`).
     """
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     if hasattr(values, "detach"):  # torch.Tensor without importing torch here
         values = values.detach().cpu().numpy()
     if isinstance(values, np.ndarray) and values.ndim > 1:
-        return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(values))
+        return tensor_array(values)
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -121,11 +125,12 @@ class Batch:
     def numpy(self, name: str) -> np.ndarray:
         """Column as NumPy: zero-copy for primitive columns without nulls.
 
-        Fixed-shape tensor columns come back as an n-d array (rows first).
+        Fixed-shape tensor columns come back as an n-d array (rows first) in their
+        logical layout (a ``permutation`` in the type is honoured, see :mod:`stream.tensors`).
         """
         arr = self.column(name)
         if isinstance(arr.type, pa.FixedShapeTensorType):
-            return arr.to_numpy_ndarray()
+            return tensor_numpy(arr)
         if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
             return arr.to_numpy(zero_copy_only=False)
         if arr.null_count == 0 and (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)

@@ -5,7 +5,9 @@ import pyarrow as pa
 import pytest
 
 from stream import BadEventError, Batch, Operator, Pipeline, SchemaError
+from stream.batch import to_arrow
 from stream.checks import EventTimeOrder
+from stream.tensors import logical_shape
 from stream.testing import check_operator
 
 
@@ -45,6 +47,35 @@ def test_tensor_column_round_trip():
     assert isinstance(b.schema.field("image").type, pa.FixedShapeTensorType)
     np.testing.assert_array_equal(b.numpy("image"), images)
     assert tuple(b.torch("image").shape) == (4, 8, 8)
+
+
+@pytest.mark.parametrize("view", ["new_axis", "transpose", "nhwc_to_nchw", "fortran"])
+def test_tensor_column_of_a_strided_view_keeps_its_logical_shape(view):
+    """A view whose strides are not row-major (x[:, None] has a stride-0 axis) is written
+    row-major with its own shape and no permutation, and reads back equal."""
+    x = np.random.default_rng(1).random((5, 8, 6, 3)).astype(np.float32)
+    values = {"new_axis": x[:, :, :, 0][:, None], "transpose": x[:, :, :, 0].transpose(0, 2, 1),
+              "nhwc_to_nchw": x.transpose(0, 3, 1, 2), "fortran": np.asfortranarray(x)}[view]
+    arr = to_arrow(values)
+    assert list(arr.type.shape) == list(values.shape[1:]) and arr.type.permutation is None
+    np.testing.assert_array_equal(Batch(pa.record_batch({"t": arr})).numpy("t"), values)
+
+
+def test_tensor_reader_honours_a_permutation_from_elsewhere():
+    """Data written by another producer with a permutation (physical HWC shown as CHW,
+    Arrow's canonical definition: logical = physical.transpose(permutation))."""
+    phys = np.random.default_rng(2).random((4, 8, 6, 3)).astype(np.float32)     # N, H, W, C
+    typ = pa.fixed_shape_tensor(pa.float32(), [8, 6, 3], permutation=[2, 0, 1])
+    arr = pa.ExtensionArray.from_storage(typ, pa.FixedSizeListArray.from_arrays(pa.array(phys.ravel()), 144))
+    b = Batch(pa.record_batch({"image": arr}))
+    assert logical_shape(typ) == (3, 8, 6)
+    np.testing.assert_array_equal(b.numpy("image"), phys.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(b.slice(1, 2).numpy("image"), phys[1:3].transpose(0, 3, 1, 2))
+
+
+def test_tensor_column_of_empty_tensors_is_refused():
+    with pytest.raises(ValueError, match="non-empty tensors"):
+        to_arrow(np.zeros((3, 0, 2), dtype=np.float32))
 
 
 def test_filter_and_slice_keep_source_positions():

@@ -11,6 +11,7 @@ from torch import nn
 
 from operators.tta import NHL, NormAdapt, Source, Tent
 from operators.tta.models import build_model
+from operators.tta.reset import make_policy
 from stream import Batch, state
 from stream.batch import to_arrow
 from stream.errors import BadEventError, ConfigError, SchemaError
@@ -165,14 +166,33 @@ def test_reset_policies():
         make(Tent, reset="sometimes")()
 
 
-def test_collapse_reset_triggers_on_one_class_predictions():
-    # a model that always predicts class 0 looks collapsed
-    model = tiny_model()
-    with torch.no_grad():
-        model.head.bias.copy_(torch.tensor([50.0] + [0.0] * 9))
-    op = Tent(model, batch_size=8, reset="collapse:16:0.3", device="cpu")
-    op(stream(48))
-    assert op.resets >= 1
+def test_collapse_policy_compares_with_the_source_model():
+    """A reset when the adapted predictions are much less diverse than the source's on
+    the same rows; a source model that itself predicts one class (a stream ordered by
+    class) is not a collapse. Its windows survive a checkpoint."""
+    diverse = np.arange(32) % 10
+    policy = make_policy("collapse:32:0.1")
+    assert not policy.after_batch(np.zeros(32, dtype=int), 10, reference=np.zeros(32, dtype=int))
+    policy.clear()
+    assert not policy.after_batch(diverse[:16] * 0, 10, reference=diverse[:16])     # window not full
+    restored = make_policy("collapse:32:0.1")
+    restored.load_state_dict(state.loads(*state.dumps(policy.state_dict())))
+    assert restored.after_batch(diverse[16:] * 0, 10, reference=diverse[16:])
+    with pytest.raises(ConfigError, match="collapse"):
+        make_policy("collapse:32:1.5")
+
+
+def test_lr_scales_with_batch_size_and_defaults():
+    """``lr`` is the rate at batch 64; Tent and NHL reset on collapse by default."""
+    for bs in (1, 16, 64):
+        assert Tent(tiny_model(), batch_size=bs, lr=1e-3).optimizer.param_groups[0]["lr"] == pytest.approx(
+            1e-3 * bs / 64)
+    nhl = NHL(tiny_model(), batch_size=2, hebbian_lr=0.64)
+    assert nhl.scaled(nhl.hebbian_lr) == pytest.approx(0.02)
+    for cls in (Tent, NHL):
+        assert cls(tiny_model()).policy.spec.startswith("collapse")
+    assert NormAdapt(tiny_model()).policy.spec == "none"
+    assert Tent(tiny_model(), reset="none").policy.spec == "none"
 
 
 def test_outputs_and_repr():
@@ -188,13 +208,18 @@ def test_outputs_and_repr():
 # -- bad input ----------------------------------------------------------------------------------
 def test_model_without_the_layers_a_method_needs():
     no_bn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 10))
-    with pytest.raises(ConfigError, match="no BatchNorm"):
+    with pytest.raises(ConfigError, match="no normalisation layer with affine"):
         Tent(no_bn)
     with pytest.raises(ConfigError, match="no BatchNorm"):
         NormAdapt(no_bn)
+    no_affine = nn.Sequential(nn.Conv2d(1, 2, 3), nn.GroupNorm(1, 2, affine=False), nn.Flatten(), nn.Linear(72, 10))
+    with pytest.raises(ConfigError, match=r"found only '1' \(GroupNorm\)"):
+        Tent(no_affine)
     no_conv = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.BatchNorm1d(10))
-    with pytest.raises(ConfigError, match="no Conv2d"):
+    with pytest.raises(ConfigError, match="first Conv1d or Conv2d layer, and it has no convolution"):
         NHL(no_conv)
+    with pytest.raises(ConfigError, match="'0' is a Conv3d"):
+        NHL(nn.Sequential(nn.Conv3d(1, 2, 3), nn.Flatten(), nn.LazyLinear(10)))
     with pytest.raises(ConfigError, match="must be a torch nn.Module"):
         Tent("model.pt")
     with pytest.raises(ConfigError, match="needs a model"):
@@ -219,12 +244,29 @@ def test_wrong_image_shape_dtype_and_column():
     with pytest.raises(SchemaError, match="'pixels'"):
         make(Tent, column="pixels")()(stream(4))
     tiny = Batch(pa.record_batch({"image": to_arrow(images(4, shape=(1, 1)))}))
-    with pytest.raises(SchemaError, match="cannot take images"):
+    with pytest.raises(SchemaError, match="cannot take samples"):
         make(Tent)()(tiny)
     op = make(Tent)()
     op(stream(4))
     with pytest.raises(SchemaError, match="changed mid-stream"):
         op(Batch(pa.record_batch({"image": to_arrow(images(4, shape=(10, 10)))})))
+
+
+def test_image_layouts_read_as_written():
+    """``to_arrow(x[:, None])`` (a view with a stride-0 channel axis) once came out as a
+    permuted (8, 8, 1) tensor type read as "images have 8 channel(s)"; a column from
+    elsewhere whose physical layout is HWC with a permutation to CHW is read as CHW."""
+    x = images(12)
+    ref = make(Source)()(Batch(pa.record_batch({"image": to_arrow(x)}))).numpy("entropy")
+    view = Batch(pa.record_batch({"image": to_arrow(x[:, None])}))
+    np.testing.assert_array_equal(make(Source)()(view).numpy("entropy"), ref)
+    hwc = np.ascontiguousarray(x[..., None])                         # (N, 8, 8, 1) in memory
+    typ = pa.fixed_shape_tensor(pa.float32(), [8, 8, 1], permutation=[2, 0, 1])
+    permuted = pa.ExtensionArray.from_storage(typ, pa.FixedSizeListArray.from_arrays(pa.array(hwc.ravel()), 64))
+    np.testing.assert_array_equal(make(Source)()(Batch(pa.record_batch({"image": permuted}))).numpy("entropy"), ref)
+    transposed = make(Source)()(Batch(pa.record_batch({"image": to_arrow(x.transpose(0, 2, 1))})))
+    direct = make(Source)()(Batch(pa.record_batch({"image": to_arrow(np.ascontiguousarray(x.transpose(0, 2, 1)))})))
+    np.testing.assert_array_equal(transposed.numpy("entropy"), direct.numpy("entropy"))
 
 
 def test_nan_pixels_name_the_row():

@@ -1,13 +1,15 @@
 """Fully test-time adaptation: a trained classifier adapts on the unlabeled stream.
 
 - :class:`NHL` — soft Hebbian first convolution + entropy-trained neuro-modulator.
-- :class:`Tent` — entropy minimisation on normalisation affine parameters.
-- :class:`NormAdapt` — normalisation statistics from the stream.
+- :class:`Tent` — entropy minimisation on normalisation affine parameters (BatchNorm,
+  GroupNorm, LayerNorm).
+- :class:`NormAdapt` — BatchNorm statistics from the stream.
 - :class:`Source` — no adaptation.
 
-All read images from a fixed-shape tensor column (default ``image``) and add
-``prediction``, ``confidence`` and ``entropy``; batch size is their own parameter
-(see :mod:`operators.tta.base`). :mod:`operators.tta.corruptions` shifts small
+All read samples (images, or signals for a Conv1d model) from a fixed-shape tensor
+column (default ``image``) and add ``prediction``, ``confidence`` and ``entropy``;
+batch size is their own parameter, and learning rates are given at batch 64 and
+scaled with it (see :mod:`operators.tta.base`). :mod:`operators.tta.corruptions` shifts small
 grayscale images; :mod:`operators.tta.models` holds small CNNs for TOML pipelines.
 
 Example:

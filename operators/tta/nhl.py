@@ -55,8 +55,31 @@ from torch import nn
 
 from stream.errors import ConfigError
 
-from .base import TTAOperator, check_loss_stats, entropy_loss, first_conv
+from .base import CONVS, NORMS, TTAOperator, affine_parameters, check_loss_stats, entropy_loss, first_conv
 from .norm_stats import StreamingNorm
+
+
+def _padding(conv: nn.Module) -> tuple[int, ...]:
+    """The zero padding of ``conv`` per spatial dimension ('valid' and 'same' resolved)."""
+    if conv.padding == "valid":
+        return (0,) * len(conv.kernel_size)
+    if conv.padding == "same":
+        total = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
+        if any(t % 2 for t in total):
+            raise ConfigError(f"NHL: convolution {conv} pads 'same' unevenly; give the padding as numbers")
+        return tuple(t // 2 for t in total)
+    return tuple(conv.padding)
+
+
+def unfold(conv: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The input patches of a ``Conv2d`` or ``Conv1d`` (a ``Conv1d`` is a ``Conv2d`` with
+    a 1-high kernel on a 1-high image): ``(N, C·k…, patches)``, in the order of
+    ``conv.weight.flatten(1)``."""
+    pad = _padding(conv)
+    if isinstance(conv, nn.Conv1d):
+        return nn.functional.unfold(inputs.unsqueeze(2), (1, conv.kernel_size[0]), (1, conv.dilation[0]),
+                                    (0, pad[0]), (1, conv.stride[0]))
+    return nn.functional.unfold(inputs, conv.kernel_size, conv.dilation, pad, conv.stride)
 
 
 class ChannelAffine(nn.Module):
@@ -76,24 +99,29 @@ class NHL(TTAOperator):
     """Soft Hebbian first convolution plus an entropy-trained neuro-modulator.
 
     Args:
-        model: the trained classifier (needs a ``Conv2d``; the first registered one is
-            tuned).
-        hebbian_lr: step size of the Hebbian rule (0 turns it off).
+        model: the trained classifier (needs a ``Conv1d`` or ``Conv2d``, ``groups=1``;
+            the first registered one is tuned).
+        hebbian_lr: step size of the Hebbian rule at batch size 64 (0 turns it off); the
+            step applied per mini-batch is ``hebbian_lr · batch_size / 64``.
         temperature: softmax temperature of the soft competition.
         rule: ``"oja"`` or ``"softhebb"`` (see the module docstring).
         center_patches: subtract the mini-batch mean patch before the rule (without it
             every filter drifts toward the mean patch, the DC component).
-        modulator: ``"layer1"`` or ``"all_norm"``.
-        lr: Adam learning rate of the modulator (0 turns it off).
+        modulator: ``"layer1"`` or ``"all_norm"`` (the affine parameters of every
+            normalisation layer: BatchNorm, GroupNorm, LayerNorm, InstanceNorm).
+        lr: Adam learning rate of the modulator at batch size 64 (0 turns it off); the
+            rate applied is ``lr · batch_size / 64`` (see :mod:`operators.tta.base`).
         entropy_filter: train the modulator only on samples whose entropy is below this
             fraction of ``ln(classes)``.
-        adapt_norm: normalisation statistics follow the stream (needs BatchNorm).
+        adapt_norm: BatchNorm statistics follow the stream (when the model has BatchNorm;
+            GroupNorm and LayerNorm have none to follow).
         loss_stats: ``"batch"`` or ``"running"``, as for :class:`~operators.tta.tent.Tent`.
         **common: ``batch_size``, ``norm_window``, ``reset``, ... of
             :class:`~operators.tta.base.TTAOperator`.
     """
 
     needs_conv = True
+    default_reset = "collapse"
     hparams = ("hebbian_lr", "temperature", "rule", "center_patches", "modulator", "lr",
                "entropy_filter", "adapt_norm", "loss_stats")
 
@@ -111,7 +139,7 @@ class NHL(TTAOperator):
         self.center_patches, self.modulator, self.lr = center_patches, modulator, lr
         self.entropy_filter, self.adapt_norm = entropy_filter, adapt_norm
         self.loss_stats = check_loss_stats("NHL", loss_stats)
-        self.needs_norm = adapt_norm or modulator == "all_norm"
+        self.needs_norm = "affine" if modulator == "all_norm" else False
         super().__init__(model, **common)
 
     def _momentum(self) -> float:
@@ -125,10 +153,10 @@ class NHL(TTAOperator):
         self._captured: list[torch.Tensor] = []
         conv.register_forward_pre_hook(self._capture)
         if self.modulator == "all_norm":
-            self._mod_params = [p for n in self.norms for p in (n.weight, n.bias) if p is not None]
+            self._mod_params = affine_parameters(self.net)
             return
         after = self._norm_after(name)
-        if after is not None and after.weight is not None:
+        if after is not None and isinstance(after.weight, nn.Parameter) and isinstance(after.bias, nn.Parameter):
             self._mod_params = [after.weight, after.bias]
         else:  # no normalisation (or one without affine) follows: insert a modulator
             parent_name, _, attr = name.rpartition(".")
@@ -137,14 +165,20 @@ class NHL(TTAOperator):
             setattr(parent, attr, nn.Sequential(conv, affine))
             self._mod_params = [affine.weight, affine.bias]
 
-    def _norm_after(self, conv_name: str) -> StreamingNorm | None:
-        """The normalisation registered right after the first conv, when it fits it."""
+    def _norm_after(self, conv_name: str) -> nn.Module | None:
+        """The normalisation registered right after the first conv, when it is per channel
+        (BatchNorm, GroupNorm, InstanceNorm of ``out_channels``; a LayerNorm normalises
+        the trailing dimensions, so its affine is not a channel-wise modulator)."""
         names = [n for n, _ in self.net.named_modules()]
         mods = dict(self.net.named_modules())
         for n in names[names.index(conv_name) + 1:]:
-            if isinstance(mods[n], StreamingNorm):
-                return mods[n] if mods[n].mean.numel() == self.conv.out_channels else None
-            if isinstance(mods[n], nn.Conv2d):
+            mod = mods[n]
+            if isinstance(mod, NORMS):
+                per_channel = isinstance(mod, (StreamingNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm))
+                weight = getattr(mod, "weight", None)
+                return mod if per_channel and weight is not None and weight.numel() == self.conv.out_channels \
+                    else None
+            if isinstance(mod, CONVS):
                 return None
         return None
 
@@ -172,7 +206,7 @@ class NHL(TTAOperator):
     @torch.no_grad()
     def _hebbian(self, inputs: torch.Tensor) -> None:
         conv = self.conv
-        patches = nn.functional.unfold(inputs, conv.kernel_size, conv.dilation, conv.padding, conv.stride)
+        patches = unfold(conv, inputs)
         x = patches.transpose(1, 2).reshape(-1, patches.shape[1])          # (patches, C·k·k)
         if self.center_patches:
             x = x - x.mean(dim=0, keepdim=True)
@@ -186,6 +220,6 @@ class NHL(TTAOperator):
         dw = (y.T @ x - (y * u).sum(dim=0).unsqueeze(1) * w) / x.shape[0]
         if self.rule == "softhebb":
             dw = dw / dw.abs().max().clamp_min(1e-12)
-        w = w + self.hebbian_lr * dw
+        w = w + self.scaled(self.hebbian_lr) * dw
         w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
         conv.weight.copy_((w * gain).view_as(conv.weight))

@@ -3,7 +3,9 @@
 The "BN" column of TTA tables (Schneider et al. 2020; Nado et al. 2020). Every
 ``BatchNorm`` becomes a :class:`~operators.tta.norm_stats.StreamingNorm`; each full
 mini-batch blends its statistics into the running ones with momentum
-``1 - (1 - 1/norm_window)^batch_size``. Weights never change.
+``1 - (1 - 1/norm_window)^batch_size``. Weights never change. Only BatchNorm has
+statistics to re-estimate: GroupNorm, LayerNorm and InstanceNorm normalise each sample
+by itself, so a model without BatchNorm is refused (Tent adapts those layers).
 
 Example:
     >>> import numpy as np, pyarrow as pa, torch
@@ -33,7 +35,7 @@ class NormAdapt(TTAOperator):
     """Normalisation statistics from the test stream. Arguments: those of
     :class:`~operators.tta.base.TTAOperator` (``norm_window`` is the one that matters)."""
 
-    needs_norm = True
+    needs_norm = "batch"
 
     def __init__(self, model: nn.Module | None = None, **common: Any):
         super().__init__(model, **common)

@@ -1,6 +1,7 @@
 """``Tent``: test entropy minimisation (Wang et al., ICLR 2021).
 
-Only the affine parameters (γ, β) of the normalisation layers are trained, by Adam on
+Only the affine parameters (γ, β) of the normalisation layers (BatchNorm, GroupNorm,
+LayerNorm, InstanceNorm: the method only needs a scale and a shift) are trained, by Adam on
 the mean prediction entropy of each mini-batch, one step per mini-batch. As in the
 paper, the loss is computed with every normalisation layer using the mini-batch's own
 statistics and the gradient flows through them (``loss_stats="batch"``: one extra
@@ -32,15 +33,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import TTAOperator, check_loss_stats, entropy_loss
+from .base import TTAOperator, affine_parameters, check_loss_stats, entropy_loss
 
 
 class Tent(TTAOperator):
     """Entropy minimisation on the normalisation affine parameters.
 
     Args:
-        model: the trained classifier (needs BatchNorm layers with affine parameters).
-        lr: Adam learning rate (the paper: 1e-3 at batch size 128 with SGD/Adam).
+        model: the trained classifier (needs normalisation layers with affine
+            parameters: BatchNorm, GroupNorm, LayerNorm, InstanceNorm; all are trained,
+            and BatchNorm statistics also follow the stream).
+        lr: Adam learning rate at batch size 64; the rate applied is
+            ``lr · batch_size / 64`` (see :mod:`operators.tta.base`; the paper: 1e-3 at
+            batch size 128 with Adam on CIFAR, 0.00025 · batch/64 with SGD on ImageNet).
         entropy_filter: train only on samples whose entropy is below this fraction of
             ``ln(classes)`` (``None``: all samples, as in the paper).
         loss_stats: ``"batch"`` (the paper: the loss normalises with the mini-batch's
@@ -50,8 +55,8 @@ class Tent(TTAOperator):
             :class:`~operators.tta.base.TTAOperator`.
     """
 
-    needs_norm = True
-    needs_affine = True
+    needs_norm = "affine"
+    default_reset = "collapse"
     hparams = ("lr", "entropy_filter", "loss_stats")
 
     def __init__(self, model: nn.Module | None = None, *, lr: float = 1e-3,
@@ -61,7 +66,7 @@ class Tent(TTAOperator):
         super().__init__(model, **common)
 
     def trainable(self) -> list[nn.Parameter]:
-        return [p for norm in self.norms for p in (norm.weight, norm.bias)]
+        return affine_parameters(self.net)
 
     def adapt(self, images: torch.Tensor, logits: torch.Tensor | None) -> None:
         loss = entropy_loss(logits, self.entropy_filter)
