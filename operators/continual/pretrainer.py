@@ -63,6 +63,7 @@ import torch
 
 from stream import Batch, Operator
 from stream.errors import CheckpointError, ConfigError, SchemaError
+from stream.tensors import tensor_numpy
 
 from .annealed import load_annealed, make_record, model_from_record, save_record
 from .columns import as_sample, is_text, text_bytes, text_lengths, vector_type
@@ -309,7 +310,7 @@ class ContinualPretrainer(Operator):
     def _vectors(self, batch: Batch) -> np.ndarray:
         arr = batch.column(self.column)
         if isinstance(arr.type, pa.FixedShapeTensorType):
-            values = arr.to_numpy_ndarray()
+            values = tensor_numpy(arr)  # honours a permuted layout from another producer
         else:
             values = arr.flatten().to_numpy(zero_copy_only=False)
         return np.asarray(values, dtype=np.float32).reshape(batch.num_rows, -1)

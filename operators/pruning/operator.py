@@ -47,6 +47,7 @@ from torch import nn
 
 from stream import Batch, Operator
 from stream.errors import SchemaError
+from stream.tensors import tensor_numpy
 
 from .executor import MODES, SparseExecutor
 from .masks import check_ratio, mask_loss
@@ -171,7 +172,7 @@ class DynamicPruning(Operator):
     def _array(self, batch: Batch) -> np.ndarray:
         arr = batch.column(self.column)
         if isinstance(arr.type, pa.FixedShapeTensorType):
-            values = arr.to_numpy_ndarray()
+            values = tensor_numpy(arr)  # honours a permuted layout from another producer
         else:
             values = pc.list_flatten(arr).to_numpy(zero_copy_only=False)
         return values.reshape(batch.num_rows, *self.network.input_shape)
