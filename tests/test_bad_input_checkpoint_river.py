@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bad_input import assert_kept, assert_refused, run_cli, snapshot, write_pipeline
+from river_exploits import eval_chain, g, ref
 
 LABEL = "1.River[HalfSpaceTrees]"
 PIPELINE = """
@@ -60,14 +61,6 @@ def finished_run(tmp_path_factory) -> Path:
     return folder
 
 
-def _g(name):
-    return {"~": "g", "v": name}
-
-
-def _ref(i):
-    return {"~": "r", "i": i}
-
-
 def _entry(model: dict, cls: str) -> dict:
     return next(e for e in model["objects"] if isinstance(e, dict) and e.get("c") == cls)
 
@@ -80,34 +73,28 @@ def copyreg_exploit(model: dict, sentinel: Path, fmt: str = "hebbstream-river-st
     ``partial(getattr, sigmoid, '__globals__')`` and ``operator.methodcaller`` objects made
     by ``copyreg.__newobj__`` (a class only checked as a value), walking to ``eval``. With
     the format-1 decoder this resumed and wrote ``sentinel`` on the first event."""
-    def methodcaller(*args):
-        return {"~": "o", "f": "copyreg:__newobj__", "a": [_g("operator:methodcaller"), *args]}
-
-    funcs = [{"~": "o", "f": "functools:partial", "a": [_g("builtins:getattr"), _g("river.utils.math:sigmoid"),
-                                                        "__globals__"]},
-             methodcaller("get", "__builtins__"), methodcaller("get", "eval"),
-             methodcaller("__call__", f"open({str(sentinel)!r}, 'w').write('pwned')")]
+    funcs = eval_chain(sentinel)
     def plan(kind, i):
-        return {"~": "t", "v": [kind, _ref(i), False, {"~": "frozenset", "v": []}]}
+        return {"~": "t", "v": [kind, ref(i), False, {"~": "frozenset", "v": []}]}
 
     objects = [
         {"~": "new", "c": "river.compose.pipeline:Pipeline", "s": {
-            "steps": _ref(1), "_last_step_cached": _ref(2), "_last_step_params": _ref(11),
+            "steps": ref(1), "_last_step_cached": ref(2), "_last_step_params": ref(11),
             "_plan": {"~": "t", "v": [*(plan("transformer", 3 + i) for i in range(4)), plan("final", 2)]},
-            "_inference_transformers": {"~": "t", "v": [_ref(3 + i) for i in range(4)]}}},
-        {"~": "o", "f": "collections:OrderedDict", "d": [[f"F{i}", _ref(3 + i)] for i in range(4)] +
-         [["HalfSpaceTrees", _ref(2)]]},
+            "_inference_transformers": {"~": "t", "v": [ref(3 + i) for i in range(4)]}}},
+        {"~": "o", "f": "collections:OrderedDict", "d": [[f"F{i}", ref(3 + i)] for i in range(4)] +
+         [["HalfSpaceTrees", ref(2)]]},
         {"~": "new", "c": HST, "s": {}},
-        *({"~": "new", "c": "river.compose.func:FuncTransformer", "s": {"func": _ref(7 + i)}} for i in range(4)),
+        *({"~": "new", "c": "river.compose.func:FuncTransformer", "s": {"func": ref(7 + i)}} for i in range(4)),
         *funcs,
         {"score_one": {"~": "frozenset", "v": []}, "learn_one": {"~": "frozenset", "v": []}},
     ]
     model.clear()
-    model.update(format=fmt, root=_ref(0), objects=objects)
+    model.update(format=fmt, root=ref(0), objects=objects)
 
 
 def _set_partial_func(model, name):
-    next(e for e in model["objects"] if isinstance(e, dict) and e.get("~") == "partial")["f"] = _g(name)
+    next(e for e in model["objects"] if isinstance(e, dict) and e.get("~") == "partial")["f"] = g(name)
 
 
 def _add_step(model):
@@ -123,23 +110,23 @@ CASES = [
     ("class outside the allowlist", lambda m, s: _entry(m, MINMAX).update(c="river.stream.cache:Cache"),
      "'river.stream.cache:Cache' is not allowed"),
     ("eval as a defaultdict factory", lambda m, s: next(
-        e for e in m["objects"] if isinstance(e, dict) and e.get("~") == "defaultdict").update(f=_g("builtins:eval")),
+        e for e in m["objects"] if isinstance(e, dict) and e.get("~") == "defaultdict").update(f=g("builtins:eval")),
      "'builtins:eval' is not a registered function"),
     ("getattr in a partial", lambda m, s: _set_partial_func(m, "builtins:getattr"),
      "'builtins:getattr' is not a registered function"),
     ("call of a non-constructed class", lambda m, s: _entry(m, MINMAX).update({"~": "call", "a": []}),
      "may not be called"),
     ("a method named by the file", lambda m, s: _entry(m, HST)["s"].update(
-        rng={"~": "r", "i": len(m["objects"])}) or m["objects"].append({"~": "m", "o": _ref(3), "n": "__init__"}),
+        rng={"~": "r", "i": len(m["objects"])}) or m["objects"].append({"~": "m", "o": ref(3), "n": "__init__"}),
      "method '__init__' of a HalfSpaceTrees is not allowed"),
-    ("a dunder attribute", lambda m, s: _entry(m, HST)["s"].update(__class__=_g("builtins:dict")),
+    ("a dunder attribute", lambda m, s: _entry(m, HST)["s"].update(__class__=g("builtins:dict")),
      "attribute names must be plain names"),
     ("another step class", lambda m, s: _entry(m, MINMAX).update(c="river.preprocessing.scale:StandardScaler"),
      "model['MinMaxScaler'] is a river.preprocessing.scale.StandardScaler in the checkpoint"),
     ("another parameter", lambda m, s: _entry(m, HST)["s"].update(seed=43),
      "model['HalfSpaceTrees'].seed is 43 in the checkpoint, 42 in the pipeline"),
     ("an extra step", lambda m, s: _add_step(m), "has steps ['MinMaxScaler', 'MinMaxScaler2', 'HalfSpaceTrees']"),
-    ("a dangling reference", lambda m, s: _entry(m, HST)["s"].update(trees=_ref(10**6)),
+    ("a dangling reference", lambda m, s: _entry(m, HST)["s"].update(trees=ref(10**6)),
      "reference to object #1000000, which does not exist"),
     ("a format-1 opcode", lambda m, s: _entry(m, HST).update({"~": "o", "f": "builtins:eval"}),
      "unknown entry type 'o'"),

@@ -8,17 +8,14 @@ mock cluster of their own (``tests/kafka/broker.py``)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from bad_input import assert_kept, assert_refused, run_cli, snapshot, write_pipeline
+from mock_kafka import mock_cluster
 
 pytest.importorskip("confluent_kafka", reason="the Kafka cases need confluent-kafka (pip install '.[kafka]')")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 NOWHERE = "127.0.0.1:1"  # nothing listens there: connections are refused at once
 
 
@@ -67,19 +64,8 @@ def test_no_brokers_named_anywhere(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def broker():
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "kafka", "broker.py"), "1"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        servers = proc.stdout.readline().strip()
-        if not servers:
-            pytest.fail("the mock Kafka cluster did not start")
+    with mock_cluster(brokers=1) as servers:
         yield servers
-    finally:
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.mark.kafka

@@ -24,6 +24,7 @@ import river
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from river import anomaly, compose, linear_model, optim, preprocessing
+from river_exploits import eval_chain, g, ref
 
 from operators import river_shape, river_state
 from operators.river import RiverOperator
@@ -108,14 +109,6 @@ def no_shell(monkeypatch, tmp_path):
 
 
 # -- the copyreg exploit ------------------------------------------------------------------------
-def _g(name):
-    return {"~": "g", "v": name}
-
-
-def _ref(i):
-    return {"~": "r", "i": i}
-
-
 def copyreg_exploit(sentinel: Path, fmt: str = "hebbstream-river-state/2") -> dict:
     """A pipeline of FuncTransformers whose functions walk from a River function to eval.
 
@@ -124,23 +117,17 @@ def copyreg_exploit(sentinel: Path, fmt: str = "hebbstream-river-state/2") -> di
     only checked as a *value*, and ``partial(getattr, sigmoid, '__globals__')`` reached
     the builtins.
     """
-    def methodcaller(*args):
-        return {"~": "o", "f": "copyreg:__newobj__", "a": [_g("operator:methodcaller"), *args]}
-
-    funcs = [{"~": "o", "f": "functools:partial", "a": [_g("builtins:getattr"), _g("river.utils.math:sigmoid"),
-                                                        "__globals__"]},
-             methodcaller("get", "__builtins__"), methodcaller("get", "eval"),
-             methodcaller("__call__", f"open({str(sentinel)!r}, 'w').write('pwned')")]
+    funcs = eval_chain(sentinel)
     names = [f"F{i}" for i in range(4)]
     objects = [
-        {"~": "new", "c": "river.compose.pipeline:Pipeline", "s": {"steps": _ref(1), "_last_step_cached": _ref(2)}},
-        {"~": "o", "f": "collections:OrderedDict", "d": [[n, _ref(3 + i)] for i, n in enumerate(names)] +
-         [["HalfSpaceTrees", _ref(2)]]},
+        {"~": "new", "c": "river.compose.pipeline:Pipeline", "s": {"steps": ref(1), "_last_step_cached": ref(2)}},
+        {"~": "o", "f": "collections:OrderedDict", "d": [[n, ref(3 + i)] for i, n in enumerate(names)] +
+         [["HalfSpaceTrees", ref(2)]]},
         {"~": "new", "c": "river.anomaly.hst:HalfSpaceTrees", "s": {}},
-        *({"~": "new", "c": "river.compose.func:FuncTransformer", "s": {"func": _ref(7 + i)}} for i in range(4)),
+        *({"~": "new", "c": "river.compose.func:FuncTransformer", "s": {"func": ref(7 + i)}} for i in range(4)),
         *funcs,
     ]
-    return {"format": fmt, "root": _ref(0), "objects": objects}
+    return {"format": fmt, "root": ref(0), "objects": objects}
 
 
 def _new_vocabulary_exploits(sentinel: Path) -> dict[str, dict]:
@@ -149,24 +136,24 @@ def _new_vocabulary_exploits(sentinel: Path) -> dict[str, dict]:
     code = f"open({str(sentinel)!r}, 'w').write('pwned')"
 
     def pipeline_with(func_node):
-        return {"format": river_state.FORMAT, "root": _ref(0), "objects": [
-            {"~": "obj", "c": "river.compose.pipeline:Pipeline", "s": {"steps": _ref(1), "_last_step_cached": _ref(2)}},
-            {"~": "OrderedDict", "v": [["F", _ref(3)], ["HalfSpaceTrees", _ref(2)]]}, hst,
-            {"~": "obj", "c": "river.compose.func:FuncTransformer", "s": {"func": _ref(4)}}, func_node]}
+        return {"format": river_state.FORMAT, "root": ref(0), "objects": [
+            {"~": "obj", "c": "river.compose.pipeline:Pipeline", "s": {"steps": ref(1), "_last_step_cached": ref(2)}},
+            {"~": "OrderedDict", "v": [["F", ref(3)], ["HalfSpaceTrees", ref(2)]]}, hst,
+            {"~": "obj", "c": "river.compose.func:FuncTransformer", "s": {"func": ref(4)}}, func_node]}
 
     return {
         "reconstructor as a class": pipeline_with({"~": "obj", "c": "copyreg:_reconstructor", "a": ["x"]}),
         "methodcaller as a class": pipeline_with({"~": "obj", "c": "operator:methodcaller", "a": ["get", "eval"]}),
         "call of a non-constructed class": pipeline_with({"~": "call", "c": "river.compose.func:FuncTransformer",
-                                                          "a": [_g("builtins:eval")]}),
-        "getattr in a partial": pipeline_with({"~": "partial", "f": _g("builtins:getattr"),
-                                               "a": [_g("river.utils.math:sigmoid"), "__globals__"], "k": {}}),
-        "eval as a value": pipeline_with({"~": "partial", "f": _g("builtins:eval"), "a": [code], "k": {}}),
-        "a method named by the file": pipeline_with({"~": "m", "o": _ref(2), "n": "__init__"}),
+                                                          "a": [g("builtins:eval")]}),
+        "getattr in a partial": pipeline_with({"~": "partial", "f": g("builtins:getattr"),
+                                               "a": [g("river.utils.math:sigmoid"), "__globals__"], "k": {}}),
+        "eval as a value": pipeline_with({"~": "partial", "f": g("builtins:eval"), "a": [code], "k": {}}),
+        "a method named by the file": pipeline_with({"~": "m", "o": ref(2), "n": "__init__"}),
         "a classmethod named by the file": pipeline_with({"~": "cm", "c": "river.anomaly.hst:HalfSpaceTrees",
                                                          "n": "_unit_test_params"}),
         "a dunder attribute": pipeline_with({"~": "obj", "c": "river.stats.mean:Mean",
-                                             "s": {"__class__": _g("builtins:dict")}}),
+                                             "s": {"__class__": g("builtins:dict")}}),
         "a River class outside the allowlist": pipeline_with({"~": "obj", "c": "river.stream.cache:Cache", "s": {}}),
     }
 
@@ -222,8 +209,8 @@ def test_user_callables_are_refused_on_save_unless_registered():
     swapped = codec.loads(*codec.dumps(state))
     swapped["model"] = codec.loads(*codec.dumps(swapped["model"]))
     for entry in swapped["model"]["objects"]:
-        if isinstance(entry, dict) and entry.get("s", {}).get("func") == _g("tests.security.double"):
-            entry["s"]["func"] = _g("tests.security.triple")
+        if isinstance(entry, dict) and entry.get("s", {}).get("func") == g("tests.security.double"):
+            entry["s"]["func"] = g("tests.security.triple")
     with pytest.raises(CheckpointError, match=r"model\['_double'\]\.func is function"):
         again.load_state_dict(swapped)
     with pytest.raises(ValueError, match="already registered"):

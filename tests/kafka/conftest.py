@@ -9,11 +9,11 @@ fixture's output say which one was used. Topics get unique names per test.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import uuid
 
 import pytest
+from mock_kafka import mock_cluster
 
 pytest.importorskip("confluent_kafka", reason="the Kafka tests need confluent-kafka (pip install '.[kafka]')")
 
@@ -54,18 +54,7 @@ def kafka():
         print(f"\nkafka tests use the {broker}", file=sys.stderr)
         yield broker
         return
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "broker.py")], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        line = proc.stdout.readline().strip()
-        if not line:
-            pytest.fail("the mock Kafka cluster did not start (tests/kafka/broker.py printed nothing)")
-        broker = Broker(line, mock=True)
+    with mock_cluster() as servers:
+        broker = Broker(servers, mock=True)
         print(f"\nkafka tests use the librdkafka {broker}", file=sys.stderr)
         yield broker
-    finally:
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
