@@ -17,7 +17,7 @@ from torch import nn
 from connectors.memory import MemorySink, MemorySource
 from operators.tta import NHL, NormAdapt, Source, Tent
 from operators.tta.corruptions import corrupt
-from operators.tta.models import build_model
+from operators.tta.models import build_model, train_classifier
 from stream import Batch, run
 from stream.batch import to_arrow
 
@@ -37,18 +37,8 @@ def digits_splits(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def train_source(x: np.ndarray, y: np.ndarray, seed: int, epochs: int = 40, width: int = 16) -> nn.Module:
     """The source model: SmallCNN with BatchNorm, Adam, clean images only."""
-    torch.manual_seed(seed)
-    model = build_model("small_cnn", width=width)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    xt, yt = torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(xt), generator=gen).split(64):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            opt.step()
-    return model.eval()
+    torch.manual_seed(seed)  # the weights' initialisation
+    return train_classifier(build_model("small_cnn", width=width), x, y, epochs=epochs, seed=seed)
 
 
 def corrupted_stream(x: np.ndarray, y: np.ndarray, names: list[str], severity: int, seed: int,

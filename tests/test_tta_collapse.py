@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from operators.tta import NHL, NormAdapt, Source, Tent
-from operators.tta.models import build_model
+from operators.tta.models import build_model, train_classifier
 from stream import Batch
 from stream.batch import to_arrow
 
@@ -39,18 +39,8 @@ def digits(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
 def source_model(width: int, epochs: int, seed: int = 0) -> nn.Module:
     """SmallCNN trained on clean digits (once per module run; TTA operators copy it)."""
     x, y, _, _ = digits(seed)
-    torch.manual_seed(seed)
-    model = build_model("small_cnn", width=width)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    xt, yt = torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(xt), generator=gen).split(64):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            opt.step()
-    return model.eval()
+    torch.manual_seed(seed)  # the weights' initialisation
+    return train_classifier(build_model("small_cnn", width=width), x, y, epochs=epochs, seed=seed)
 
 
 def shifted(x: np.ndarray, seed: int) -> list[np.ndarray]:
