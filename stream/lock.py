@@ -220,7 +220,8 @@ class PathLock:
         fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
         try:
             os.write(fd, data)
-            os.fsync(fd)
+            # no fsync: after a power cut an empty owner file is taken over like any stale one
+            # (nobody holds its flock), and a run start should not wait for the disk
             _flock(fd)
             try:
                 os.link(tmp, self.path)

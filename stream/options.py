@@ -45,6 +45,7 @@ from __future__ import annotations
 import collections.abc as cabc
 import dataclasses
 import difflib
+import functools
 import inspect
 import json
 import math
@@ -146,6 +147,7 @@ class Option:
     check: Check | None = None
 
 
+@functools.lru_cache(maxsize=512)  # resolving annotations costs milliseconds; run() asks at every call
 def _hints(func: Any) -> dict[str, Any]:
     try:
         return typing.get_type_hints(func, include_extras=True)
