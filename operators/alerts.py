@@ -3,8 +3,9 @@
 A score over a threshold on every row of a burst would page someone hundreds of times
 for one incident. :class:`Alerts` runs a small state machine per key instead:
 
-- an **episode opens** on a row whose score is ``>= enter`` while the key is not in an
-  episode and not cooling down; that row (only that row) gets ``alert = true``;
+- an **episode opens** on a row whose score is ``>= enter`` while the key is past its
+  first ``warmup`` events, not in an episode and not cooling down; that row (only that
+  row) gets ``alert = true``;
 - the episode **stays open** while the score is ``>= leave`` (``leave <= enter``:
   hysteresis, so a score hovering around ``enter`` does not open and close it over and
   over); the first row under ``leave`` closes it (that row is outside the episode);
@@ -23,13 +24,14 @@ own ``alert``, is replaced):
 The defaults suit :class:`~operators.htm.HTMDetector`'s ``anomaly_likelihood`` (NuPIC's
 log-scaled likelihood): ``enter`` is the threshold NAB's standard-profile sweep picked for
 this detector over the corpus (:data:`operators.htm.demo.DEFAULT_THRESHOLD`, 0.5545, a
-tail probability of about 3e-6), ``leave = 0.5`` (about 1e-5; the detector reports 0.5
-while a key is in its probationary period, which therefore neither opens nor holds an
-episode). Tune ``enter`` on labelled data first; ``leave`` and the cool-down only shape
-how many events one incident makes.
+tail probability of about 3e-6), ``leave = 0.5`` (about 1e-5), and ``warmup = 750``, the
+detector's default probationary period: until its likelihood is fitted, a key's score is
+only the spatial check (1.0 whenever a value leaves the range seen so far, which early
+in a stream is often), so those events open no episode. Tune ``enter`` on labelled data
+first; ``leave`` and the cool-down only shape how many events one incident makes.
 
-State (checkpointed): per key, whether an episode is open, the key's episode count, the
-events since the last episode closed and the event time it closed at. Outputs do not
+State (checkpointed): per key, the events seen, whether an episode is open, the key's
+episode count, the events since the last episode closed and the event time it closed at. Outputs do not
 depend on how the stream is cut into micro-batches, and a resumed run continues every
 key's episode where it was.
 
@@ -38,7 +40,7 @@ Example:
     >>> from stream import Batch
     >>> from operators.alerts import Alerts
     >>> scores = [0.1, 0.6, 0.7, 0.52, 0.3, 0.6, 0.2, 0.2, 0.9]
-    >>> out = Alerts(cooldown=2)(Batch(pa.record_batch({"key": ["a"] * 9, "anomaly_likelihood": scores})))
+    >>> out = Alerts(cooldown=2, warmup=0)(Batch(pa.record_batch({"key": ["a"] * 9, "anomaly_likelihood": scores})))
     >>> out.column("alert").to_pylist()
     [False, True, False, False, False, False, False, False, True]
     >>> out.column("alert_episode").to_pylist()
@@ -62,8 +64,11 @@ DEFAULT_ENTER = 0.5545
 #: a little below it: the likelihood must fall clearly before an episode ends
 DEFAULT_LEAVE = 0.5
 
+#: HTMDetector's default probationary_period
+DEFAULT_WARMUP = 750
+
 _NO_TIME = np.iinfo(np.int64).min  # "never closed" / "no time column"
-_FIELDS = ("active", "episodes", "since", "closed_at")
+_FIELDS = ("seen", "active", "episodes", "since", "closed_at")
 
 
 class Alerts(Operator):
@@ -76,20 +81,24 @@ class Alerts(Operator):
         cooldown: events of the key after an episode closes during which none opens.
         cooldown_seconds: event time (seconds) after an episode closes during which none
             opens; needs the stream's time column (a timestamp, or numbers taken as seconds).
+        warmup: the first events of each key open no episode (the detector's probationary
+            period; 0 for scores that mean something from the first event).
     """
 
     option_checks = {"enter": between(0, 1), "leave": between(0, 1), "cooldown": at_least(0),
-                     "cooldown_seconds": at_least(0)}
+                     "cooldown_seconds": at_least(0), "warmup": at_least(0)}
 
     def __init__(self, score: str = "anomaly_likelihood", *, enter: float = DEFAULT_ENTER,
-                 leave: float = DEFAULT_LEAVE, cooldown: int = 0, cooldown_seconds: float = 0.0):
+                 leave: float = DEFAULT_LEAVE, cooldown: int = 0, cooldown_seconds: float = 0.0,
+                 warmup: int = DEFAULT_WARMUP):
         if not leave <= enter:
             raise ConfigError(f"leave ({leave}) must be at most the entering threshold ({enter}): an episode "
                               "closes below leave, so a higher leave would close it on the row that opens it")
-        if cooldown < 0 or cooldown_seconds < 0:
-            raise ConfigError("cooldown and cooldown_seconds must be >= 0")
+        if cooldown < 0 or cooldown_seconds < 0 or warmup < 0:
+            raise ConfigError("cooldown, cooldown_seconds and warmup must be >= 0")
         self.score, self.enter, self.leave = score, float(enter), float(leave)
         self.cooldown, self.cooldown_seconds = int(cooldown), float(cooldown_seconds)
+        self.warmup = int(warmup)
         self.slot: dict[Any, int] = {}
         self.keys: list[Any] = []
         self.state = {name: np.zeros(0, dtype=bool if name == "active" else np.int64) for name in _FIELDS}
@@ -97,7 +106,7 @@ class Alerts(Operator):
 
     def __repr__(self) -> str:
         return (f"Alerts(score={self.score!r}, enter={self.enter}, leave={self.leave}, "
-                f"cooldown={self.cooldown}, cooldown_seconds={self.cooldown_seconds})")
+                f"cooldown={self.cooldown}, cooldown_seconds={self.cooldown_seconds}, warmup={self.warmup})")
 
     def required_columns(self) -> dict[str, str]:
         return {self.score: "number"}
@@ -138,10 +147,11 @@ class Alerts(Operator):
         gap_ns = int(self.cooldown_seconds * 1e9)
         for key, idx in batch.key_groups().items():
             s = self._slot_of(key)
-            on, count, since, closed = bool(st["active"][s]), int(st["episodes"][s]), \
+            seen, on, count, since, closed = int(st["seen"][s]), bool(st["active"][s]), int(st["episodes"][s]), \
                 int(st["since"][s]), int(st["closed_at"][s])
             for i in idx.tolist():
                 x = score[i]
+                seen += 1
                 if on:
                     if x < self.leave:
                         on, since = False, 0
@@ -150,13 +160,14 @@ class Alerts(Operator):
                     since += 1
                     cooled = since > self.cooldown and (
                         times is None or closed == _NO_TIME or int(times[i]) - closed >= gap_ns)
-                    if x >= self.enter and cooled:
+                    if x >= self.enter and cooled and seen > self.warmup:
                         on, count = True, count + 1
                         alert[i] = True
                 if on:
                     active[i] = True
                     episode[i] = count
-            st["active"][s], st["episodes"][s], st["since"][s], st["closed_at"][s] = on, count, since, closed
+            st["seen"][s], st["active"][s], st["episodes"][s], st["since"][s], st["closed_at"][s] = \
+                seen, on, count, since, closed
         self.raised += int(alert.sum())
         return batch.with_columns({"alert": alert, "alert_active": active,
                                    "alert_episode": pa.array(episode, pa.int64(), mask=~active)})
@@ -186,8 +197,8 @@ class Alerts(Operator):
                 raise CheckpointError(f"Alerts: the checkpoint's {name!r} is not {len(keys)} "
                                       f"{np.dtype(want).name} values")
             restored[name] = arr.copy()
-        if (restored["episodes"] < 0).any() or (restored["since"] < 0).any():
-            raise CheckpointError("Alerts: the checkpoint holds a negative episode count or gap")
+        if any((restored[name] < 0).any() for name in ("seen", "episodes", "since")):
+            raise CheckpointError("Alerts: the checkpoint holds a negative event count, episode count or gap")
         self.keys = list(keys)
         self.slot = {k: i for i, k in enumerate(keys)}
         self.state = restored

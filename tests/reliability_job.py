@@ -54,7 +54,7 @@ def main() -> None:
     pipeline = RunningSum() | Pause(args.pause)
     sink = CSVSink(args.output)
     if args.alerts:
-        pipeline = pipeline | Alerts("x", enter=1.5, leave=0.5, cooldown=3)
+        pipeline = pipeline | Alerts("x", enter=1.5, leave=0.5, cooldown=3, warmup=0)
         sink = Outputs([Output(sink), Output(ParquetSink(args.alerts), where="alert",
                                              columns=["key", "ts", "sum", "alert_episode"], label="alerts")])
     summary = run(CSVSource(args.input, key="key", time="ts", batch_size=args.batch_size),

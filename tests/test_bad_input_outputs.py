@@ -9,7 +9,7 @@ import pytest
 from bad_input import assert_kept, assert_refused, run_cli, snapshot, write_pipeline
 
 HEAD = ('[source]\ntype = "csv"\npath = "data.csv"\nkey = "key"\ntime = "ts"\n'
-        '[[operators]]\ntype = "alerts"\nscore = "x"\nenter = 0.6\nleave = 0.5\n'
+        '[[operators]]\ntype = "alerts"\nscore = "x"\nenter = 0.6\nleave = 0.5\nwarmup = 0\n'
         '[sink]\ntype = "csv"\npath = "scores.csv"\n')
 ALERTS = '[[outputs]]\ntype = "csv"\npath = "alerts.csv"\nwhere = "alert"\n'
 

@@ -27,7 +27,7 @@ def pipeline(folder: Path, outputs: str, *, sink: str | None = "scores.csv", eve
     if not (folder / "data.csv").exists():
         pacsv.write_csv(pa.table({"key": keys, "ts": np.arange(N), "x": SCORES}), str(folder / "data.csv"))
     text = ('[source]\ntype = "csv"\npath = "data.csv"\nkey = "key"\ntime = "ts"\nbatch_size = 8\n'
-            '[[operators]]\ntype = "alerts"\nscore = "x"\nenter = 0.9\nleave = 0.5\n')
+            '[[operators]]\ntype = "alerts"\nscore = "x"\nenter = 0.9\nleave = 0.5\nwarmup = 0\n')
     if sink:
         text += f'[sink]\ntype = "csv"\npath = "{sink}"\n'
     text += outputs

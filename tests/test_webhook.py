@@ -170,7 +170,7 @@ def test_only_alert_rows_reach_the_webhook_in_a_run(endpoint):
     source = MemorySource({"key": ["m"] * 7, "ts": np.arange(7), "anomaly_likelihood": scores}, key="key", time="ts")
     everything = MemorySink()
     hook = WebhookSink(e.url)
-    run(source, Alerts(enter=0.6, leave=0.5), Outputs([Output(everything), Output(
+    run(source, Alerts(warmup=0, enter=0.6, leave=0.5), Outputs([Output(everything), Output(
         hook, where="alert", columns=["key", "ts", "alert_episode"], label="alerts")]))
     assert e.bodies == [{"key": "m", "ts": 1, "alert_episode": 1}, {"key": "m", "ts": 5, "alert_episode": 2}]
     assert everything.to_table().num_rows == 7
@@ -180,7 +180,7 @@ def pipeline(folder: Path, url: str, dead: bool) -> Path:
     pacsv.write_csv(pa.table({"key": ["m"] * 6, "ts": np.arange(6), "x": [0.1, 0.9, 0.2, 0.1, 0.9, 0.1]}),
                     str(folder / "data.csv"))
     text = ('[source]\ntype = "csv"\npath = "data.csv"\nkey = "key"\ntime = "ts"\n'
-            '[[operators]]\ntype = "alerts"\nscore = "x"\nenter = 0.6\nleave = 0.5\n'
+            '[[operators]]\ntype = "alerts"\nscore = "x"\nenter = 0.6\nleave = 0.5\nwarmup = 0\n'
             f'[[outputs]]\ntype = "webhook"\nurl = "{url}"\nwhere = "alert"\nretries = 1\nbackoff = 0\n')
     if dead:
         text += '[dead_letter]\ntype = "csv"\npath = "dead.csv"\n'
