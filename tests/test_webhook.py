@@ -217,3 +217,27 @@ def test_bad_options_are_refused_naming_the_key(options, message):
 def test_credentials_in_the_url_stay_out_of_messages():
     sink = WebhookSink("https://user:secret@hooks.example.org:8443/a?b=1")
     assert "secret" not in sink.name and sink.name == "webhook:https://hooks.example.org:8443/a?b=1"
+
+
+def test_every_checkpoint_covers_only_delivered_alerts(tmp_path, endpoint):
+    from stream.checkpoint import CheckpointStore
+
+    e = endpoint()
+    taken: list[tuple[int, int, dict]] = []
+
+    class Recording(CheckpointStore):
+        def save(self, state):  # what the endpoint had received when the checkpoint was written
+            taken.append((state["source"]["row"], len(e.requests), state["sink"]["alerts"]))
+            return super().save(state)
+
+    n = 60
+    scores = np.where(np.arange(n) % 10 < 3, 0.9, 0.1)   # an episode opens every 10 rows
+    source = MemorySource({"key": ["m"] * n, "ts": np.arange(n), "x": scores}, key="key", time="ts", batch_size=7)
+    everything = MemorySink()
+    run(source, Alerts("x", warmup=0, enter=0.6, leave=0.5), Outputs([Output(everything), Output(
+        WebhookSink(e.url, queue_size=2), where="alert", label="alerts")]),
+        batch_size=7, checkpoint=Recording(str(tmp_path / "ckpt")), checkpoint_every_batches=1)
+    assert len(taken) >= 8
+    for row, received, point in taken:
+        opened = (np.arange(row) % 10 == 0).sum()   # alerts among the rows the checkpoint covers
+        assert received == point["delivered"] == opened, (row, received, point)
