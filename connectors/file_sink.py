@@ -162,8 +162,10 @@ class FileSink(Sink):
                                   "(parts=True)")
             return
         if flush_point is not None and "parts" not in flush_point:
-            raise CheckpointError(f"{self.path}: the checkpoint wrote this sink to a device, not to "
-                                  "part files here; its earlier output is not at this path")
+            raise CheckpointError(f"{self.path}: the checkpoint wrote this sink to a device or as one of several "
+                                  f"outputs ({', '.join(sorted(flush_point))}), not to part files here; its earlier "
+                                  "output is not at this path: resume with the sinks and outputs the checkpoint "
+                                  "was taken with")
         with self._io("prepare the output (remove leftovers of an earlier run)"):
             self._open(flush_point)
 

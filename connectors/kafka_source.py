@@ -64,6 +64,7 @@ import pyarrow as pa
 from stream.batch import DEFAULT_KEY, DEFAULT_TIME, Batch
 from stream.connector import RunContext, Source
 from stream.errors import BadEventError, CheckpointError, ConfigError, SourceError
+from stream.outputs import members
 
 from .kafka_codec import Codec, parse_schema
 from .kafka_commit import commit_offsets
@@ -187,9 +188,13 @@ class KafkaSource(Source):
         self._store = PartitionStore(run.store, self._names)
         self._store.before_save = self._deliver_dead_letters
         self._checkpoint_now = run.checkpoint_now
-        if isinstance(run.sink, KafkaSink) and run.sink.exactly_once:
-            self._txn_sink = run.sink
-            run.sink.use_group(self.conf["group.id"])
+        txn = [s for s in members(run.sink) if isinstance(s, KafkaSink) and s.exactly_once]
+        if len(txn) > 1:  # the consumed offsets go into one transaction
+            raise ConfigError(f"{self.name}: {len(txn)} Kafka outputs have exactly_once = true; one transaction "
+                              "commits the consumed offsets, so at most one output can be exactly-once")
+        if txn:
+            self._txn_sink = txn[0]
+            txn[0].use_group(self.conf["group.id"])
         return replace(run, pipeline=self._pipe, store=self._store)
 
     def checkpointed(self, position: dict[str, Any] | None) -> None:

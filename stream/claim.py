@@ -49,6 +49,7 @@ from typing import Any
 from .checkpoint import CheckpointStore
 from .connector import Sink, Source
 from .errors import CheckpointError, HebbstreamError
+from .outputs import connect_dead_letter, labelled
 from .sink_paths import check_sink_paths
 
 
@@ -115,8 +116,9 @@ def holding_outputs(run: Callable[..., Any]) -> Callable[..., Any]:
         if a["force"] and not a["resume"]:
             raise HebbstreamError("force (--force) only applies when resuming (--resume)")
         # paths that would overwrite the input come first: before a lock or folder is made
-        check_sink_paths({"source path": a["source"], "sink path": a["sink"], "dead_letter path": a["dead_letter"]},
-                         checkpoints=a["checkpoint"] is not None)
+        check_sink_paths({"source path": a["source"], **labelled(a["sink"], "sink"),
+                          "dead_letter path": a["dead_letter"]}, checkpoints=a["checkpoint"] is not None)
+        connect_dead_letter(a["sink"], a["dead_letter"])  # sinks that dead-letter what they cannot deliver
         store = a["checkpoint"]
         if isinstance(store, str):
             store = CheckpointStore(store)

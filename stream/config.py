@@ -17,6 +17,12 @@
     type = "csv"
     path = "out/scored.csv"
 
+    [[outputs]]                   # optional, repeatable: more sinks (see stream.outputs)
+    type = "csv"
+    path = "out/alerts.csv"
+    where = "alert"               # only rows whose boolean column is true
+    columns = ["key", "value"]    # only these columns
+
     [dead_letter]                 # optional: bad events go here instead of stopping the run
     type = "csv"
     path = "out/dead_letter.csv"
@@ -66,11 +72,12 @@ from .errors import ConfigError
 from .operator import Operator, Pipeline
 from .options import above, at_least, check_options
 from .options import build as build_checked
+from .outputs import build_outputs, labelled
 from .registry import lookup
 from .runtime import RUN_CHECKS, run
 from .sink_paths import check_sink_paths
 
-_SECTIONS = {"source", "operators", "sink", "dead_letter", "checkpoint", "run"}
+_SECTIONS = {"source", "operators", "sink", "outputs", "dead_letter", "checkpoint", "run"}
 _TYPED = ("source", "sink", "dead_letter")      # tables naming a registered type
 _RUN_KEYS = ("batch_size", "max_delay", "speed", "read_ahead", "check_order", "device", "progress",
              "max_events")
@@ -115,6 +122,11 @@ def parse(text: str, where: str = "<pipeline>") -> dict[str, Any]:
             _check_type(spec[name], f"{where} [{name}]")
     for i, op in enumerate(ops):
         _check_type(op, f"{where} [[operators]] #{i + 1}")
+    outs = spec.get("outputs", [])
+    if not isinstance(outs, list) or not all(isinstance(o, dict) for o in outs):
+        raise ConfigError(f"{where}: outputs must be an array of tables: write each one as [[outputs]]")
+    for i, out in enumerate(outs):
+        _check_type(out, f"{where} [[outputs]] #{i + 1}")
     if "run" in spec:
         spec["run"] = check_options(run, spec["run"], f"{where} [run]", checks=_RUN_FILE_CHECKS, only=_RUN_KEYS)
     if "checkpoint" in spec:
@@ -159,9 +171,9 @@ def build(spec: dict[str, Any], where: str = "<pipeline>") -> RunSpec:
     ops = [_build("operators", op, f"{where} [[operators]] #{i + 1}")
            for i, op in enumerate(spec.get("operators", []))]
     pipeline = Pipeline(ops)
-    sink = _build("sinks", spec["sink"], f"{where} [sink]") if "sink" in spec else None
+    sink = build_outputs(spec, where, lambda table, at: _build("sinks", table, at))
     dead = _build("sinks", spec["dead_letter"], f"{where} [dead_letter]") if "dead_letter" in spec else None
-    check_sink_paths({"[source] path": source, "[sink] path": sink, "[dead_letter] path": dead}, where,
+    check_sink_paths({"[source] path": source, **labelled(sink, "[sink]"), "[dead_letter] path": dead}, where,
                      checkpoints=bool(spec.get("checkpoint")))
     run_kwargs = dict(spec.get("run", {}))
     if run_kwargs.get("speed") == 0:

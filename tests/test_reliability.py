@@ -12,7 +12,9 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
 import pytest
 from connector_data import read_all, source
 from running_sum import RunningSum
@@ -51,13 +53,14 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     inp = str(tmp_path / "stream.csv")
     table = recorded_stream(inp)
 
-    # the run that never stops
-    full = finish(job(inp, str(tmp_path / "full"), str(tmp_path / "ckpt-full")))
+    # the run that never stops; each run also writes its alert rows to a side output
+    full = finish(job(inp, str(tmp_path / "full"), str(tmp_path / "ckpt-full"),
+                      "--alerts", str(tmp_path / "full-alerts")))
     assert full["events"] == ROWS
 
     # the run that is killed: slow batches, so it is still going after its first checkpoints
-    out, ckpt = str(tmp_path / "out"), str(tmp_path / "ckpt")
-    proc = job(inp, out, ckpt, "--pause", "0.015")
+    out, ckpt, alerts = str(tmp_path / "out"), str(tmp_path / "ckpt"), str(tmp_path / "alerts")
+    proc = job(inp, out, ckpt, "--pause", "0.015", "--alerts", alerts)
     deadline = time.monotonic() + 60
     while len(checkpoints(ckpt)) < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -69,7 +72,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     assert checkpoints(ckpt), "no checkpoint was taken before the kill"
     assert os.listdir(out), "no part was committed before the kill"
 
-    resumed = finish(job(inp, out, ckpt, "--resume"))
+    resumed = finish(job(inp, out, ckpt, "--resume", "--alerts", alerts))
     assert resumed["resumed_from"] is not None and 0 < resumed["resumed_from"]["row"] < ROWS
     assert resumed["events_total"] == ROWS and resumed["events"] < ROWS
 
@@ -80,6 +83,15 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     assert got.equals(want)
     assert got.select(["key", "ts", "x"]).equals(table)
     assert not [n for n in os.listdir(out) if n.startswith(".")], "in-progress leftovers"
+
+    # the side output too: exactly the alert rows of the main output, once each
+    want_alerts = ds.dataset(str(tmp_path / "full-alerts"), format="parquet").to_table()
+    got_alerts = ds.dataset(alerts, format="parquet").to_table()
+    assert got_alerts.equals(want_alerts)
+    opened = got.filter(pc.equal(got["alert"], True))
+    assert 10 < got_alerts.num_rows == opened.num_rows
+    assert got_alerts["ts"].to_pylist() == opened["ts"].to_pylist()
+    assert not [n for n in os.listdir(alerts) if n.startswith(".")], "in-progress leftovers"
 
 
 @pytest.fixture()
