@@ -26,8 +26,8 @@ A pipeline file names a source, operators and a sink; see examples/*.toml. For e
   hebbstream run examples/river_anomaly.toml --resume   # continue after a crash
   hebbstream run examples/river_anomaly.toml --overwrite  # start over, replacing earlier output
 
-Checkpoints, dead-letter sinks and pacing are set in the file ([checkpoint],
-[dead_letter], [run]); command-line flags override [run].
+Checkpoints, dead-letter sinks, more outputs and pacing are set in the file ([checkpoint],
+[dead_letter], [[outputs]], [run]); command-line flags override [run].
 """
 
 
