@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .checkpoint import CheckpointStore
@@ -59,6 +60,8 @@ class Checkpointer:
         #: seconds the last checkpoint took to save
         self.last_duration = 0.0
         self._last = time.monotonic()
+        #: called with the seconds each checkpoint took, once it is saved
+        self.on_saved: Callable[[float], None] = lambda duration: None
 
     def restore(self, force: bool) -> dict[str, Any] | None:
         """Load the latest checkpoint into the pipeline; return its source position (``None``: none yet)."""
@@ -103,3 +106,4 @@ class Checkpointer:
         self.count += 1
         self._last = time.monotonic()
         self.last_duration = self._last - t0
+        self.on_saved(self.last_duration)

@@ -57,6 +57,7 @@ from .claim import holding_outputs
 from .connector import RunContext, Sink, Source
 from .dead_letter import DeadLetter
 from .errors import BadEventError
+from .observer import RunObserver
 from .operator import Operator, Pipeline
 from .options import above, at_least, check_values
 
@@ -132,7 +133,7 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         resume: bool = False, dead_letter: Sink | None = None, check_order: bool = True,
         device: Any = None, progress: bool = False, summary_path: str | None = None,
         max_events: int | None = None, overwrite: bool = False, force: bool = False,
-        stop_requested: threading.Event | None = None) -> dict[str, Any]:
+        stop_requested: threading.Event | None = None, observer: RunObserver | None = None) -> dict[str, Any]:
     """Run ``source | pipeline | sink`` and return the run summary (also written as JSON).
 
     Args:
@@ -157,6 +158,8 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
             checkpoint was taken on (logged as a warning; see :mod:`stream.identity`).
         stop_requested: once set, the run ends as at the end of the stream, between
             micro-batches (final checkpoint, sink and source closed); see :mod:`stream.shutdown`.
+        observer: told of each batch, dead letter and checkpoint (metrics, health, the
+            dashboard); see :mod:`stream.observer` and :mod:`stream.serve`.
 
     The run holds a lock on its checkpoint folder and file sinks from start to end: a
     second run on them is refused with an error naming this one.
@@ -173,6 +176,8 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
     pipe, store = bound.pipeline, bound.store
     ckpt = Checkpointer(store, pipe, source, sink, dead_letter, every_batches=checkpoint_every_batches,
                         every_seconds=checkpoint_every_seconds)
+    observer = observer if observer is not None else RunObserver()
+    ckpt.on_saved = observer.checkpointed
 
     position = ckpt.restore(force) if resume else None
     done_before = ckpt.done_before
@@ -195,13 +200,18 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
     last_position = position
     t_start = time.perf_counter()
 
+    def dead_letters() -> int:  # rows the pipeline rejected, and messages the source itself dead-lettered
+        return (dl.count if dl is not None else 0) + getattr(source, "dead_lettered", 0)
+
     def process(micro: Batch) -> None:
         nonlocal events, batches, last_position
         out = pipe(micro, dl)
         if sink is not None and out.num_rows:
             sink.write(out)
         last_position = source.position_after(micro)
-        latency.add(time.monotonic() - micro.arrival, micro.num_rows)
+        waited = time.monotonic() - micro.arrival
+        latency.add(waited, micro.num_rows)
+        observer.batch(micro, out, waited, dead_letters())
         events += micro.num_rows
         batches += 1
         if bar is not None:
@@ -209,6 +219,7 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         if ckpt.due(batches):
             ckpt.take(last_position, events)
 
+    observer.started(source, pipe, speed)
     batcher.start(source, position)
     try:
         for item in batcher.items():
@@ -218,6 +229,7 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
                 if dl is None:
                     raise item
                 dl.source_row(item)
+                observer.dead_lettered(dead_letters())
                 last_position = item.position or last_position
             else:  # a checkpoint barrier the source asked for
                 if store is not None:
@@ -230,6 +242,7 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         if bar is not None:
             bar.close()
         source.close()
+        observer.finished()
     if sink is not None:
         sink.close()
     if dead_letter is not None:
@@ -245,8 +258,7 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         "events_per_s": events / elapsed if elapsed > 0 else float("nan"),
         "latency_s": latency.percentiles(),
         "operator_seconds": dict(pipe.timings),
-        # rows the pipeline rejected, and messages the source itself dead-lettered
-        "dead_letter": (dl.count if dl is not None else 0) + getattr(source, "dead_lettered", 0),
+        "dead_letter": dead_letters(),
         "checkpoints": ckpt.count,
         "resumed_from": position,
         "machine": machine_info(),
