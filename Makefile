@@ -20,10 +20,13 @@ setup: $(VENV)/.installed
 demo: setup
 	$(PY) -m stream.cli demo
 
+# the dashboard's browser test needs Chromium: .ci/install-browser installs it when missing (root, apt-get)
 test: setup
+	bash .ci/install-browser
 	$(PY) -m pytest -q -m "not slow" stream operators connectors tests
 
 test-all: setup
+	bash .ci/install-browser
 	$(PY) -m pytest -q stream operators connectors tests
 
 lint: setup
