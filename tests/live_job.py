@@ -72,7 +72,7 @@ def main() -> None:
     p.add_argument("--speed", type=float, default=None)
     p.add_argument("--window", type=int, default=5000)
     args = p.parse_args()
-    settings = ServeSettings(window=args.window, max_keys=10)
+    settings = ServeSettings(window=args.window, max_keys=10, budget=1.0)  # every batch charted
     with serving_for(settings, args.serve) as live:
         run(CSVSource(args.input, time="timestamp"), SpikeAlerts(), CSVSink(args.output), observer=live,
             speed=args.speed, batch_size=64, max_delay=0.05)

@@ -56,7 +56,7 @@ def test_metrics_count_what_the_run_did_and_parse_as_prometheus(tmp_path):
     ts = np.arange(n)
     ts[50] = -1  # time goes backwards for key c: dead-lettered
     table = pa.table({"key": keys, "ts": ts, "value": np.arange(n, dtype=float)})
-    with serving(ServeSettings(address="127.0.0.1:0")) as (live, url):
+    with serving(ServeSettings(address="127.0.0.1:0", budget=1.0)) as (live, url):
         run(MemorySource(table, time="ts"), Flag(), ListSink(), dead_letter=ListSink(), batch_size=10,
             checkpoint=CheckpointStore(str(tmp_path / "ck")), checkpoint_every_batches=3, observer=live)
         fams = families(url)
@@ -87,13 +87,13 @@ class Lagging(Source):
 
 
 def test_source_lag_per_partition_and_event_time_delay_of_a_paced_replay():
-    with serving(ServeSettings(address="127.0.0.1:0")) as (live, url):
+    with serving(ServeSettings(address="127.0.0.1:0", budget=1.0)) as (live, url):
         run(Lagging(), Flag(), observer=live)
         fams = families(url)
     assert value(fams, "hebbstream_source_lag", partition="topic-0") == 7
     assert value(fams, "hebbstream_source_lag", partition="topic-1") == 0
     table = pa.table({"ts": np.arange(20) * 1000, "value": np.arange(20.0)})
-    with serving(ServeSettings(address="127.0.0.1:0")) as (live, url):
+    with serving(ServeSettings(address="127.0.0.1:0", budget=1.0)) as (live, url):
         run(MemorySource(table, time="ts"), Flag(), observer=live, speed=1e6)
         fams = families(url)
     assert value(fams, "hebbstream_event_time_delay_seconds") >= 0
@@ -145,7 +145,7 @@ def test_readyz_is_503_before_the_start_200_while_batches_flow_and_503_once_the_
 
 
 def test_the_server_is_read_only_and_serves_only_its_own_pages():
-    with serving(ServeSettings(address="127.0.0.1:0")) as (live, url):
+    with serving(ServeSettings(address="127.0.0.1:0", budget=1.0)) as (live, url):
         host = url.split("//")[1]
         assert host.startswith("127.0.0.1:")
         status, page, headers = get(url + "/")
@@ -169,7 +169,7 @@ def test_the_dashboard_api_ranks_keys_and_gives_a_keys_window():
     n = 40
     keys = np.where(np.arange(n) < 20, "quiet", "loud")
     table = pa.table({"key": keys, "value": np.where(keys == "loud", 99.0, 1.0)})
-    with serving(ServeSettings(address="127.0.0.1:0", window=8)) as (live, url):
+    with serving(ServeSettings(address="127.0.0.1:0", window=8, budget=1.0)) as (live, url):
         run(MemorySource(table), Flag(), observer=live, batch_size=7)
         ranked = json.loads(get(url + "/api/keys")[1])
         series = json.loads(get(url + "/api/series?key=loud")[1])

@@ -18,11 +18,18 @@ hebbstream_checkpoint_duration_seconds          gauge       how long the last ch
 hebbstream_last_checkpoint_timestamp_seconds    gauge       Unix time of the last successful checkpoint
 hebbstream_source_lag{partition}                gauge       events waiting in the source (Kafka: per partition)
 hebbstream_event_time_delay_seconds             gauge       paced replay: how far event time trails the pace
-hebbstream_active_keys                          gauge       distinct keys seen by this run
+hebbstream_active_keys                          gauge       distinct keys seen by this run (see budget below)
 hebbstream_alerts_total                         counter     rows with ``alert`` true (alert episodes opened)
 hebbstream_last_batch_timestamp_seconds         gauge       Unix time the last micro-batch was written
 hebbstream_ready                                gauge       1 when /readyz answers 200
+hebbstream_dashboard_skipped_batches_total      counter     batches the dashboard left out (see budget below)
 ==============================================  ==========  ======================================================
+
+The counters, the latency histogram and the lag are exact. The dashboard's bookkeeping
+(distinct keys, ring buffers) takes at most ``budget`` (default 1 %) of the run's time:
+a run fast enough to exceed it (a passthrough at millions of events a second) leaves
+batches out of the dashboard and of ``hebbstream_active_keys`` and counts them; a model
+such as the HTM detector never comes near it.
 
 Labels stay bounded: operators are the pipeline's, partitions the source's; no key is
 ever a label.
@@ -49,6 +56,7 @@ from collections import deque
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -89,6 +97,9 @@ class LiveObserver(RunObserver):
         self._pace_origin: tuple[float, float] | None = None  # (first event time s, monotonic)
         self._lag_at = 0.0
         self._row = 0  # x position of rows without event time
+        self._spent = 0.0  # seconds of dashboard bookkeeping so far
+        #: batches left out of the dashboard and the active-keys count to keep within ``budget``
+        self.skipped = 0
 
     # -- hooks called by the run -------------------------------------------------------
     def started(self, source: Any, pipeline: Any, speed: float | None) -> None:
@@ -104,15 +115,7 @@ class LiveObserver(RunObserver):
         alerts = 0
         if "alert" in out and out.num_rows:
             alerts = int(np.count_nonzero(out.column("alert").fill_null(False).to_numpy(zero_copy_only=False)))
-        times = out.times() if out.num_rows else None
-        seconds = None
-        if times is not None:
-            seconds = np.asarray(times, dtype=np.float64)
-            if times.dtype == np.int64 and out.time_column in out and \
-                    str(out.column(out.time_column).type).startswith("timestamp"):
-                seconds = seconds / 1e9
-        uniq, inverse = out.key_codes() if out.key_column in out else (np.array([""], dtype=object),
-                                                                       np.zeros(out.num_rows, dtype=np.int64))
+        seconds = _seconds(out) if out.num_rows and (self._speed or self._sampled(now)) else None
         with self._lock:
             self.read += micro.num_rows
             self.written += out.num_rows
@@ -122,11 +125,9 @@ class LiveObserver(RunObserver):
             self._progress = now
             if self._pipeline is not None:
                 self.operator_seconds = dict(self._pipeline.timings)
-            if out.num_rows:
-                self.keys.update(uniq.tolist())
             if not self._rate or now - self._rate[-1][0] >= 0.5:
                 self._rate.append((now, self.read))
-            if self._speed and seconds is not None and len(seconds):
+            if self._speed and seconds is not None:
                 if self._pace_origin is None:
                     self._pace_origin = (float(seconds[0]), now)
                 due = (now - self._pace_origin[1]) * self._speed + self._pace_origin[0]
@@ -136,14 +137,37 @@ class LiveObserver(RunObserver):
             lag = self._source.lag() if hasattr(self._source, "lag") else None
             with self._lock:
                 self.lag = lag
-        self._keep(out, uniq, inverse, seconds, alerts)
+        if out.num_rows:
+            if self._sampled(now):
+                t0 = time.perf_counter()
+                self._count_and_keep(out, seconds, alerts)
+                self._spent += time.perf_counter() - t0
+            else:
+                self.skipped += 1
+
+    def _sampled(self, now: float) -> bool:
+        """Whether the dashboard's bookkeeping stays within its share (``budget``) of the run's time."""
+        return self._spent <= self.settings.budget * (now - self.started_at) or self._spent == 0.0
+
+    def _count_and_keep(self, out: Any, seconds: np.ndarray | None, alerts: int) -> None:
+        """Count the batch's distinct keys and append what the dashboard charts to the rings."""
+        charted = self.settings.score in out or self.settings.value in out
+        keyed = out.key_column in out
+        inverse = None
+        if charted:
+            uniq, inverse = out.key_codes() if keyed else (np.array([""], dtype=object),
+                                                           np.zeros(out.num_rows, dtype=np.int64))
+        else:  # distinct keys only (for the active-keys gauge): hashed in Arrow
+            uniq = pc.unique(out.column(out.key_column)).to_numpy(zero_copy_only=False) if keyed else np.array([""])
+        with self._lock:
+            self.keys.update(uniq.tolist())
+        if charted:
+            self._keep(out, uniq, inverse, seconds, alerts)
 
     def _keep(self, out: Any, uniq: np.ndarray, inverse: np.ndarray, seconds: np.ndarray | None,
               alerts: int) -> None:
-        """Append the batch's charted columns to the rings (when it has the score or the value)."""
+        """Append the batch's charted columns (the score, the value) to the rings."""
         score_col, value_col = self.settings.score, self.settings.value
-        if not out.num_rows or (score_col not in out and value_col not in out):
-            return
         n = out.num_rows
         if seconds is None:
             seconds = np.arange(self._row, self._row + n, dtype=np.float64)
@@ -201,6 +225,17 @@ class LiveObserver(RunObserver):
                     "source": getattr(self._source, "name", None)}
 
 
+def _seconds(batch: Any) -> np.ndarray | None:
+    """Event times in seconds (``None`` without a time column)."""
+    times = batch.times()
+    if times is None:
+        return None
+    seconds = np.asarray(times, dtype=np.float64)
+    if times.dtype == np.int64 and str(batch.column(batch.time_column).type).startswith("timestamp"):
+        seconds = seconds / 1e9
+    return seconds
+
+
 def _floats(batch: Any, name: str, missing: np.ndarray) -> np.ndarray:
     if name not in batch:
         return missing
@@ -254,4 +289,7 @@ class _Collector:
             if live.last_batch is not None:
                 yield GaugeMetricFamily("hebbstream_last_batch_timestamp_seconds",
                                         "Unix time the last micro-batch was written", value=live.last_batch)
+            yield CounterMetricFamily("hebbstream_dashboard_skipped_batches",
+                                      "Batches left out of the dashboard and the active-keys count (budget)",
+                                      value=live.skipped)
             yield GaugeMetricFamily("hebbstream_ready", "1 when /readyz answers 200", value=int(ready))

@@ -75,20 +75,40 @@ class KeyRings:
     def add(self, uniq: np.ndarray, inverse: np.ndarray, x: np.ndarray, value: np.ndarray, score: np.ndarray,
             alert: np.ndarray) -> None:
         """Append rows to their keys' rings: the distinct keys, each row's index into them
-        (as :meth:`Batch.key_codes` gives them), and one row-aligned array per field."""
+        (as :meth:`Batch.key_codes` gives them), and one row-aligned array per field.
+
+        Vectorised over rows: only the last ``window`` rows of each key are written, and of
+        a batch with more keys than ``max_keys``, the keys seen last."""
+        n = len(inverse)
+        if n == 0:
+            return
+        counts = np.bincount(inverse, minlength=len(uniq))
+        order = np.argsort(inverse, kind="stable")
+        starts = np.cumsum(counts) - counts
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n) - np.repeat(starts, counts)  # each row's place among its key's rows
+        present = np.flatnonzero(counts)
+        last = order[starts[present] + counts[present] - 1]  # each present key's last row
+        present = present[np.argsort(last, kind="stable")][-self.max_keys:]  # oldest first: newest slots last
         with self._lock:
-            for i, key in enumerate(uniq):
-                rows = (np.flatnonzero(inverse == i) if len(uniq) > 1 else np.arange(len(inverse)))[-self.window:]
+            slot_of_key = np.full(len(uniq), -1, dtype=np.int64)
+            for k in present.tolist():
+                key = uniq[k]
                 slot = self._slot_of(key.item() if isinstance(key, np.generic) else key)
-                at = (self.count[slot] + np.arange(len(rows))) % self.window
-                self.x[slot, at] = x[rows]
-                self.value[slot, at] = value[rows]
-                self.score[slot, at] = score[rows]
-                self.alert[slot, at] = alert[rows]
-                self.count[slot] += len(rows)
-                self.alerts[slot] += int(alert[rows].sum())
                 self._clock += 1
-                self.touched[slot] = self._clock
+                self.touched[slot] = self._clock  # now: no later key of this batch evicts it
+                slot_of_key[k] = slot
+            keep = (slot_of_key[inverse] >= 0) & (rank >= counts[inverse] - self.window)
+            rows = np.flatnonzero(keep)
+            slots = slot_of_key[inverse[rows]]
+            at = (self.count[slots] + rank[rows]) % self.window
+            self.x[slots, at] = x[rows]
+            self.value[slots, at] = value[rows]
+            self.score[slots, at] = score[rows]
+            self.alert[slots, at] = alert[rows]
+            self.count[slot_of_key[present]] += counts[present]
+            seen = np.flatnonzero(slot_of_key[inverse] >= 0)  # alerts of rows older than the window count too
+            np.add.at(self.alerts, slot_of_key[inverse[seen]], alert[seen].astype(np.int64))
 
     def keys(self) -> list[Any]:
         with self._lock:

@@ -9,6 +9,8 @@
     window = 600                   # ... and the last this many events of each
     score = "anomaly_likelihood"   # the column keys are ranked by and charted
     value = "value"                # the input value charted beside it
+    budget = 0.01                  # largest share of the run's time the dashboard may take;
+                                   # beyond it batches are sampled (metrics stay exact)
 
 Example:
     >>> parse_address("127.0.0.1:9200", "--serve")
@@ -41,7 +43,9 @@ class ServeSettings:
     window: int = 600
     score: str = "anomaly_likelihood"
     value: str = "value"
-    option_checks = {"ready_within": above(0), "max_keys": between(1, 100_000), "window": between(2, 100_000)}
+    budget: float = 0.01
+    option_checks = {"ready_within": above(0), "max_keys": between(1, 100_000), "window": between(2, 100_000),
+                     "budget": between(0, 1)}
 
 
 
