@@ -33,7 +33,7 @@ lint: setup
 	$(PY) -m ruff check stream operators connectors tests benchmarks
 
 # Every benchmark at its --quick size (each under a minute here); full sizes: python benchmarks/NAME.py
-BENCHMARKS := passthrough river_overhead nab htm_scaling tta continual pruning kafka
+BENCHMARKS := passthrough river_overhead nab htm_scaling tta continual pruning kafka serve_overhead
 bench-quick: setup
 	for b in $(BENCHMARKS); do $(PY) benchmarks/$$b.py --quick || exit 1; done
 

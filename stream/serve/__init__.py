@@ -5,6 +5,15 @@
 it with a :class:`LiveServer` (routes in :mod:`stream.serve.server`, metric names in
 :mod:`stream.serve.live`, the page in :mod:`stream.serve.static`).
 
+The dashboard is one HTML page, a small script (``static/dashboard.js``, about 150 lines)
+and a style sheet, all shipped as package data: nothing is fetched from elsewhere, so it
+works on a closed network. It draws plain SVG rather than vendoring a chart library: two
+line charts with alert markers need a polyline, a few grid lines and circles — less code
+than a library's configuration, nothing to keep patched, no licence to carry, and every
+mark is an element a test can find (``#score-chart .alert-marker``). The page polls the
+JSON endpoints once a second (no server-sent events: a poll is one short request, needs
+no long-lived connection per open tab, and survives a server restart unchanged).
+
 Example:
     >>> import numpy as np, pyarrow as pa, urllib.request
     >>> from stream import Operator, run
