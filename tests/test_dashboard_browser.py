@@ -74,6 +74,7 @@ def test_dashboard_shows_the_stream_its_points_and_alert_markers(tmp_path):
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     browser = None
     try:
+        browser = _browser()  # starts while the job starts: both take seconds
         def up():
             try:
                 return urllib.request.urlopen(url + "/healthz", timeout=1).status == 200
@@ -82,7 +83,6 @@ def test_dashboard_shows_the_stream_its_points_and_alert_markers(tmp_path):
                 return False
 
         _wait("the server answers", up)
-        browser = _browser()
         browser.get(url + "/")
         js = browser.execute_script
         # live: the key list names the stream, the chart draws its points
