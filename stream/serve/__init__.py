@@ -42,10 +42,12 @@ __all__ = ["LiveObserver", "LiveServer", "ServeSettings", "parse_address", "serv
 
 
 @contextmanager
-def serving(settings: ServeSettings, where: str = "--serve") -> Iterator[tuple[LiveObserver, str]]:
-    """Serve a fresh :class:`LiveObserver` at ``settings.address`` for the ``with`` block: yields it and the URL."""
+def serving(settings: ServeSettings, where: str = "--serve",
+            observer: LiveObserver | None = None) -> Iterator[tuple[LiveObserver, str]]:
+    """Serve ``observer`` (by default a fresh :class:`LiveObserver`) at ``settings.address`` for the
+    ``with`` block: yields it and the URL."""
     host, port = parse_address(settings.address, where)
-    live = LiveObserver(settings)
+    live = observer if observer is not None else LiveObserver(settings)
     server = LiveServer(live, host, port).start()
     try:
         yield live, server.url

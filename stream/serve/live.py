@@ -98,6 +98,7 @@ class LiveObserver(RunObserver):
         self._lag_at = 0.0
         self._row = 0  # x position of rows without event time
         self._spent = 0.0  # seconds of dashboard bookkeeping so far
+        self._per_row = 1e-6  # its cost per row, as last measured
         #: batches left out of the dashboard and the active-keys count to keep within ``budget``
         self.skipped = 0
 
@@ -106,7 +107,7 @@ class LiveObserver(RunObserver):
         with self._lock:
             self._source, self._pipeline, self._speed = source, pipeline, speed
             self.running = self.restored = True
-            self._progress = time.monotonic()
+            self._progress = self.started_at = time.monotonic()
             self._rate.append((self._progress, 0))
 
     def batch(self, micro: Any, out: Any, latency: float, dead_letter: int) -> None:
@@ -115,7 +116,8 @@ class LiveObserver(RunObserver):
         alerts = 0
         if "alert" in out and out.num_rows:
             alerts = int(np.count_nonzero(out.column("alert").fill_null(False).to_numpy(zero_copy_only=False)))
-        seconds = _seconds(out) if out.num_rows and (self._speed or self._sampled(now)) else None
+        sample = bool(out.num_rows) and self._sampled(out.num_rows, now)
+        seconds = _seconds(out) if out.num_rows and (self._speed or sample) else None
         with self._lock:
             self.read += micro.num_rows
             self.written += out.num_rows
@@ -137,17 +139,22 @@ class LiveObserver(RunObserver):
             lag = self._source.lag() if hasattr(self._source, "lag") else None
             with self._lock:
                 self.lag = lag
-        if out.num_rows:
-            if self._sampled(now):
-                t0 = time.perf_counter()
-                self._count_and_keep(out, seconds, alerts)
-                self._spent += time.perf_counter() - t0
-            else:
-                self.skipped += 1
+        if sample:
+            t0 = time.perf_counter()
+            self._count_and_keep(out, seconds, alerts)
+            took = time.perf_counter() - t0
+            self._spent += took
+            self._per_row = 0.5 * self._per_row + 0.5 * took / out.num_rows
+        elif out.num_rows:
+            self.skipped += 1
 
-    def _sampled(self, now: float) -> bool:
-        """Whether the dashboard's bookkeeping stays within its share (``budget``) of the run's time."""
-        return self._spent <= self.settings.budget * (now - self.started_at) or self._spent == 0.0
+    def _sampled(self, rows: int, now: float) -> bool:
+        """Whether a batch of ``rows`` keeps the dashboard's bookkeeping within its share (``budget``)
+        of the run's time (plus a few milliseconds of grace, so a slow model's batches all count)."""
+        if self.settings.budget >= 1:
+            return True
+        cost = rows * self._per_row
+        return self._spent + cost <= self.settings.budget * (now - self.started_at) + 0.005
 
     def _count_and_keep(self, out: Any, seconds: np.ndarray | None, alerts: int) -> None:
         """Count the batch's distinct keys and append what the dashboard charts to the rings."""
