@@ -100,17 +100,19 @@ def test_source_lag_per_partition_and_event_time_delay_of_a_paced_replay():
 
 
 class Stalling(Source):
-    """Yields one batch, then waits for ``go`` (a stalled broker, a stuck file)."""
+    """Yields a batch every few milliseconds until ``stall`` is set, then nothing until ``go``
+    (a stalled broker, a stuck file)."""
 
     def __init__(self):
-        self.go = threading.Event()
+        self.stall, self.go = threading.Event(), threading.Event()
 
     def batches(self, position=None):
-        yield Batch(pa.record_batch({"value": [1.0, 2.0]}), source="stalling")
+        i = 0
+        while not self.stall.is_set():
+            yield Batch(pa.record_batch({"value": [float(i)]}), source="stalling", offset=i)
+            i += 1
+            time.sleep(0.005)
         self.go.wait()
-
-    def length(self):
-        return 2
 
 
 def _until(check, what: str, timeout: float = 10.0):
@@ -132,12 +134,14 @@ def test_readyz_is_503_before_the_start_200_while_batches_flow_and_503_once_the_
         runner = threading.Thread(target=run, args=(source, Flag()), kwargs={"observer": live, "max_delay": 0.0})
         runner.start()
         try:
-            _until(lambda: get(url + "/readyz")[0] == 200, "ready after the first batch")
+            _until(lambda: get(url + "/readyz")[0] == 200, "ready while batches flow")
+            source.stall.set()
             status, text, _ = _until(lambda: (r := get(url + "/readyz"))[0] == 503 and r, "503 on a stall")
             assert "no batch processed" in text and "ready_within" in text
             assert get(url + "/healthz")[0] == 200  # alive all the same
             assert value(families(url), "hebbstream_ready") == 0
         finally:
+            source.stall.set()
             source.go.set()
             runner.join()
         status, text, _ = get(url + "/readyz")
