@@ -20,17 +20,20 @@ setup: $(VENV)/.installed
 demo: setup
 	$(PY) -m stream.cli demo
 
+# the dashboard's browser test needs Chromium: .ci/install-browser installs it when missing (root, apt-get)
 test: setup
+	bash .ci/install-browser
 	$(PY) -m pytest -q -m "not slow" stream operators connectors tests
 
 test-all: setup
+	bash .ci/install-browser
 	$(PY) -m pytest -q stream operators connectors tests
 
 lint: setup
 	$(PY) -m ruff check stream operators connectors tests benchmarks
 
 # Every benchmark at its --quick size (each under a minute here); full sizes: python benchmarks/NAME.py
-BENCHMARKS := passthrough river_overhead nab htm_scaling tta continual pruning kafka
+BENCHMARKS := passthrough river_overhead nab htm_scaling tta continual pruning kafka serve_overhead
 bench-quick: setup
 	for b in $(BENCHMARKS); do $(PY) benchmarks/$$b.py --quick || exit 1; done
 

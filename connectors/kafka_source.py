@@ -158,6 +158,8 @@ class KafkaSource(Source):
         self._starts: dict[str, int] = {}  # name -> offset reading started at (-1: the reset policy's)
         self._group_metadata: Any = None
         self._lock = threading.Lock()
+        self._ends: dict[str, int] = {}           # name -> high watermark last seen (for lag())
+        self._ends_at = 0.0
         self.dead_lettered = 0
         self.messages = 0           # messages read, dead letters included
         self._warned_at = 0         # dead letters counted at the last "most are rejected" warning
@@ -251,6 +253,7 @@ class KafkaSource(Source):
                 idle_since = _time.monotonic()  # waiting on the pipeline is not idling
             msgs = pending or self.consumer.consume(self.batch_size, self.poll_timeout)
             pending = []
+            self._note_ends()
             if not msgs:
                 if not self._assigned:
                     idle_since = _time.monotonic()  # idle counts from the first assignment
@@ -288,6 +291,37 @@ class KafkaSource(Source):
         except KafkaException:
             return True
         return True
+
+    def _note_ends(self) -> None:
+        """Remember each owned partition's end (librdkafka's cached high watermark), once a second.
+
+        On the reader thread: the consumer is busy there; :meth:`lag` only reads the result."""
+        now = _time.monotonic()
+        if now - self._ends_at < 1.0:
+            return
+        self._ends_at = now
+        with self._lock:
+            owned = dict(self._assigned)
+        ends = {}
+        for name, tp in owned.items():
+            try:
+                _, end = self.consumer.get_watermark_offsets(tp, cached=True)
+            except Exception:  # noqa: BLE001 - metrics only: an unknown end is left out
+                continue
+            if end is not None and end >= 0:
+                ends[name] = int(end)
+        with self._lock:
+            self._ends = ends
+
+    def lag(self) -> dict[str, int] | None:
+        """Messages not yet processed, per owned partition (``topic-partition``), as of the last poll."""
+        with self._lock:
+            lags = {}
+            for name, end in self._ends.items():
+                at = self._pos[name][0] if name in self._pos else self._starts.get(name, -1)
+                if at >= 0:
+                    lags[name] = max(0, end - at)
+            return lags
 
     def _commit(self, consumer: Any, asynchronous: bool) -> None:
         """Commit the offsets the last checkpoint left for the reader thread."""

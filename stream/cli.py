@@ -1,6 +1,7 @@
 """The ``hebbstream`` command.
 
     hebbstream run PIPELINE.toml [--resume [--force]] [--overwrite] [--summary FILE] [--progress]
+                                 [--serve [HOST:PORT]]
 
 Other sub-commands (``nab``, ``produce``, ``demo``, ...) come from the packages that
 register them under the ``hebbstream.commands`` entry point: a function that receives
@@ -34,6 +35,7 @@ Checkpoints, dead-letter sinks, more outputs and pacing are set in the file ([ch
 def _run(args: argparse.Namespace) -> int:
     from . import config
     from .runtime import run
+    from .serve import serving_for
 
     spec = config.load(args.pipeline)
     kwargs = dict(spec.run_kwargs)
@@ -48,10 +50,11 @@ def _run(args: argparse.Namespace) -> int:
         raise HebbstreamError(f"{args.pipeline}: --resume needs a [checkpoint] section")
     if args.force and not args.resume:
         raise HebbstreamError("--force only applies with --resume")
-    with graceful_stop(args.stop_timeout) as stop:  # SIGTERM/SIGINT: final checkpoint, then exit 143/130
+    # SIGTERM/SIGINT: final checkpoint, then exit 143/130; --serve/[serve]: metrics and dashboard beside the run
+    with graceful_stop(args.stop_timeout) as stop, serving_for(spec.serve, args.serve) as live:
         summary = run(spec.source, spec.pipeline, spec.sink, dead_letter=spec.dead_letter,
                       checkpoint=spec.checkpoint, resume=args.resume, summary_path=args.summary,
-                      overwrite=args.overwrite, force=args.force, stop_requested=stop, **kwargs)
+                      overwrite=args.overwrite, force=args.force, stop_requested=stop, observer=live, **kwargs)
     lat = summary["latency_s"]
     print(f"{summary['events']} events in {summary['seconds']:.2f} s "
           f"({summary['events_per_s']:,.0f} events/s); latency p50 {lat['p50'] * 1e3:.1f} ms, "
@@ -110,6 +113,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--max-events", type=_number(int, 0), help="stop after this many events")
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar (default: off)")
+    r.add_argument("--serve", nargs="?", const="127.0.0.1:9200", metavar="HOST:PORT",
+                   help="serve /metrics, /healthz, /readyz and the live dashboard (/) there while the run goes "
+                        "(default 127.0.0.1:9200; overrides [serve] address)")
     r.add_argument("--stop-timeout", type=_number(float, 0, strict=True), default=25.0, metavar="S",
                    help="after SIGTERM/SIGINT, seconds to finish the batch and checkpoint before exiting "
                         "anyway (default: 25)")

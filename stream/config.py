@@ -38,6 +38,9 @@
     max_delay = 0.05
     speed = 0                     # 0 = as fast as possible; 1 = as it happened
 
+    [serve]                       # optional: metrics, health and the dashboard (stream.serve.settings)
+    address = "127.0.0.1:9200"
+
 Relative paths are relative to the working directory.
 
 Every option is checked when the file is loaded, before anything runs: the keys of a
@@ -75,9 +78,10 @@ from .options import build as build_checked
 from .outputs import build_outputs, labelled
 from .registry import lookup
 from .runtime import RUN_CHECKS, run
+from .serve.settings import ServeSettings, check_serve
 from .sink_paths import check_sink_paths
 
-_SECTIONS = {"source", "operators", "sink", "outputs", "dead_letter", "checkpoint", "run"}
+_SECTIONS = {"source", "operators", "sink", "outputs", "dead_letter", "checkpoint", "run", "serve"}
 _TYPED = ("source", "sink", "dead_letter")      # tables naming a registered type
 _RUN_KEYS = ("batch_size", "max_delay", "speed", "read_ahead", "check_order", "device", "progress",
              "max_events")
@@ -111,7 +115,7 @@ def parse(text: str, where: str = "<pipeline>") -> dict[str, Any]:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}; known: {sorted(_SECTIONS)}")
     if "source" not in spec:
         raise ConfigError(f"{where}: a pipeline needs a [source] section")
-    for name in (*_TYPED, "checkpoint", "run"):
+    for name in (*_TYPED, "checkpoint", "run", "serve"):
         if name in spec and not isinstance(spec[name], dict):
             raise ConfigError(f"{where}: [{name}] must be a table ([{name}] followed by key = value lines)")
     ops = spec.get("operators", [])
@@ -131,6 +135,8 @@ def parse(text: str, where: str = "<pipeline>") -> dict[str, Any]:
         spec["run"] = check_options(run, spec["run"], f"{where} [run]", checks=_RUN_FILE_CHECKS, only=_RUN_KEYS)
     if "checkpoint" in spec:
         spec["checkpoint"] = check_options(CheckpointSection, spec["checkpoint"], f"{where} [checkpoint]")
+    if "serve" in spec:
+        spec["serve"] = check_serve(spec["serve"], f"{where} [serve]")
     return spec
 
 
@@ -163,6 +169,7 @@ class RunSpec:
     dead_letter: Sink | None = None
     checkpoint: CheckpointStore | None = None
     run_kwargs: dict[str, Any] = field(default_factory=dict)
+    serve: ServeSettings | None = None
 
 
 def build(spec: dict[str, Any], where: str = "<pipeline>") -> RunSpec:
@@ -188,7 +195,8 @@ def build(spec: dict[str, Any], where: str = "<pipeline>") -> RunSpec:
             raise ConfigError(f"{where} [checkpoint] key 'path': {exc}") from exc
         run_kwargs["checkpoint_every_batches"] = ck.every_batches
         run_kwargs["checkpoint_every_seconds"] = ck.every_seconds
-    return RunSpec(source, pipeline, sink, dead, store, run_kwargs)
+    serve = ServeSettings(**spec["serve"]) if "serve" in spec else None
+    return RunSpec(source, pipeline, sink, dead, store, run_kwargs, serve)
 
 
 def load(path: str) -> RunSpec:

@@ -117,6 +117,14 @@ class Source:
         state and the sink's output) is durable: the moment to acknowledge what was read
         (commit Kafka offsets). The default does nothing."""
 
+    def lag(self) -> dict[str, int] | None:
+        """How far reading is behind the input's end: events waiting, per partition name.
+
+        For metrics (``hebbstream_source_lag``); called on the run's thread between
+        micro-batches, so it must not block. ``None`` (the default): the source cannot tell.
+        """
+        return None
+
     def close(self) -> None:
         """Release files, connections."""
 

@@ -1,10 +1,10 @@
 """The one loop: read → micro-batch → operators → sink, with checkpoints and metrics.
 
-A reader thread pulls batches from the source into a bounded queue (so a slow pipeline
-back-pressures the source instead of filling memory); the main thread cuts micro-batches
-by size and by delay, runs the pipeline, writes the sink and takes checkpoints at batch
-boundaries. Replays run as fast as possible or paced by event time (``speed=1.0`` is as
-it happened, ``speed=60`` a minute per second).
+:func:`run` composes a :class:`~stream.batcher.MicroBatcher` (a reader thread and a
+bounded queue, cut into micro-batches by size and by delay, paced by event time when
+asked) and a :class:`~stream.checkpointer.Checkpointer` (restore on resume, checkpoints
+at batch boundaries): it runs the pipeline on each micro-batch, writes the sink and
+dead-letters rejected rows.
 
 Example:
     >>> import numpy as np
@@ -39,100 +39,29 @@ import json
 import logging
 import os
 import platform
-import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from .batch import Batch
+from .batcher import MicroBatcher
 from .checkpoint import CheckpointStore
+from .checkpointer import Checkpointer
 from .checks import EventTimeOrder
 from .claim import holding_outputs
 from .connector import RunContext, Sink, Source
 from .dead_letter import DeadLetter
-from .errors import BadEventError, CheckpointError, HebbstreamError
-from .identity import check_resume
+from .errors import BadEventError
+from .observer import RunObserver
 from .operator import Operator, Pipeline
 from .options import above, at_least, check_values
 
 log = logging.getLogger("hebbstream")
-
-_END = object()
-
-
-class _Failure:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
-class _Barrier(threading.Event):
-    """Put in the queue by :meth:`RunContext.checkpoint_now`; set once the checkpoint is taken."""
-
-
-def _reader(source: Source, position: dict | None, out: queue.Queue, stop: threading.Event,
-            speed: float | None) -> None:
-    """Reader thread body: put source batches (paced when asked) into ``out``."""
-    try:
-        batches: Iterator[Batch] = source.batches(position)
-        if speed:
-            batches = _paced(batches, speed, stop)
-        for batch in batches:
-            if not isinstance(batch, BadEventError):  # a row the source could not read goes as is
-                if batch.num_rows == 0:  # a live source with nothing new: a moment to notice a stop
-                    if stop.is_set():
-                        return
-                    continue
-                batch = replace(batch, arrival=time.monotonic())
-            while not stop.is_set():
-                try:
-                    out.put(batch, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if stop.is_set():
-                return
-        out.put(_END)
-    except BaseException as exc:  # handed to the main thread, which re-raises it
-        out.put(_Failure(exc))
-
-
-def _paced(batches: Iterator[Batch], speed: float, stop: threading.Event,
-           tick: float = 0.01) -> Iterator[Batch]:
-    """Release rows when their event time comes, scaled by ``speed``."""
-    origin: tuple[float, float] | None = None  # (first event time in s, wall time)
-    for batch in batches:
-        if isinstance(batch, BadEventError):
-            yield batch  # a row the source could not read has no time to wait for
-            continue
-        times = batch.times()
-        if times is None:
-            raise HebbstreamError(f"{batch.source}: paced replay needs a time column "
-                                  f"{batch.time_column!r}; use speed=None to replay as fast as possible")
-        seconds = np.asarray(times, dtype=np.float64)
-        if np.issubdtype(np.asarray(times).dtype, np.integer) and batch.time_column in batch and \
-                pa.types.is_timestamp(batch.column(batch.time_column).type):
-            seconds = seconds / 1e9
-        if origin is None:
-            origin = (seconds[0], time.monotonic())
-        due = origin[1] + (seconds - origin[0]) / speed
-        start = 0
-        while start < batch.num_rows and not stop.is_set():
-            wait = due[start] - time.monotonic()
-            if wait > 0:
-                time.sleep(min(wait, 0.5))
-                continue
-            # everything due within the next tick goes out together
-            end = int(np.searchsorted(due, time.monotonic() + tick, side="right"))
-            end = max(end, start + 1)
-            yield batch.slice(start, end - start)
-            start = end
-
 
 class _LatencyRecorder:
     def __init__(self) -> None:
@@ -204,7 +133,7 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         resume: bool = False, dead_letter: Sink | None = None, check_order: bool = True,
         device: Any = None, progress: bool = False, summary_path: str | None = None,
         max_events: int | None = None, overwrite: bool = False, force: bool = False,
-        stop_requested: threading.Event | None = None) -> dict[str, Any]:
+        stop_requested: threading.Event | None = None, observer: RunObserver | None = None) -> dict[str, Any]:
     """Run ``source | pipeline | sink`` and return the run summary (also written as JSON).
 
     Args:
@@ -229,6 +158,8 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
             checkpoint was taken on (logged as a warning; see :mod:`stream.identity`).
         stop_requested: once set, the run ends as at the end of the stream, between
             micro-batches (final checkpoint, sink and source closed); see :mod:`stream.shutdown`.
+        observer: told of each batch, dead letter and checkpoint (metrics, health, the
+            dashboard); see :mod:`stream.observer` and :mod:`stream.serve`.
 
     The run holds a lock on its checkpoint folder and file sinks from start to end: a
     second run on them is refused with an error naming this one.
@@ -240,52 +171,23 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         pipe.to(device)
     store = CheckpointStore(checkpoint, fingerprint=repr(pipe)) if isinstance(checkpoint, str) else checkpoint
     dl = DeadLetter(dead_letter) if dead_letter is not None else None
-    q: queue.Queue = queue.Queue(maxsize=max(1, read_ahead))
-    stop = threading.Event()
-
-    def checkpoint_now() -> None:
-        if threading.current_thread() is not reader:
-            raise HebbstreamError("checkpoint_now() is for the source's reader thread")
-        barrier = _Barrier()
-        while not stop.is_set():
-            try:
-                q.put(barrier, timeout=0.1)
-                break
-            except queue.Full:
-                continue
-        while not barrier.wait(0.1):
-            if stop.is_set():
-                raise HebbstreamError("the run stopped before the requested checkpoint")
-
-    bound = source.bind(RunContext(pipe, sink, store, checkpoint_now, dead_letter=dead_letter))
+    batcher = MicroBatcher(batch_size, max_delay, speed, read_ahead, stop_requested=stop_requested)
+    bound = source.bind(RunContext(pipe, sink, store, batcher.checkpoint_now, dead_letter=dead_letter))
     pipe, store = bound.pipeline, bound.store
+    ckpt = Checkpointer(store, pipe, source, sink, dead_letter, every_batches=checkpoint_every_batches,
+                        every_seconds=checkpoint_every_seconds)
+    observer = observer if observer is not None else RunObserver()
+    ckpt.on_saved = observer.checkpointed
 
-    position = None
-    sink_point = dl_point = None
-    done_before = 0
-    identity = source.identity() if store is not None else None
-    if resume:
-        if store is None:
-            raise HebbstreamError("resume needs a checkpoint store")
-        saved = store.load_latest()
-        if saved is not None:
-            try:
-                pipe.load_state_dict(saved["operators"])
-            except CheckpointError as exc:  # an operator refused its state: say which checkpoint
-                raise CheckpointError(f"{store.uri} (checkpoint {store.latest()}): {exc}") from exc
-            except (ValueError, KeyError) as exc:
-                raise CheckpointError(f"{store.uri}: checkpoint does not match the pipeline: {exc}") from exc
-            position, sink_point, dl_point = saved["source"], saved["sink"], saved["dead_letter"]
-            done_before = saved["events"]
-            check_resume(source, saved.get("source_identity"), position, where=store.uri, force=force)
-            log.info("resuming from checkpoint %s at %s", getattr(store, "loaded", None), position)
+    position = ckpt.restore(force) if resume else None
+    done_before = ckpt.done_before
+    if max_events is not None:
+        batcher.limit = max_events - done_before
     if sink is not None:
-        sink.open(sink_point)
+        sink.open(ckpt.sink_point)
     if dead_letter is not None:
-        dead_letter.open(dl_point)
+        dead_letter.open(ckpt.dead_letter_point)
 
-    reader = threading.Thread(target=_reader, args=(source, position, q, stop, speed),
-                              name="hebbstream-reader", daemon=True)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -294,25 +196,12 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
                    dynamic_ncols=True)
 
     latency = _LatencyRecorder()
-    events = batches = checkpoints = 0
-    last_ckpt = time.monotonic()
+    events = batches = 0
     last_position = position
     t_start = time.perf_counter()
 
-    def take_checkpoint() -> None:
-        nonlocal checkpoints, last_ckpt
-        state = {
-            "operators": pipe.state_dict(),
-            "source": last_position,
-            "sink": sink.flush() if sink is not None else None,
-            "dead_letter": dead_letter.flush() if dead_letter is not None else None,
-            "events": done_before + events,
-            "source_identity": identity,
-        }
-        store.save(state)
-        source.checkpointed(last_position)
-        checkpoints += 1
-        last_ckpt = time.monotonic()
+    def dead_letters() -> int:  # rows the pipeline rejected, and messages the source itself dead-lettered
+        return (dl.count if dl is not None else 0) + getattr(source, "dead_lettered", 0)
 
     def process(micro: Batch) -> None:
         nonlocal events, batches, last_position
@@ -320,84 +209,40 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         if sink is not None and out.num_rows:
             sink.write(out)
         last_position = source.position_after(micro)
-        latency.add(time.monotonic() - micro.arrival, micro.num_rows)
+        waited = time.monotonic() - micro.arrival
+        latency.add(waited, micro.num_rows)
+        observer.batch(micro, out, waited, dead_letters())
         events += micro.num_rows
         batches += 1
         if bar is not None:
             bar.update(micro.num_rows)
-        if store is not None and (
-                (checkpoint_every_batches and batches % checkpoint_every_batches == 0)
-                or (checkpoint_every_seconds and time.monotonic() - last_ckpt >= checkpoint_every_seconds)):
-            take_checkpoint()
+        if ckpt.due(batches):
+            ckpt.take(last_position, events)
 
-    reader.start()
-    pending: list[Batch] = []
-    pending_rows = 0
+    observer.started(source, pipe, speed)
+    batcher.start(source, position)
     try:
-        while True:
-            if stop_requested is not None and stop_requested.is_set():
-                if pending:
-                    process(Batch.concat(pending))
-                break
-            timeout = None
-            if pending:
-                # capped: a larger wait than the platform's longest raises OverflowError
-                timeout = min(threading.TIMEOUT_MAX, max(0.0, pending[0].arrival + max_delay - time.monotonic()))
-            if stop_requested is not None:  # wake up now and then to notice a stop request
-                timeout = 0.1 if timeout is None else min(timeout, 0.1)
-            try:
-                item = q.get(timeout=timeout) if timeout is None or timeout > 0 else q.get_nowait()
-            except queue.Empty:
-                item = None  # the oldest pending event waited max_delay
-            if isinstance(item, _Failure):
-                raise item.exc
-            if isinstance(item, BadEventError):  # rows before it first, so positions stay in order
-                if pending:
-                    process(Batch.concat(pending))
-                    pending, pending_rows = [], 0
+        for item in batcher.items():
+            if isinstance(item, Batch):
+                process(item)
+            elif isinstance(item, BadEventError):
                 if dl is None:
                     raise item
                 dl.source_row(item)
+                observer.dead_lettered(dead_letters())
                 last_position = item.position or last_position
-                continue
-            if isinstance(item, _Barrier):
-                if pending:
-                    process(Batch.concat(pending))
-                    pending, pending_rows = [], 0
+            else:  # a checkpoint barrier the source asked for
                 if store is not None:
-                    take_checkpoint()
+                    ckpt.take(last_position, events)
                 item.set()
-                continue
-            if item is _END or item is None:
-                if pending:
-                    process(Batch.concat(pending))
-                    pending, pending_rows = [], 0
-                if item is _END:
-                    break
-                continue
-            if max_events is not None and done_before + events + pending_rows + item.num_rows > max_events:
-                item = item.slice(0, max(0, max_events - done_before - events - pending_rows))
-            # cut into full micro-batches; slices are zero-copy
-            while item.num_rows:
-                take = min(batch_size - pending_rows, item.num_rows)
-                pending.append(item.slice(0, take) if take < item.num_rows else item)
-                pending_rows += take
-                item = item.slice(take) if take < item.num_rows else item.slice(0, 0)
-                if pending_rows >= batch_size:
-                    process(Batch.concat(pending))
-                    pending, pending_rows = [], 0
-            if max_events is not None and done_before + events + pending_rows >= max_events:
-                if pending:
-                    process(Batch.concat(pending))
-                break
         if store is not None:
-            take_checkpoint()
+            ckpt.take(last_position, events)
     finally:
-        stop.set()
+        batcher.close()
         if bar is not None:
             bar.close()
-        reader.join(timeout=5)
         source.close()
+        observer.finished()
     if sink is not None:
         sink.close()
     if dead_letter is not None:
@@ -413,9 +258,8 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         "events_per_s": events / elapsed if elapsed > 0 else float("nan"),
         "latency_s": latency.percentiles(),
         "operator_seconds": dict(pipe.timings),
-        # rows the pipeline rejected, and messages the source itself dead-lettered
-        "dead_letter": (dl.count if dl is not None else 0) + getattr(source, "dead_lettered", 0),
-        "checkpoints": checkpoints,
+        "dead_letter": dead_letters(),
+        "checkpoints": ckpt.count,
         "resumed_from": position,
         "machine": machine_info(),
     }
