@@ -55,7 +55,7 @@ def _browser():
         pytest.fail(f"headless Chromium did not start ({type(exc).__name__}: {str(exc).strip()[:300]}); {INSTALL}")
 
 
-def _wait(what: str, check, timeout: float = 15.0):
+def _wait(what: str, check, timeout: float = 60.0):  # returns as soon as it holds; long for a busy machine
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
