@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from operators.tta import NHL, NormAdapt, Source, Tent
+from operators.tta import EATA, NHL, SAR, NormAdapt, Source, Tent
 from operators.tta.models import build_model, train_classifier
 from stream import Batch
 from stream.batch import to_arrow
@@ -72,7 +72,7 @@ def shifted_stream(x: np.ndarray, y: np.ndarray, repeat: int) -> tuple[np.ndarra
 
 
 METHODS = {"NormAdapt": (NormAdapt, {}), "Tent": (Tent, {}), "NHL": (NHL, {}),
-           "NHL all_norm": (NHL, {"modulator": "all_norm"}),
+           "NHL all_norm": (NHL, {"modulator": "all_norm"}), "EATA": (EATA, {}), "SAR": (SAR, {}),
            # the former default step at batch 1 (1e-3 unscaled): the collapse reset must catch it
            "Tent, unscaled rate": (Tent, {"lr": 1e-3 * 64})}
 

@@ -3,6 +3,10 @@
 - :class:`NHL` — soft Hebbian first convolution + entropy-trained neuro-modulator.
 - :class:`Tent` — entropy minimisation on normalisation affine parameters (BatchNorm,
   GroupNorm, LayerNorm).
+- :class:`EATA` — entropy minimisation on reliable, non-redundant samples with a
+  Fisher anti-forgetting term (ETA without clean samples).
+- :class:`SAR` — sharpness-aware entropy minimisation on reliable samples with model
+  recovery (batch 1, mixed and label shifts).
 - :class:`NormAdapt` — BatchNorm statistics from the stream.
 - :class:`Source` — no adaptation.
 
@@ -28,9 +32,11 @@ Example:
 """
 
 from .base import TTAOperator
+from .eata import EATA
 from .nhl import NHL
 from .norm import NormAdapt
+from .sar import SAR
 from .source import Source
 from .tent import Tent
 
-__all__ = ["NHL", "NormAdapt", "Source", "TTAOperator", "Tent"]
+__all__ = ["EATA", "NHL", "SAR", "NormAdapt", "Source", "TTAOperator", "Tent"]

@@ -26,6 +26,8 @@ from torch import nn
 
 from stream.errors import ConfigError
 
+from .resnet import SmallResNet
+
 
 class SmallCNN(nn.Module):
     """conv-BN-ReLU ×3 (one 2× max-pool), global average pool, linear head.
@@ -58,7 +60,7 @@ class SmallCNN(nn.Module):
 
 
 #: name -> constructor; keyword arguments come from ``arch_params``.
-ARCHITECTURES: dict[str, type[nn.Module]] = {"small_cnn": SmallCNN}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"small_cnn": SmallCNN, "small_resnet": SmallResNet}
 
 
 def build_model(arch: str, **params: Any) -> nn.Module:
