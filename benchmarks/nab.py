@@ -1,7 +1,7 @@
 """NAB score and speed of the HTM detector, all corpus streams batched as keys of one operator.
 
 Runs ``HTMDetector.for_nab`` over the Numenta Anomaly Benchmark through the engine
-(:func:`operators.htm.nab_runner.run_corpus`: the 58 files interleaved as one keyed
+(:func:`operators.nab.runner.run_corpus`: the 58 files interleaved as one keyed
 stream, so every micro-batch advances all live streams in one tensor program), writes
 NAB result files, and scores them with the project's NAB scorer: the three profiles
 with the detector's reported score (likelihood + spatial check), and the standard
@@ -18,7 +18,6 @@ profile with the raw HTM score ("without likelihood").
 
 from __future__ import annotations
 
-import functools
 import os
 import tempfile
 import time
@@ -58,17 +57,16 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)   # what spawned workers' torch uses
     from operators.htm.backend import resolve_device
-    from operators.htm.nab_cli import htm_factory
-    from operators.htm.nab_corpus import read_results, read_windows
-    from operators.htm.nab_runner import run_corpus, score_results
-    from operators.htm.nab_scorer import ScoringTable, evaluate
+    from operators.nab.corpus import read_results, read_windows
+    from operators.nab.detectors import nab_factory
+    from operators.nab.runner import run_corpus, score_results
+    from operators.nab.scorer import ScoringTable, evaluate
 
     files = QUICK_FILES if args.quick else (args.files.split(",") if args.files else None)
     # a partial of a module-level function: it pickles, so workers can build it; the
     # device made concrete here, once, not in every worker process
-    factory = functools.partial(htm_factory, tm=args.tm, max_backtrack=args.backtrack,
-                                minmax=not args.auto_resolution,
-                                device=resolve_device(args.device))
+    factory = nab_factory("htm", tm=args.tm, max_backtrack=args.backtrack,
+                          minmax=not args.auto_resolution, device=resolve_device(args.device))
 
     out = args.out or tempfile.mkdtemp(prefix="hebbstream-nab-")
     t0 = time.perf_counter()

@@ -22,7 +22,7 @@ The sweep costs one sort of the corpus (365,558 rows): well under a second.
 
 Example (one file of 20 rows, one window over rows 12..15, probation = 3 rows):
     >>> import numpy as np
-    >>> from operators.htm.nab_scorer import ScoringTable, STANDARD, scaled_sigmoid
+    >>> from operators.nab.scorer import ScoringTable, STANDARD, scaled_sigmoid
     >>> ts = np.arange(20).astype("datetime64[m]")
     >>> scores = np.zeros(20); scores[12] = 0.9; scores[17] = 0.8
     >>> table = ScoringTable.build({"a.csv": (ts, scores)}, {"a.csv": [(ts[12], ts[15])]})
