@@ -38,6 +38,9 @@ from stream.errors import ConfigError
 #: NAB factory (a function of ``streams`` and ``seed``) or of an operator class.
 NAB_DETECTORS = {
     "htm": "operators.nab.detectors:htm_factory",
+    "cad": "operators.anomaly:ContextualDetector",
+    "art": "operators.anomaly:ARTDetector",
+    "ensemble": "operators.anomaly:ScoreEnsemble",
 }
 
 
