@@ -142,3 +142,19 @@ def test_nab_runs_a_detector_by_name(tmp_path, capsys):
     assert main(["nab", "--nab-dir", EXCERPT, "--out", str(tmp_path), "--detector", "cad"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("cad: ")
     assert sorted(os.listdir(tmp_path / "cad")) == ["realAdExchange", "realKnownCause"]
+
+
+@pytest.mark.parametrize("model", ["cad", "art"])
+def test_river_wrapper_scores_without_learning_and_learns_like_the_operator(model):
+    from operators.anomaly.river_wrapper import RiverDetector
+
+    params = {"window": 4, "levels": 1} if model == "art" else {"rest": 3}
+    values = _stream().numpy("value")[:30].tolist()
+    det = RiverDetector(model, lo=0.0, hi=10.0, **params)
+    direct = (ARTMemory if model == "art" else ContextMemory)(0.0, 10.0, **params)
+    for v in values:
+        first = det.score_one({"x": v})
+        assert det.score_one({"x": v}) == first            # scoring changes nothing
+        det.learn_one({"x": v})
+        assert first == direct.score_learn(v)               # prequential, as the operator
+    assert det.score_one({}) == 0.0 and det.score_one({"x": float("nan")}) == 0.0

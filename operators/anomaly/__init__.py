@@ -3,7 +3,7 @@
 Modules: :mod:`.keyed` (what they share), :mod:`.cad` (``ContextualDetector``, in the
 manner of CAD OSE), :mod:`.artime` (``ARTDetector``, in the manner of ARTime: Dual-Vigilance
 Fuzzy ART), :mod:`.ensemble` (``ScoreEnsemble``: detectors side by side, scores combined)
-and :mod:`.river_wrapper` (River-style ``learn_one`` / ``score_one``). Registered as the
+and :mod:`.river_wrapper` (``RiverDetector``: River-style ``learn_one`` / ``score_one``). Registered as the
 pipeline operators ``cad``, ``art`` and ``ensemble``; ``hebbstream nab --detector cad``
 runs one over the NAB corpus.
 
