@@ -202,6 +202,17 @@ class ARTDetector(KeyedDetector):
         self.quantile, self.low_quantile, self.rate = float(quantile), float(low_quantile), float(rate)
         self.threshold, self.mask, self.max_categories = float(threshold), int(mask), int(max_categories)
 
+    @classmethod
+    def for_nab(cls, streams: Any, seed: int = 0, **kwargs: Any) -> KeyedDetector:
+        """As :meth:`KeyedDetector.for_nab`, with the parameters chosen on the tuning half of
+        the corpus (:mod:`operators.nab.protocol`) unless given: sparse categories and
+        clusters (``quantile=0.001``, ``low_quantile=0.0002``) and a 500-step mask (tuning
+        half, standard profile: 33.92 at the defaults, 43.27 at 0.01 / 0.001 / 150, 47.42 at
+        0.003 / 0.0005 / 300, 54.87 here, 52.06 at 0.0003 / 0.0001 / 750)."""
+        for key, value in (("quantile", 0.001), ("low_quantile", 0.0002), ("mask", 500)):
+            kwargs.setdefault(key, value)
+        return super().for_nab(streams, seed, **kwargs)
+
     def __repr__(self) -> str:
         return (f"ARTDetector(window={self.window}, levels={self.levels}, quantile={self.quantile}, "
                 f"low_quantile={self.low_quantile}, rate={self.rate}, threshold={self.threshold}, mask={self.mask})")
