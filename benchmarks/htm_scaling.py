@@ -30,7 +30,7 @@ def _extra(p):
 
 
 def _stream(path: str) -> tuple[np.ndarray, np.ndarray]:
-    from operators.htm.nab_corpus import read_csv_columns
+    from operators.nab.corpus import read_csv_columns
 
     cols = read_csv_columns(path, ["timestamp", "value"])
     return cols["timestamp"].astype("datetime64[ns]").astype(np.int64), cols["value"].astype(float)

@@ -1,7 +1,7 @@
 """NAB score and speed of the HTM detector, all corpus streams batched as keys of one operator.
 
 Runs ``HTMDetector.for_nab`` over the Numenta Anomaly Benchmark through the engine
-(:func:`operators.htm.nab_runner.run_corpus`: the 58 files interleaved as one keyed
+(:func:`operators.nab.runner.run_corpus`: the 58 files interleaved as one keyed
 stream, so every micro-batch advances all live streams in one tensor program), writes
 NAB result files, and scores them with the project's NAB scorer: the three profiles
 with the detector's reported score (likelihood + spatial check), and the standard
@@ -14,11 +14,20 @@ profile with the raw HTM score ("without likelihood").
     python benchmarks/nab.py --quick         # four files
     python benchmarks/nab.py --workers 2     # the files shared out to two processes (same
                                              # results; results/nab-workers2.json)
+
+Any detector by name, under the protocol of :mod:`operators.nab.protocol` (parameters
+chosen on the tuning half: the odd-numbered files of each category; reported on the
+held-out half at the tuning half's thresholds, and on the full corpus): fields
+``standard``, ``reward_low_FP_rate``, ``reward_low_FN_rate`` (full corpus, mean over
+seeds), ``held_out`` and ``tuning`` (the same on each half), ``per_seed``, ``seconds``:
+
+    python benchmarks/nab.py --detector cad              # results/nab-cad.json
+    python benchmarks/nab.py --detector art --options '{"quantile": 0.02}' --tag q02
+    python benchmarks/nab.py --detector cad --half tuning    # the tuning half only (tuning runs)
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import tempfile
 import time
@@ -48,27 +57,93 @@ def _extra(p):
     p.add_argument("--threads", type=int, default=None, help="torch threads (per worker)")
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes taking jobs of files as they finish (default 1)")
+    p.add_argument("--detector", default=None,
+                   help="run this detector by name under the tuning/held-out protocol")
+    p.add_argument("--options", default="{}", help="JSON object of the detector's parameters")
+    p.add_argument("--seeds", default="0,1,2", help="seeds of a --detector run (default 0,1,2)")
+    p.add_argument("--half", choices=("all", "tuning"), default="all",
+                   help="--detector runs: every file, or only the tuning half")
+    p.add_argument("--tag", default="", help="suffix of a --detector run's results file")
+
+
+def run_protocol(args) -> None:
+    """``--detector NAME``: per seed, one run over the corpus (or the tuning half), scored
+    by the protocol; deterministic detectors (same result files for every seed) say so."""
+    import filecmp
+    import json
+
+    import numpy as np
+
+    from operators.nab.corpus import corpus_files
+    from operators.nab.detectors import nab_factory
+    from operators.nab.protocol import protocol_scores, tuning_half
+    from operators.nab.runner import run_corpus, score_results
+
+    options = json.loads(args.options)
+    factory = nab_factory(args.detector, **options)
+    files = corpus_files(args.nab_dir)
+    if args.half == "tuning":
+        files = tuning_half(files)
+    seeds = [int(x) for x in args.seeds.split(",")]
+    per_seed, dirs, seconds = {}, [], []
+    for seed in seeds:
+        out = os.path.join(args.out or tempfile.mkdtemp(prefix="hebbstream-nab-"), f"seed{seed}")
+        t0 = time.perf_counter()
+        report = run_corpus(factory, args.nab_dir, out, args.detector, files=files, seed=seed,
+                            workers=args.workers)
+        seconds.append(time.perf_counter() - t0)
+        dirs.append(report["detector_dir"])
+        if args.half == "tuning":
+            scored = {"tuning": {p: r.normalised for p, r in score_results(
+                report["detector_dir"], args.nab_dir, files=files).items()}}
+        else:
+            scored = protocol_scores(report["detector_dir"], args.nab_dir, files)
+        per_seed[seed] = {**scored, "seconds": round(seconds[-1], 1), "results_dir": report["detector_dir"]}
+        if len(dirs) == 2:
+            names = [os.path.relpath(f, dirs[1]) for f in report["files"]]
+            _, differ, errors = filecmp.cmpfiles(dirs[0], dirs[1], names, shallow=False)
+            if not differ and not errors:   # deterministic: every seed gives the same files
+                break
+    runs = list(per_seed.values())
+
+    def mean(part):
+        return {p: round(float(np.mean([r[part][p] for r in runs])), 2) for p in runs[0][part]}
+
+    figures = {"detector": args.detector, "options": options, "half": args.half,
+               "seeds": list(per_seed),
+               # proven by a second seed's identical files; None: one seed run, not checked
+               "deterministic": (len(runs) < len(seeds)) if len(seeds) > 1 else None}
+    if args.half == "all":
+        figures.update(mean("full"), held_out=mean("held_out"), tuning=mean("tuning"))
+    else:
+        figures.update(tuning=mean("tuning"))
+    figures.update(seconds=round(float(np.mean(seconds)), 1), records=report["events"], files=len(files),
+                   workers=args.workers, per_seed=per_seed)
+    name = f"nab-{args.detector}" + (f"-{args.tag}" if args.tag else "") + (
+        "-tuning" if args.half == "tuning" else "")
+    finish(name, figures, quick=args.quick)
 
 
 def main() -> None:
     args = parse_args("nab", __doc__.splitlines()[0], _extra)
+    if args.detector:
+        return run_protocol(args)
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)   # what spawned workers' torch uses
     from operators.htm.backend import resolve_device
-    from operators.htm.nab_cli import htm_factory
-    from operators.htm.nab_corpus import read_results, read_windows
-    from operators.htm.nab_runner import run_corpus, score_results
-    from operators.htm.nab_scorer import ScoringTable, evaluate
+    from operators.nab.corpus import read_results, read_windows
+    from operators.nab.detectors import nab_factory
+    from operators.nab.runner import run_corpus, score_results
+    from operators.nab.scorer import ScoringTable, evaluate
 
     files = QUICK_FILES if args.quick else (args.files.split(",") if args.files else None)
     # a partial of a module-level function: it pickles, so workers can build it; the
     # device made concrete here, once, not in every worker process
-    factory = functools.partial(htm_factory, tm=args.tm, max_backtrack=args.backtrack,
-                                minmax=not args.auto_resolution,
-                                device=resolve_device(args.device))
+    factory = nab_factory("htm", tm=args.tm, max_backtrack=args.backtrack,
+                          minmax=not args.auto_resolution, device=resolve_device(args.device))
 
     out = args.out or tempfile.mkdtemp(prefix="hebbstream-nab-")
     t0 = time.perf_counter()

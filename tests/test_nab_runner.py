@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from operators.htm.nab_corpus import NABFormatError, read_corpus_file
-from operators.htm.nab_runner import NABCorpusSource, NABStream, run_corpus, score_results
+from operators.nab.corpus import NABFormatError, read_corpus_file
+from operators.nab.runner import NABCorpusSource, NABStream, run_corpus, score_results
 from stream import Batch, Operator
 from stream.cli import main
 from stream.testing import check_operator
@@ -206,3 +206,40 @@ def test_cli_full_corpus_prints_nupic_scores(capsys):
     assert main(["nab", "--nab-dir", CORPUS, "--out", os.path.join(CORPUS, "results", "numenta"),
                  "--score-only"]) == 0
     assert last_line(capsys.readouterr().out).startswith("numenta: 70.10 / 63.12 / 74.32  ")
+
+
+def test_nab_package_has_no_import_cycle_and_leaves_the_algorithm_alone():
+    """Each module of operators.nab imports only modules before it (no cycle), and
+    nothing in operators.htm imports the NAB tools beyond the shared probation rule."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parent.parent / "operators"
+    graph = {}
+    for path in (root / "nab").glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                deps.add(node.module.split(".")[0])
+        graph[path.stem] = deps
+    done: set[str] = set()
+
+    def visit(name, trail):
+        assert name not in trail, f"import cycle: {' -> '.join([*trail, name])}"
+        if name not in done:
+            for dep in graph.get(name, ()):
+                visit(dep, [*trail, name])
+            done.add(name)
+
+    for name in graph:
+        visit(name, [])
+    htm_imports = {m for p in (root / "htm").glob("*.py") for m in
+                   (n.module for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.ImportFrom))
+                   if m and m.startswith("operators.nab")}
+    assert htm_imports <= {"operators.nab.scorer"}
+
+
+def test_cli_unknown_detector_is_named(tmp_path, capsys):
+    assert main(["nab", "--nab-dir", EXCERPT, "--out", str(tmp_path), "--detector", "no-such"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown NAB detector 'no-such'" in err and "htm" in err

@@ -9,9 +9,9 @@ import os
 import numpy as np
 import pytest
 
-from operators.htm.nab_corpus import read_results, read_windows
-from operators.htm.nab_runner import read_nab_thresholds, scoring_table
-from operators.htm.nab_scorer import (
+from operators.nab.corpus import read_results, read_windows
+from operators.nab.runner import read_nab_thresholds, scoring_table
+from operators.nab.scorer import (
     LOW_FN,
     LOW_FP,
     PROFILES,

@@ -3,8 +3,8 @@
 Modules: :mod:`.encoders` (RDSE, time of day), :mod:`.spatial_pooler`,
 :mod:`.temporal_memory`, :mod:`.model` (the three in lockstep over keys),
 :mod:`.detector` (the ``HTMDetector`` operator), :mod:`.likelihood` (anomaly likelihood
-and the spatial check), :mod:`.river_wrapper` (River anomaly detector), and the NAB
-tools (:mod:`.nab_scorer`, :mod:`.nab_runner`, :mod:`.nab_cli`).
+and the spatial check), :mod:`.river_wrapper` (River anomaly detector). The NAB
+benchmark tools are in :mod:`operators.nab`.
 
 Example:
     >>> from operators.htm import HTMDetector

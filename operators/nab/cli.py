@@ -1,11 +1,12 @@
 """``hebbstream nab``: run a detector over the NAB corpus and score it, or score results.
 
-    hebbstream nab --out RESULTS [--nab-dir NAB] [--detector htm] [--seed N]
+    hebbstream nab --out RESULTS [--nab-dir NAB] [--detector NAME] [--seed N]
     hebbstream nab --out RESULTS --score-only [--nab-dir NAB]
 
 The corpus defaults to the one bundled in the repository (``examples/data/nab``).
 
-Without ``--score-only`` the detector runs over every corpus file (all streams batched
+Without ``--score-only`` the detector named by ``--detector`` (default ``htm``; any
+registered operator, see :mod:`operators.nab.detectors`) runs over every corpus file (all streams batched
 together through the engine), its results are written in NAB's layout under
 ``RESULTS/<detector>/`` and scored. With ``--score-only``, ``RESULTS`` is an existing
 detector folder (or a folder of them) and is only scored.
@@ -34,21 +35,18 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import functools
-import importlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 from stream.errors import HebbstreamError
 
-from .backend import resolve_device
-from .nab_corpus import BUNDLED_CORPUS, corpus_files, find_detector_dirs, read_windows
-from .nab_runner import NABStream, read_nab_thresholds, run_corpus, scoring_table
-from .nab_scorer import PROFILES, Profile, ProfileReport, ScoringTable, evaluate, load_profiles
+from .corpus import BUNDLED_CORPUS, corpus_files, find_detector_dirs, read_windows
+from .detectors import known_detectors, load_object, nab_factory
+from .runner import read_nab_thresholds, run_corpus, scoring_table
+from .scorer import PROFILES, Profile, ProfileReport, ScoringTable, evaluate, load_profiles
 
 DESCRIPTION = """\
 Run an anomaly detector over the Numenta Anomaly Benchmark and score it with NAB's
@@ -60,43 +58,12 @@ and a perfect one 100).
 EPILOG = """\
 examples:
   hebbstream nab --out results                  # HTM over the bundled corpus
+  hebbstream nab --out results --detector NAME  # another registered detector
   hebbstream nab --out results --workers 2      # on two processes
   hebbstream nab --out results --seed 1 --files 'realKnownCause/*'
   hebbstream nab --out examples/data/nab/results/numenta --score-only   # NuPIC's published results
   hebbstream nab --nab-dir ../NAB --out results # another copy of the corpus
 """
-
-
-def htm_factory(streams: dict[str, NABStream], seed: int = 0, tm: str = "backtracking", *,
-                max_backtrack: int = 0, minmax: bool = True, device: Any = "auto") -> Any:
-    """The HTM detector for the NAB corpus: ``HTMDetector.for_nab(streams, seed=seed)``,
-    with the ``"plain"`` or NuPIC's ``"backtracking"`` temporal memory (``max_backtrack``:
-    the plain TM's simplified backtracking), the encoder resolution from the file's min
-    and max (NAB's rule) or, ``minmax=False``, from the first records. Module-level, so
-    ``functools.partial(htm_factory, ...)`` pickles for ``--workers``."""
-    from .detector import HTMDetector  # the model is heavy: import it only to run it
-    from .model import HTMConfig
-
-    build = getattr(HTMDetector, "for_nab", None)
-    if build is None:
-        raise HebbstreamError("operators.htm.detector.HTMDetector has no for_nab(streams, "
-                              "seed=...) constructor; pass --factory MODULE:FUNCTION")
-    return build(streams, seed=seed, minmax=minmax, device=device,
-                 config=HTMConfig(tm=tm, max_backtrack=max_backtrack))
-
-
-def load_factory(spec: str) -> Callable[..., Any]:
-    """``"package.module:function"`` → the function."""
-    module, _, attr = spec.partition(":")
-    if not module or not attr:
-        raise HebbstreamError(f"--factory {spec!r}: expected MODULE:FUNCTION")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise HebbstreamError(f"--factory {spec!r}: {exc}") from exc
-    return obj
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -110,11 +77,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "bundled in the repository, examples/data/nab)")
     p.add_argument("--out", required=True, metavar="RESULTS_DIR",
                    help="where result files go (with --score-only: the folder to score)")
-    p.add_argument("--detector", default=None,
-                   help="detector name: the results sub-folder and file prefix (default: htm; "
-                        "with --score-only: every detector folder found)")
+    p.add_argument("--detector", default=None, metavar="NAME",
+                   help="the detector to run, by name (default: htm; one of: "
+                        f"{', '.join(known_detectors())}), also the results sub-folder and file "
+                        "prefix; with --factory only the folder name; with --score-only: the "
+                        "detector folder to score (default: every one found)")
     p.add_argument("--factory", default=None, metavar="MODULE:FUNCTION",
-                   help="builds the detector from {file: NABStream} (default: the HTM detector)")
+                   help="builds the detector from {file: NABStream} instead of --detector's")
     p.add_argument("--seed", type=int, default=0, help="detector seed (default 0)")
     p.add_argument("--tm", choices=("plain", "backtracking"), default=None,
                    help="HTM detector's temporal memory: backtracking (NuPIC's BacktrackingTM, "
@@ -141,6 +110,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
     p.set_defaults(func=main)
     return p
+
+
+def _named_factory(detector: str, args: argparse.Namespace) -> Any:
+    if detector != "htm":
+        return nab_factory(detector)
+    from operators.htm.backend import resolve_device
+
+    # the device made concrete here, once, not in every worker process
+    return nab_factory("htm", tm=args.tm or "backtracking", device=resolve_device(args.device))
 
 
 def _profiles(nab_dir: str, names: list[str] | None) -> dict[str, Profile]:
@@ -226,12 +204,10 @@ def _main(args: argparse.Namespace) -> int:
             dirs = {args.detector: dirs[args.detector]}
     else:
         detector = args.detector or "htm"
-        if args.factory and args.tm:
-            raise HebbstreamError("--tm chooses the HTM detector's temporal memory; it does "
-                                  "not apply to --factory")
-        # the device made concrete here, once, not in every worker process
-        factory = load_factory(args.factory) if args.factory else functools.partial(
-            htm_factory, tm=args.tm or "backtracking", device=resolve_device(args.device))
+        if args.tm and (args.factory or detector != "htm"):
+            raise HebbstreamError("--tm chooses the HTM detector's temporal memory; it applies "
+                                  "to --detector htm only")
+        factory = load_object(args.factory) if args.factory else _named_factory(detector, args)
         names = _select(corpus_files(nab_dir), args.files)
         t0 = time.perf_counter()
         if args.workers < 1:

@@ -1,22 +1,20 @@
-"""Run a detector over the NAB corpus through the engine, write NAB result files, score them.
+"""Replay NAB corpus files through the engine in this process and collect the scores.
 
-:func:`run_corpus` replays every corpus file as one keyed stream (key = the file's
+:func:`replay_corpus` runs the chosen corpus files as one keyed stream (key = the file's
 relative name, e.g. ``realKnownCause/nyc_taxi.csv``) through :func:`stream.run`: the
-source interleaves the files row by row, so each micro-batch holds a few rows of every
-stream and a detector that batches its per-key work runs all 58 streams together.
-Scores are collected per key and written as NAB result files, which
-:func:`score_results` scores with :mod:`operators.htm.nab_scorer`.
+source (:class:`NABCorpusSource`) interleaves the files row by row, so each micro-batch
+holds a few rows of every stream and a detector that batches its per-key work runs all
+58 streams together. Scores are collected per key (:class:`NABResultSink`) and written
+as NAB result files. The detector is built by a factory that receives what NAB lets a
+detector know up front about each stream (:class:`NABStream`: its length, min and max).
 
-The detector is built by a factory that receives what NAB lets a detector know up front
-about each stream (:class:`NABStream`: its length, min and max). ``workers=N`` shares
-the files out to N processes, each running this same path over the jobs it takes
-(:mod:`operators.htm.nab_workers`); the result files are the same bytes.
+This is the one-process path; :mod:`operators.nab.workers` runs it in worker processes
+and :func:`operators.nab.runner.run_corpus` chooses between the two.
 
 Example (a toy detector that scores the distance to the previous value):
     >>> import os, tempfile
     >>> import numpy as np
     >>> from stream import Operator
-    >>> from operators.htm.nab_runner import run_corpus, score_results
     >>> class Jump(Operator):
     ...     requires = {"value": "number"}
     ...     def __init__(self, streams):
@@ -31,17 +29,14 @@ Example (a toy detector that scores the distance to the previous value):
     ...         return batch.with_columns({"anomaly_score": out})
     >>> nab = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "data", "nab")
     >>> out = tempfile.mkdtemp()
-    >>> report = run_corpus(Jump, nab, out, "jump")
-    >>> sorted(os.listdir(os.path.join(out, "jump")))
-    ['realAdExchange', 'realKnownCause']
-    >>> scores = score_results(os.path.join(out, "jump"), nab)
-    >>> sorted(scores)
-    ['reward_low_FN_rate', 'reward_low_FP_rate', 'standard']
+    >>> report = replay_corpus(Jump, nab, out, "jump")
+    >>> sorted(os.path.relpath(p, out) for p in report["files"])  # doctest: +NORMALIZE_WHITESPACE
+    ['jump/realAdExchange/jump_exchange-2_cpc_results.csv',
+     'jump/realKnownCause/jump_rogue_agent_key_hold.csv']
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,21 +47,10 @@ import pyarrow as pa
 
 from stream import Batch, Operator, Sink, Source, run
 
-from .nab_corpus import (
-    NABFormatError,
-    corpus_files,
-    corpus_row_count,
-    read_corpus_file,
-    read_results,
-    read_windows,
-    window_labels,
-    write_result,
-)
-from .nab_scorer import PROFILES, Profile, ProfileReport, ScoringTable, evaluate, load_profiles
+from .corpus import NABFormatError, corpus_files, read_corpus_file, read_windows, window_labels, write_result
 
 #: Columns a detector may add that are worth keeping in the result files.
 EXTRA_COLUMNS = ("raw_score", "anomaly_likelihood")
-THRESHOLDS_FILE = os.path.join("config", "thresholds.json")
 
 
 @dataclass(frozen=True)
@@ -164,44 +148,20 @@ class NABResultSink(Sink):
         return {k: int((~f).sum()) for k, f in self.filled.items() if not f.all()}
 
 
-def run_corpus(detector_factory: Callable[..., Operator], nab_dir: str, out_dir: str,
-               detector: str = "htm", *, files: Sequence[str] | None = None,
-               seed: int | None = None, batch_size: int = 4096, per_turn: int = 1,
-               score_column: str = "anomaly_score", progress: bool = False,
-               device: Any = None, workers: int = 1,
-               start_method: str | None = None) -> dict[str, Any]:
-    """Run a detector over the corpus and write ``out_dir/<detector>/<category>/<detector>_<file>``.
+def replay_corpus(detector_factory: Callable[..., Operator], nab_dir: str, out_dir: str,
+                  detector: str = "htm", *, files: Sequence[str] | None = None,
+                  seed: int | None = None, batch_size: int = 4096, per_turn: int = 1,
+                  score_column: str = "anomaly_score", progress: bool = False,
+                  device: Any = None) -> dict[str, Any]:
+    """Run a detector over corpus files in this process; write
+    ``out_dir/<detector>/<category>/<detector>_<file>``.
 
-    Args:
-        detector_factory: called as ``detector_factory(streams)`` (plus ``seed=seed`` when
-            a seed is given) with ``{name: NABStream}``; returns the operator. It must add
-            ``score_column`` to every batch.
-        files: a subset of the corpus (``category/file.csv`` names); default all.
-        batch_size / per_turn: micro-batch size, and rows of a stream per turn of the
-            interleaving (1: every micro-batch spreads over all streams).
-        device: passed to :func:`stream.run` (``pipeline.to(device)``).
-        workers: processes to share the files out to (:mod:`operators.htm.nab_workers`:
-            the files are cut into jobs, largest first, and a worker that finishes a
-            job takes the next; each writes its jobs' results; the result files are the
-            same bytes as with one). At most one worker per job starts (one file runs
-            here). With more than one, the factory must pickle.
-        start_method: how worker processes start (default ``"spawn"``).
-        progress: a progress bar; with workers, a line per finished job.
-
-    Returns the engine's run summary plus ``detector_dir``, ``files`` written and
-    ``workers`` (with more than one: the merged summary, and ``per_worker``).
-    NAB files repeat or step back timestamps at clock changes, so the run does not
-    reject time going backwards within a key (NAB detectors see rows in file order).
+    The arguments are :func:`operators.nab.runner.run_corpus`'s, less the worker
+    options. Returns the engine's run summary plus ``detector_dir``, ``files`` written
+    and ``workers`` (1). NAB files repeat or step back timestamps at clock changes, so
+    the run does not reject time going backwards within a key (NAB detectors see rows
+    in file order).
     """
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    if workers > 1:
-        from .nab_workers import START_METHOD, run_workers  # it imports this module
-
-        return run_workers(detector_factory, nab_dir, out_dir, detector, files, workers,
-                           start_method=start_method or START_METHOD, progress=progress,
-                           seed=seed, batch_size=batch_size, per_turn=per_turn,
-                           score_column=score_column, device=device)
     source = NABCorpusSource(nab_dir, files, per_turn=per_turn, batch_rows=batch_size)
     windows = labelled_windows(nab_dir, source.files)
     kwargs = {} if seed is None else {"seed": seed}
@@ -233,44 +193,3 @@ def labelled_windows(nab_dir: str, names: Sequence[str]) -> dict[str, list[tuple
         raise NABFormatError(f"{nab_dir}: labels/combined_windows.json has no entry for "
                              f"{unknown[:3]}")
     return windows
-
-
-def read_nab_thresholds(nab_dir: str) -> dict[str, dict[str, float]]:
-    """NAB's stored thresholds, ``{detector: {profile: threshold}}`` (empty if absent)."""
-    path = os.path.join(nab_dir, THRESHOLDS_FILE)
-    if not os.path.exists(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        raw = json.load(f)
-    return {det: {prof: float(v["threshold"]) for prof, v in profs.items()}
-            for det, profs in raw.items()}
-
-
-def scoring_table(detector_dir: str, nab_dir: str, files: Sequence[str] | None = None,
-                  detector: str | None = None, column: str = "anomaly_score") -> ScoringTable:
-    """Read a detector's result files (all corpus files, or ``files``) into a scoring table."""
-    windows = read_windows(nab_dir)
-    names = list(files) if files is not None else sorted(windows)
-    results = read_results(detector_dir, names, detector, column)
-    for name, (ts, _) in results.items():
-        # NAB scores a result file against its corpus file: same rows, same probation
-        rows = corpus_row_count(nab_dir, name)
-        if rows is not None and rows != len(ts):
-            raise NABFormatError(f"{detector_dir}: the result for {name} has {len(ts)} rows, "
-                                 f"the corpus file {rows}")
-    return ScoringTable.build(results, windows)
-
-
-def score_results(detector_dir: str, nab_dir: str, *, files: Sequence[str] | None = None,
-                  detector: str | None = None, profiles: Mapping[str, Profile] | None = None,
-                  thresholds: Mapping[str, float] | None = None,
-                  column: str = "anomaly_score") -> dict[str, ProfileReport]:
-    """NAB scores of a detector folder: thresholds swept over the corpus unless given.
-
-    ``profiles`` default to the NAB folder's ``config/profiles.json`` (NAB's three).
-    """
-    if profiles is None:
-        path = os.path.join(nab_dir, "config", "profiles.json")
-        profiles = load_profiles(path) if os.path.exists(path) else PROFILES
-    table = scoring_table(detector_dir, nab_dir, files, detector, column)
-    return evaluate(table, profiles, thresholds)

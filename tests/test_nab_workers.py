@@ -16,8 +16,8 @@ import pytest
 
 from operators.htm.detector import HTMDetector
 from operators.htm.model import HTMConfig
-from operators.htm.nab_runner import run_corpus
-from operators.htm.nab_workers import NABWorkerError, plan_jobs
+from operators.nab.runner import run_corpus
+from operators.nab.workers import NABWorkerError, plan_jobs
 from stream import Batch, Operator
 from stream.cli import main
 from stream.errors import HebbstreamError
@@ -52,7 +52,7 @@ def fails_on(streams, seed=0, key=FILES[1], how="raise"):
 def spawnable(name: str):
     """``name`` from this file imported by its name on the tests path (``pythonpath``),
     which a spawned worker can import too (pytest's own module name it cannot)."""
-    return getattr(importlib.import_module("test_htm_nab_workers"), name)
+    return getattr(importlib.import_module("test_nab_workers"), name)
 
 
 def small_htm(tm: str) -> functools.partial:
@@ -201,7 +201,7 @@ def test_a_slow_job_holds_one_worker_while_the_other_takes_the_rest(tmp_path):
 
 
 def small_htm_plain(streams, seed=0):
-    """Factory for ``--factory test_htm_nab_workers:small_htm_plain``."""
+    """Factory for ``--factory test_nab_workers:small_htm_plain``."""
     return small_htm("plain")(streams, seed=seed)
 
 
@@ -210,7 +210,7 @@ def test_cli_workers(tmp_path, capsys):
     for workers in ("1", "2"):
         out = str(tmp_path / workers)
         assert main(["nab", "--nab-dir", EXCERPT, "--out", out, "--workers", workers,
-                     "--factory", "test_htm_nab_workers:small_htm_plain"]) == 0
+                     "--factory", "test_nab_workers:small_htm_plain"]) == 0
         captured = capsys.readouterr()
         assert "of 2 files in" in captured.err and f"on {workers} worker(s)" in captured.err
         outs.append(captured.out)

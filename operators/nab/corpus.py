@@ -16,7 +16,7 @@ CSV files are read with pyarrow's parser, not row by row.
 Example:
     >>> import os, tempfile
     >>> import numpy as np
-    >>> from operators.htm.nab_corpus import write_result, read_results
+    >>> from operators.nab.corpus import write_result, read_results
     >>> root = tempfile.mkdtemp()
     >>> ts = np.arange(3).astype("datetime64[m]")
     >>> path = write_result(os.path.join(root, "d"), "d", "cat/f.csv", ts, np.ones(3),
@@ -41,7 +41,7 @@ import pyarrow.csv as pacsv
 
 from stream.errors import HebbstreamError
 
-from .nab_scorer import window_bounds
+from .scorer import window_bounds
 
 WINDOWS_FILE = os.path.join("labels", "combined_windows.json")
 PROFILES_FILE = os.path.join("config", "profiles.json")

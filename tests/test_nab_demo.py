@@ -7,8 +7,8 @@ import os
 
 import pyarrow.csv as pacsv
 
-from operators.htm.demo import DEFAULT_DATA, DEFAULT_WINDOWS, add_parser, alert_episodes, run_demo
 from operators.htm.model import HTMConfig
+from operators.nab.demo import DEFAULT_DATA, DEFAULT_WINDOWS, add_parser, alert_episodes, run_demo
 
 
 def test_bundled_data_and_windows_are_shipped():

@@ -6,6 +6,10 @@ licence, bundled with the corpus and its labelled anomaly windows), writes the s
 with the labelled windows and the alerts; anomaly likelihood with the alert threshold)
 into ``out/demo/``, and prints where it raised alerts.
 
+The stream goes through the connectors a pipeline file uses (:class:`connectors.csv.CSVSource`
+in, :class:`connectors.memory.MemorySink` out); the file's min and max are read first, as
+NAB lets its detectors know them (NuPIC's encoder range).
+
 Example (a short run on the first rows, without the plot):
     >>> import tempfile
     >>> from operators.htm.model import HTMConfig
@@ -21,17 +25,18 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from stream import Batch, Sink, Source, run
+from connectors.csv import CSVSource
+from connectors.memory import MemorySink
+from operators.htm.detector import HTMDetector
+from operators.htm.model import HTMConfig
+from stream import run
 
-from .detector import HTMDetector
-from .model import HTMConfig
-from .nab_corpus import read_csv_columns
+from .corpus import read_csv_columns
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.normpath(os.path.join(HERE, "..", "..", "examples", "data", "nab"))
@@ -40,33 +45,6 @@ DEFAULT_WINDOWS = os.path.join(EXAMPLES, "labels", "combined_windows.json")
 #: NAB standard-profile threshold of this detector over the whole corpus (benchmarks/nab.py,
 #: seed 0, plain TM, min/max resolution): the threshold NAB's sweep picked
 DEFAULT_THRESHOLD = 0.5545
-
-
-class _ArraySource(Source):
-    """One keyed stream from arrays, in micro-batches (resumable by row)."""
-
-    def __init__(self, name: str, ts: np.ndarray, values: np.ndarray, rows: int = 2048):
-        self.name, self.ts, self.values, self.rows = name, ts, values, rows
-
-    def batches(self, position: dict[str, Any] | None = None) -> Iterator[Batch]:
-        start = int((position or {}).get("row", 0))
-        for lo in range(start, len(self.values), self.rows):
-            hi = min(lo + self.rows, len(self.values))
-            data = pa.record_batch({"key": [self.name] * (hi - lo),
-                                    "timestamp": pa.array(self.ts[lo:hi], pa.timestamp("ns")),
-                                    "value": self.values[lo:hi]})
-            yield Batch(data, source=self.name, offset=lo, time_column="timestamp")
-
-    def length(self) -> int:
-        return len(self.values)
-
-
-class _Collect(Sink):
-    def __init__(self) -> None:
-        self.batches: list[pa.RecordBatch] = []
-
-    def write(self, batch: Batch) -> None:
-        self.batches.append(batch.data)
 
 
 def read_windows_for(path: str, data_file: str) -> list[tuple[np.datetime64, np.datetime64]]:
@@ -98,24 +76,26 @@ def run_demo(data: str = DEFAULT_DATA, windows: str = DEFAULT_WINDOWS, out_dir: 
              rows: int | None = None, plot: bool = True, config: HTMConfig | None = None,
              quiet: bool = True) -> dict[str, Any]:
     """Score ``data`` with the HTM detector; write CSV (and PNG); return a report."""
+    # what NAB tells a detector up front: the file's length, min and max
     cols = read_csv_columns(data, ["timestamp", "value"])
     ts, values = cols["timestamp"].astype("datetime64[ns]"), cols["value"].astype(np.float64)
     if rows is not None:
         ts, values = ts[:rows], values[:rows]
     name = os.path.splitext(os.path.basename(data))[0]
-    kwargs: dict[str, Any] = dict(rows={name: len(values)}, alert_threshold=threshold, seed=seed,
+    key = ""   # a source without a key column is one stream, keyed ""
+    kwargs: dict[str, Any] = dict(rows={key: len(values)}, alert_threshold=threshold, seed=seed,
                                   config=config)
     if minmax:
-        kwargs.update(resolution="minmax", value_range={name: (values.min(), values.max())})
+        kwargs.update(resolution="minmax", value_range={key: (values.min(), values.max())})
     detector = HTMDetector(**kwargs)
-    sink = _Collect()
+    source = CSVSource(data, time="timestamp", batch_size=2048, column_types={"value": "float64"})
+    sink = MemorySink()
     t0 = time.perf_counter()
     # NAB files step back in time at clock changes (this one at row 10149); NAB scores rows
     # in file order, so the demo does not reject them as the engine would by default
-    summary = run(_ArraySource(name, ts.astype(np.int64), values), detector, sink,
-                  batch_size=2048, check_order=False)
+    summary = run(source, detector, sink, batch_size=2048, check_order=False, max_events=rows)
     seconds = time.perf_counter() - t0
-    table = pa.Table.from_batches(sink.batches)
+    table = sink.to_table()
     labelled = read_windows_for(windows, data)
     label = np.zeros(len(values), dtype=np.int8)
     for a, b in labelled:
@@ -125,7 +105,7 @@ def run_demo(data: str = DEFAULT_DATA, windows: str = DEFAULT_WINDOWS, out_dir: 
     files = {"csv": os.path.join(out_dir, f"{name}_scored.csv")}
     import pyarrow.csv as pacsv
 
-    pacsv.write_csv(table.drop_columns(["key"]), files["csv"])
+    pacsv.write_csv(table, files["csv"])
     alert = table.column("alert").to_numpy(zero_copy_only=False)
     likelihood = table.column("anomaly_likelihood").to_numpy()
     episodes = alert_episodes(ts, alert)

@@ -2,7 +2,7 @@
 
 This is hebbstream's scale-out on one machine, the way workers of a Kafka consumer
 group share a topic: each worker runs the ordinary engine path over a set of keys
-(:func:`~operators.htm.nab_runner.run_corpus` on some corpus files, interleaved, the
+(:func:`~operators.nab.replay.replay_corpus` on some corpus files, interleaved, the
 detector batching its keys) and writes their result files; the parent only hands out
 the files and collects the reports. A key's model is independent of the other keys and
 its random draws depend only on its own data and seed, so the result files are
@@ -25,17 +25,17 @@ so it pickles):
     >>> import filecmp, functools, os, tempfile
     >>> from operators.htm.detector import HTMDetector
     >>> from operators.htm.model import HTMConfig
-    >>> from operators.htm.nab_runner import run_corpus
+    >>> from operators.nab.replay import replay_corpus
     >>> plan_jobs(["a.csv", "b.csv", "c.csv", "d.csv"], [10, 40, 30, 20], 2)
     [['b.csv'], ['c.csv'], ['d.csv'], ['a.csv']]
     >>> nab = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "data", "nab")
     >>> factory = functools.partial(HTMDetector.for_nab, config=HTMConfig.small(), device="numpy")
     >>> one, two = tempfile.mkdtemp(), tempfile.mkdtemp()
-    >>> report = run_corpus(factory, nab, two, "htm", workers=2)
+    >>> report = run_workers(factory, nab, two, "htm", None, 2)
     >>> report["workers"], report["events"], sorted(len(w["files"]) for w in report["per_worker"])
     (2, 3506, [1, 1])
     >>> names = [os.path.relpath(p, two) for p in report["files"]]
-    >>> _ = run_corpus(factory, nab, one, "htm")
+    >>> _ = replay_corpus(factory, nab, one, "htm")
     >>> filecmp.cmpfiles(one, two, names, shallow=False)[0] == names   # same bytes
     True
 """
@@ -55,8 +55,8 @@ from typing import Any
 from stream import Operator
 from stream.errors import HebbstreamError
 
-from .nab_corpus import DATA_DIR, NABFormatError, corpus_files, corpus_row_count
-from .nab_runner import labelled_windows, run_corpus
+from .corpus import DATA_DIR, NABFormatError, corpus_files, corpus_row_count
+from .replay import labelled_windows, replay_corpus
 
 #: How worker processes start (a :mod:`multiprocessing` start method).
 START_METHOD = "spawn"
@@ -117,8 +117,8 @@ def _work(conn: Connection, factory: Callable[..., Operator], nab_dir: str, out_
     send each job's summary, or the error (and stop)."""
     try:
         while (files := conn.recv()) is not None:
-            conn.send(("done", run_corpus(factory, nab_dir, out_dir, detector, files=files,
-                                          **options)))
+            conn.send(("done", replay_corpus(factory, nab_dir, out_dir, detector, files=files,
+                                             **options)))
     except BaseException as exc:   # anything, KeyboardInterrupt included, goes to the parent
         tb = traceback.format_exc()
         try:
@@ -143,8 +143,8 @@ def run_workers(detector_factory: Callable[..., Operator], nab_dir: str, out_dir
                 detector: str, files: Sequence[str] | None, workers: int, *,
                 start_method: str = START_METHOD, progress: bool = False,
                 **options: Any) -> dict[str, Any]:
-    """:func:`~operators.htm.nab_runner.run_corpus` over ``workers`` processes; ``options``
-    go to each job's ``run_corpus``. Returns the merged summary (see :func:`merge_summaries`)."""
+    """:func:`~operators.nab.replay.replay_corpus` over ``workers`` processes; ``options``
+    go to each job's ``replay_corpus``. Returns the merged summary (see :func:`merge_summaries`)."""
     names = list(files) if files is not None else corpus_files(nab_dir)
     labelled_windows(nab_dir, names)   # fail here, before any process starts
     sizes = []
@@ -155,8 +155,8 @@ def run_workers(detector_factory: Callable[..., Operator], nab_dir: str, out_dir
         sizes.append(rows)
     jobs = plan_jobs(names, sizes, workers)
     if len(names) == 1:   # one file: nothing to share out
-        return run_corpus(detector_factory, nab_dir, out_dir, detector, files=names,
-                          progress=progress, **options)
+        return replay_corpus(detector_factory, nab_dir, out_dir, detector, files=names,
+                             progress=progress, **options)
     if start_method != "fork":
         try:
             pickle.dumps(detector_factory)
@@ -232,7 +232,7 @@ def run_workers(detector_factory: Callable[..., Operator], nab_dir: str, out_dir
 def merge_summaries(names: Sequence[str], workers: int,
                     runs: Sequence[tuple[int, Sequence[str], dict[str, Any]]],
                     seconds: float) -> dict[str, Any]:
-    """One run summary from the jobs' :func:`~operators.htm.nab_runner.run_corpus` ones
+    """One run summary from the jobs' :func:`~operators.nab.replay.replay_corpus` ones
     (``runs``: ``(worker, files, summary)`` in the order they finished).
 
     Counts add up; ``seconds`` is the parent's wall time; ``operator_seconds`` add up
