@@ -23,7 +23,7 @@ own ``alert``, is replaced):
 
 The defaults suit :class:`~operators.htm.HTMDetector`'s ``anomaly_likelihood`` (NuPIC's
 log-scaled likelihood): ``enter`` is the threshold NAB's standard-profile sweep picked for
-this detector over the corpus (:data:`operators.htm.demo.DEFAULT_THRESHOLD`, 0.5545, a
+this detector over the corpus (:data:`operators.nab.demo.DEFAULT_THRESHOLD`, 0.5545, a
 tail probability of about 3e-6), ``leave = 0.5`` (about 1e-5), and ``warmup = 750``, the
 detector's default probationary period: until its likelihood is fitted, a key's score is
 only the spatial check (1.0 whenever a value leaves the range seen so far, which early
@@ -59,7 +59,7 @@ from stream.errors import CheckpointError, ConfigError, SchemaError
 from stream.operator import Operator
 from stream.options import at_least, between
 
-#: NAB standard-profile threshold of the HTM detector (see operators.htm.demo.DEFAULT_THRESHOLD)
+#: NAB standard-profile threshold of the HTM detector (see operators.nab.demo.DEFAULT_THRESHOLD)
 DEFAULT_ENTER = 0.5545
 #: a little below it: the likelihood must fall clearly before an episode ends
 DEFAULT_LEAVE = 0.5

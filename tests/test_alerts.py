@@ -6,7 +6,7 @@ import pytest
 
 from operators.alerts import DEFAULT_ENTER, Alerts
 from operators.htm import HTMDetector
-from operators.htm.demo import DEFAULT_THRESHOLD
+from operators.nab.demo import DEFAULT_THRESHOLD
 from stream import Batch
 from stream.errors import CheckpointError, ConfigError, SchemaError
 from stream.options import build
