@@ -7,8 +7,8 @@ import pyarrow as pa
 import pytest
 from river import anomaly, linear_model, naive_bayes, preprocessing, tree
 
-from operators.evaluate import Evaluate
 from operators.river import RiverOperator
+from operators.river.evaluate import Evaluate
 from stream import Batch
 from stream.testing import check_operator
 

@@ -21,9 +21,9 @@ Outputs (appended columns):
 
 Features are the ``features=[...]`` columns, by default every numeric column except the
 key, time and target columns and this operator's outputs. Models are checkpointed
-through :mod:`operators.river_state` (no pickle; RNG state included): loading one runs no
+through :mod:`operators.river.state` (no pickle; RNG state included): loading one runs no
 code from it, and a checkpoint whose model differs from the configured one in a class,
-a parameter or a pipeline step is refused (:mod:`operators.river_shape`).
+a parameter or a pipeline step is refused (:mod:`operators.river.shape`).
 
 Example:
     >>> import numpy as np, pyarrow as pa
@@ -66,7 +66,8 @@ from stream.errors import BadEventError, CheckpointError, ConfigError
 from stream.operator import Operator
 from stream.options import check_options, show
 
-from . import river_shape, river_state
+from . import shape as river_shape
+from . import state as river_state
 
 log = logging.getLogger("hebbstream")
 
@@ -464,7 +465,7 @@ class RiverOperator(Operator):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the models of a checkpoint; they must have the classes, parameters and
-        pipeline structure of the configured model (:mod:`operators.river_shape`)."""
+        pipeline structure of the configured model (:mod:`operators.river.shape`)."""
         slot = "models" if self.per_key else "model"
         if not isinstance(state, dict) or slot not in state:
             found = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__

@@ -16,7 +16,7 @@ loads just the partitions it was given.
 Example:
     >>> import pyarrow as pa
     >>> from stream import Batch, Operator, Pipeline
-    >>> from connectors.kafka_tasks import PartitionedPipeline, TASK_COLUMN
+    >>> from connectors.kafka.tasks import PartitionedPipeline, TASK_COLUMN
     >>> class Count(Operator):
     ...     def __init__(self):
     ...         self.n = 0

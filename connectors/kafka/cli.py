@@ -7,7 +7,7 @@ The file is read with the registered source for its extension (``.csv``, ``.arro
 
 Example:
     >>> import argparse
-    >>> from connectors.kafka_cli import add_parser
+    >>> from connectors.kafka.cli import add_parser
     >>> sub = argparse.ArgumentParser(prog="hebbstream").add_subparsers()
     >>> p = add_parser(sub)
     >>> args = p.parse_args(["data.csv", "--topic", "metrics", "--rate", "500", "-X", "linger.ms=10"])
@@ -68,7 +68,7 @@ def produce_file(path: str, topic: str, *, rate: float = 0.0, bootstrap_servers:
                  format: str = "json", key: str = "key", time_column: str | None = None,
                  limit: int | None = None, config: dict[str, Any] | None = None) -> int:
     """Write the rows of ``path`` to ``topic``; returns the number of messages."""
-    from .kafka_sink import KafkaSink
+    from .sink import KafkaSink
 
     ext = os.path.splitext(path.rstrip("/"))[1].lower()
     kind = _SOURCES.get(ext)

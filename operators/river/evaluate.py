@@ -11,7 +11,7 @@ passes through unchanged; :meth:`summary` goes into the run summary under ``metr
 Example:
     >>> import pyarrow as pa
     >>> from stream import Batch
-    >>> from operators.evaluate import Evaluate
+    >>> from operators.river.evaluate import Evaluate
     >>> ev = Evaluate(target="y", metrics=["Accuracy", "ROCAUC"])
     >>> _ = ev(Batch(pa.record_batch({"key": ["a", "a", "b", "b"], "y": [True, False, True, True],
     ...                               "prediction": [True, True, None, True],
@@ -31,7 +31,8 @@ from stream.batch import Batch
 from stream.errors import CheckpointError, ConfigError, SchemaError
 from stream.operator import Operator
 
-from . import river_shape, river_state
+from . import shape as river_shape
+from . import state as river_state
 
 
 def build_metric(spec: Any) -> Any:
