@@ -38,13 +38,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from .batch import Batch
 from .errors import BadEventError, SchemaError
+
+if TYPE_CHECKING:
+    from .testing import UnitTest
 
 #: Called with (batch of rejected rows, one reason per row); set by the runtime when a
 #: dead-letter sink is configured.
@@ -67,6 +70,18 @@ class Operator:
 
     #: column name -> kind; see the module docstring.
     requires: dict[str, str] = {}
+    #: True when outputs depend on how the stream is cut into batches (mini-batch learners):
+    #: the contract checks then run at the operator's own batch size.
+    batch_size_dependent: bool = False
+
+    @classmethod
+    def _unit_test_params(cls) -> list[UnitTest]:
+        """Small configurations and inputs for the contract checks (:mod:`stream.testing`).
+
+        Every registered operator declares at least one, so the contract gate can build fast
+        instances of it, as River's ``_unit_test_params`` does.
+        """
+        return []
 
     # -- the contract -------------------------------------------------------------
     def process(self, batch: Batch) -> Batch:
@@ -84,6 +99,10 @@ class Operator:
 
     def close(self) -> None:
         """Release resources at the end of a run."""
+
+    def summary(self) -> dict[str, Any]:
+        """Figures for the run summary (JSON values); empty when there is nothing to report."""
+        return {}
 
     @property
     def name(self) -> str:

@@ -47,6 +47,7 @@ from torch import nn
 
 from stream import Batch, Operator
 from stream.errors import SchemaError
+from stream.testing import UnitTest
 
 from .executor import MODES, SparseExecutor
 from .masks import check_ratio, mask_loss
@@ -85,6 +86,18 @@ class DynamicPruning(Operator):
     """
 
     batch_size_dependent = False
+
+    @classmethod
+    def _unit_test_params(cls) -> list[UnitTest]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                              nn.Conv2d(8, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
+                              nn.MaxPool2d(2), nn.Conv2d(12, 12, 3, padding=1), nn.ReLU(),
+                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 4))
+        net = PrunableNetwork(model, (1, 8, 8), init_bias=0.5, seed=0)
+        return [UnitTest({"model": net, "r": 0.85, "shadow_fraction": 0.3, "seed": 7, "device": "cpu",
+                          "batch_mode": mode}, _unit_test_stream, rtol=1e-5, atol=1e-6)
+                for mode in ("union", "grouped")]
 
     def __init__(self, model: PrunableNetwork | nn.Module | str, input_shape: Sequence[int] | None = None,
                  r: float = 0.9, column: str = "image", shadow_fraction: float = 0.05,
@@ -249,3 +262,9 @@ class DynamicPruning(Operator):
     def __repr__(self) -> str:
         return (f"DynamicPruning(r={self.r}, column={self.column!r}, shadow_fraction="
                 f"{self.shadow_fraction}, seed={self.seed}, batch_mode={self.batch_mode!r})")
+
+
+def _unit_test_stream(n: int = 40, seed: int = 0) -> Batch:
+    """Small random images as a tensor column: input for the contract checks."""
+    images = np.random.default_rng(seed).normal(size=(n, 8, 8)).astype(np.float32)
+    return Batch(pa.record_batch({"image": pa.FixedShapeTensorArray.from_numpy_ndarray(images)}), source="contract")

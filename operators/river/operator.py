@@ -65,6 +65,7 @@ from stream.batch import Batch
 from stream.errors import BadEventError, CheckpointError, ConfigError
 from stream.operator import Operator
 from stream.options import check_options, show
+from stream.testing import UnitTest
 
 from . import shape as river_shape
 from . import state as river_state
@@ -296,6 +297,24 @@ class RiverOperator(Operator):
         or ``model = [{model = ...}, ...]`` for a River pipeline; other keys as in ``__init__``."""
         return cls(build_model(model, params), **kwargs)
 
+    @classmethod
+    def _unit_test_params(cls) -> list[UnitTest]:
+        hst = {"model": "anomaly.HalfSpaceTrees", "params": {"n_trees": 3, "height": 4, "window_size": 10, "seed": 1}}
+        scaler = {"model": "preprocessing.StandardScaler"}
+        xs = {"features": ["x1", "x2"]}
+        return [UnitTest(params, _unit_test_stream) for params in (
+            {"model": [{"model": "preprocessing.MinMaxScaler"}, hst], **xs},
+            {"model": hst, "target": "label", "per_key": True},
+            {"model": {"model": "anomaly.QuantileFilter", "params": {
+                "anomaly_detector": {"model": "anomaly.OneClassSVM", "params": {"nu": 0.2}}, "q": 0.9}}, **xs},
+            {"model": [scaler, {"model": "linear_model.LogisticRegression"}], **xs, "target": "label"},
+            {"model": {"model": "tree.HoeffdingTreeClassifier", "params": {"grace_period": 10}}, **xs,
+             "target": "label", "per_key": True},
+            {"model": "naive_bayes.GaussianNB", **xs, "target": "label"},
+            {"model": [scaler, {"model": "linear_model.LinearRegression"}], **xs, "target": "value"},
+            {"model": scaler, **xs, "per_key": True},
+        )]
+
     @property
     def name(self) -> str:
         return f"River[{type(_final_step(self.model)).__name__}]"
@@ -503,3 +522,14 @@ class RiverOperator(Operator):
         if diff is not None:
             raise CheckpointError(f"{self.name}: {what} in the checkpoint does not match the configured "
                                   f"model: {diff}")
+
+
+def _unit_test_stream(n: int = 60, seed: int = 0) -> Batch:
+    """Keys, two features, a boolean label and a numeric target: input for the contract checks."""
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=n), rng.uniform(size=n)
+    return Batch(pa.record_batch({
+        "key": np.array(["a", "b", "c"])[rng.integers(0, 3, n)], "ts": np.arange(n, dtype=np.int64),
+        "x1": x1, "x2": x2, "label": x1 + 0.3 * rng.normal(size=n) > 0,
+        "value": 2 * x1 - x2 + 0.1 * rng.normal(size=n),
+    }), source="contract")

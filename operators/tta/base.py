@@ -53,6 +53,7 @@ from torch import nn
 
 from stream import Batch, Operator
 from stream.errors import BadEventError, ConfigError, SchemaError
+from stream.testing import UnitTest
 
 from .models import load_model
 from .norm_stats import StreamingNorm, batch_statistics, momentum_for, swap_batchnorm
@@ -127,6 +128,19 @@ class TTAOperator(Operator):
     hparams: tuple[str, ...] = ()
     #: how the entropy loss's forward pass normalises (see the module docstring)
     loss_stats = "running"
+
+    @classmethod
+    def _unit_test_params(cls) -> list[UnitTest]:
+        from .models import build_model
+
+        torch.manual_seed(0)
+        model = build_model("small_cnn", width=4)
+        for bn in (model.bn1, model.bn2, model.bn3):  # non-trivial statistics, as after training
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 2.0)
+        model.eval()
+        return [UnitTest({"model": model, "device": "cpu", "batch_size": size}, _unit_test_stream, batch_size=size)
+                for size in (1, 8)]
 
     def __init__(self, model: nn.Module | None = None, *, batch_size: int = 64, column: str = "image",
                  norm_window: float = 64, reset: str = "none", model_path: str | None = None,
@@ -438,3 +452,11 @@ class TTAOperator(Operator):
                 "norm_window": self.norm_window, "reset": self.policy.spec,
                 **{k: getattr(self, k) for k in self.hparams}}
         return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
+
+
+def _unit_test_stream(n: int = 24, seed: int = 0) -> Batch:
+    """Small random images: input for the contract checks."""
+    from stream.batch import to_arrow
+
+    images = np.random.default_rng(seed).random((n, 8, 8), dtype=np.float32)
+    return Batch(pa.record_batch({"image": to_arrow(images)}), source="contract")
