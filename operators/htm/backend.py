@@ -45,6 +45,10 @@ class Backend:
             self.i16, self.i32, self.i64 = torch.int16, torch.int32, torch.int64
             self.f32, self.f64, self.b = torch.float32, torch.float64, torch.bool
 
+    def __reduce__(self) -> tuple:
+        # rebuilt from its kind and device: an array module cannot be pickled
+        return Backend, (self.kind, None if self.kind == "numpy" else str(self.device))
+
     def __deepcopy__(self, memo: dict) -> Backend:
         # immutable after construction (an array module, a device, dtypes): copies of a
         # detector (one per Kafka partition) share it; modules cannot be deep-copied anyway
