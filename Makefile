@@ -20,11 +20,12 @@ setup: $(VENV)/.installed
 demo: setup
 	$(PY) -m stream.cli demo
 
+# pytest-xdist: one test process per core (-n auto); tests use their own temporary folders and topics
 test: setup
-	$(PY) -m pytest -q -m "not slow" stream operators connectors tests
+	$(PY) -m pytest -q -n auto -m "not slow" stream operators connectors tests
 
 test-all: setup
-	$(PY) -m pytest -q stream operators connectors tests
+	$(PY) -m pytest -q -n auto stream operators connectors tests
 
 lint: setup
 	$(PY) -m ruff check stream operators connectors tests benchmarks
