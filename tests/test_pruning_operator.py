@@ -10,7 +10,7 @@ from operators.pruning import DynamicPruning, PrunableNetwork, save_network
 from operators.pruning.operator import shadow_draw
 from stream import Batch
 from stream import state as state_codec
-from stream.errors import BadEventError, SchemaError
+from stream.errors import BadEventError, ConfigError, SchemaError
 from stream.registry import lookup
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -123,14 +123,14 @@ def test_built_from_a_saved_file_through_the_registry(tmp_path):
     ({"input_shape": (1, 9, 9)}, "does not match"),
 ])
 def test_bad_parameters(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError, match=match):
         DynamicPruning(small_net(), device="cpu", **kwargs)
 
 
 def test_bad_models():
-    with pytest.raises(ValueError, match="no Conv2d"):
+    with pytest.raises(ConfigError, match="no Conv2d"):
         DynamicPruning(nn.Sequential(nn.Flatten(), nn.Linear(64, 2)), input_shape=(1, 8, 8))
-    with pytest.raises(ValueError, match="input_shape"):
+    with pytest.raises(ConfigError, match="input_shape"):
         DynamicPruning(small_net().backbone)
     with pytest.raises(TypeError, match="model must be"):
         DynamicPruning(42)

@@ -176,7 +176,7 @@ def test_outputs_and_repr():
     assert out.schema.field("prediction").type == pa.int64()
     conf = out.numpy("confidence")
     assert ((conf > 0) & (conf <= 1)).all()
-    assert "NHL(model='SmallCNN', batch_size=4" in repr(op)
+    assert repr(op).startswith("NHL(model='SmallCNN', ") and "batch_size=4" in repr(op)
 
 
 # -- bad input ----------------------------------------------------------------------------------

@@ -535,9 +535,6 @@ class ContinualPretrainer(Operator):
             "branches_running": len(self.branches),
         }
 
-    def __repr__(self) -> str:
-        return f"ContinualPretrainer({self.column!r}, {self.objective!r}, schedule={self.schedule!r})"
-
 
 def _unit_test_texts(n: int = 40) -> Batch:
     """Short texts of several kinds: input for the contract checks."""

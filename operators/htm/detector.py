@@ -55,6 +55,7 @@ import numpy as np
 import pyarrow as pa
 
 from stream import Batch, Operator
+from stream.errors import ConfigError
 from stream.options import at_least, between
 from stream.testing import UnitTest
 
@@ -101,11 +102,11 @@ class HTMDetector(Operator):
         if seed is not None:
             self.config = HTMConfig.from_dict({**self.config.to_dict(), "seed": seed})
         if isinstance(resolution, str) and resolution not in RESOLUTION_MODES:
-            raise ValueError(f"resolution must be a number, a dict or one of {RESOLUTION_MODES}")
+            raise ConfigError(f"resolution must be a number, a dict or one of {RESOLUTION_MODES}")
         if resolution == "minmax" and value_range is None:
-            raise ValueError('resolution="minmax" needs value_range={key: (min, max)}')
+            raise ConfigError('resolution="minmax" needs value_range={key: (min, max)}')
         if self.config.time_of_day and time_column is None:
-            raise ValueError("the time-of-day encoder needs a time_column")
+            raise ConfigError("the time-of-day encoder needs a time_column")
         self.resolution, self.value_range, self.warmup = resolution, value_range, int(warmup)
         self.probationary_period, self.rows = probationary_period, rows
         self.spatial_tolerance, self.alert_threshold = spatial_tolerance, alert_threshold
@@ -310,9 +311,6 @@ class HTMDetector(Operator):
         return {"keys": len(self.keys), "state_bytes": self.model.memory_bytes(),
                 "segments_per_column": self.model.tm.segments_per_column,
                 "backend": f"{self.model.be.kind}:{self.model.be.device}"}
-
-    def __repr__(self) -> str:
-        return f"HTMDetector(seed={self.config.seed}, resolution={self.resolution!r})"
 
 
 def _unit_test_stream(n: int, keys: tuple[str, ...], seed: int = 0) -> Batch:

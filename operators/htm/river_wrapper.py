@@ -43,6 +43,7 @@ import pyarrow as pa
 from river.base import AnomalyDetector
 
 from stream import Batch
+from stream.errors import ConfigError
 
 from .detector import HTMDetector
 from .model import HTMConfig
@@ -66,7 +67,7 @@ class HTMAnomalyDetector(AnomalyDetector):
                  resolution: Any = "auto", warmup: int = 100, probationary_period: int = 750,
                  spatial_tolerance: float | None = 0.05, seed: int = 0):
         if score not in ("likelihood", "raw"):
-            raise ValueError(f"score must be 'likelihood' or 'raw', got {score!r}")
+            raise ConfigError(f"score must be 'likelihood' or 'raw', got {score!r}")
         self.config = config
         self.value_key, self.time_key, self.score = value_key, time_key, score
         self.resolution, self.warmup = resolution, warmup

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from stream import Batch, Operator
-from stream.errors import SchemaError
+from stream.errors import ConfigError, SchemaError
 from stream.testing import UnitTest
 
 from .executor import MODES, SparseExecutor
@@ -104,9 +104,9 @@ class DynamicPruning(Operator):
                  lr: float = 1e-2, seed: int = 0, device: str = "auto", batch_mode: str = "union"):
         self.r = check_ratio(r)
         if not 0.0 <= float(shadow_fraction) <= 1.0:
-            raise ValueError(f"shadow_fraction must be in [0, 1], got {shadow_fraction!r}")
+            raise ConfigError(f"shadow_fraction must be in [0, 1], got {shadow_fraction!r}")
         if batch_mode not in MODES or batch_mode == "dense":
-            raise ValueError(f"batch_mode must be one of union, grouped, loop; got {batch_mode!r}")
+            raise ConfigError(f"batch_mode must be one of union, grouped, loop; got {batch_mode!r}")
         self.column, self.shadow_fraction, self.seed = column, float(shadow_fraction), int(seed)
         self.lr, self.batch_mode = float(lr), batch_mode
         if isinstance(model, str):
@@ -115,13 +115,13 @@ class DynamicPruning(Operator):
             net = copy.deepcopy(model)
         elif isinstance(model, nn.Module):
             if input_shape is None:
-                raise ValueError("wrapping an nn.Module needs input_shape=(channels, height, width)")
+                raise ConfigError("wrapping an nn.Module needs input_shape=(channels, height, width)")
             net = PrunableNetwork(copy.deepcopy(model), input_shape, seed=seed)
         else:
             raise TypeError(f"model must be a PrunableNetwork, an nn.Sequential or a path, "
                             f"got {type(model).__name__}")
         if input_shape is not None and tuple(input_shape) != net.input_shape:
-            raise ValueError(f"input_shape {tuple(input_shape)} does not match the network's "
+            raise ConfigError(f"input_shape {tuple(input_shape)} does not match the network's "
                              f"{net.input_shape}")
         self.network = net.eval()
         self.network.backbone.requires_grad_(False)   # online learning trains the predictors only
@@ -258,10 +258,6 @@ class DynamicPruning(Operator):
         self.optimizer.load_state_dict(opt_state)     # moves the Adam moments too
         self.executor = SparseExecutor(self.network, self.batch_mode)
         return self
-
-    def __repr__(self) -> str:
-        return (f"DynamicPruning(r={self.r}, column={self.column!r}, shadow_fraction="
-                f"{self.shadow_fraction}, seed={self.seed}, batch_mode={self.batch_mode!r})")
 
 
 def _unit_test_stream(n: int = 40, seed: int = 0) -> Batch:

@@ -95,9 +95,6 @@ class Evaluate(Operator):
         return [UnitTest({"target": "label", "metrics": ["Accuracy", "ROCAUC"]}, _unit_test_stream),
                 UnitTest({"target": "label", "metrics": ["F1"], "per_key": False}, _unit_test_stream)]
 
-    def __repr__(self) -> str:
-        return f"Evaluate(target={self.target!r}, metrics={self.names}, per_key={self.per_key})"
-
     def required_columns(self) -> dict[str, str]:
         return {self.target: "any"}
 

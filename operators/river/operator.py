@@ -319,10 +319,6 @@ class RiverOperator(Operator):
     def name(self) -> str:
         return f"River[{type(_final_step(self.model)).__name__}]"
 
-    def __repr__(self) -> str:
-        return (f"RiverOperator({self.model!r}, features={self.features if self._explicit_features else None}, "
-                f"target={self.target!r}, per_key={self.per_key})")
-
     # -- columns ------------------------------------------------------------------------
     def _output_names(self) -> set[str]:
         names = {self.prediction_col, self.proba_col, self.score_col, "is_anomaly"}

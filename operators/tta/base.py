@@ -124,8 +124,6 @@ class TTAOperator(Operator):
     batch_size_dependent = True
     needs_conv = False
     needs_norm = False
-    #: per-subclass hyper-parameters shown in ``repr`` (and so in checkpoint fingerprints)
-    hparams: tuple[str, ...] = ()
     #: how the entropy loss's forward pass normalises (see the module docstring)
     loss_stats = "running"
 
@@ -446,12 +444,6 @@ class TTAOperator(Operator):
 
     def summary(self) -> dict[str, Any]:
         return {"seen": self.seen, "adapted_batches": self.adapted, "resets": self.resets}
-
-    def __repr__(self) -> str:
-        args = {"model": self.model_name, "batch_size": self.batch_size, "column": self.column,
-                "norm_window": self.norm_window, "reset": self.policy.spec,
-                **{k: getattr(self, k) for k in self.hparams}}
-        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
 
 
 def _unit_test_stream(n: int = 24, seed: int = 0) -> Batch:
