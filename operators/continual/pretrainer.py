@@ -62,6 +62,7 @@ import pyarrow as pa
 import torch
 
 from stream import Batch, Operator
+from stream.device import torch_device
 from stream.errors import CheckpointError, ConfigError, SchemaError
 from stream.testing import UnitTest
 
@@ -204,9 +205,7 @@ class ContinualPretrainer(Operator):
         self.checkpoint_dir = checkpoint_dir
         self.replay_per_batch, self.seed = replay_per_batch, seed
         self.loss_column, self.lr_column = loss_column, lr_column
-        self.device = torch.device(
-            "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
-        )
+        self.device = torch_device(device)
 
         self.model = self._new_model()
         self.main = self._new_trainer(self.model)  # validates the schedule arguments now

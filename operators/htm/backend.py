@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from stream.device import cuda_available
+
 _M32 = 0xFFFFFFFF
 
 
@@ -254,14 +256,7 @@ def resolve_device(device: Any) -> Any:
     ('numpy', 'cuda:1')
     """
     if device in (None, "auto"):
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                return "cuda"
-        except ImportError:
-            pass
-        return "numpy"
+        return "cuda" if cuda_available() else "numpy"
     return device
 
 

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from stream import Batch, Operator
+from stream.device import torch_device
 from stream.errors import ConfigError, SchemaError
 from stream.testing import UnitTest
 
@@ -125,8 +126,7 @@ class DynamicPruning(Operator):
                              f"{net.input_shape}")
         self.network = net.eval()
         self.network.backbone.requires_grad_(False)   # online learning trains the predictors only
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
-                                   else "cpu" if device == "auto" else device)
+        self.device = torch_device(device)
         self.network.to(self.device)
         self.optimizer = torch.optim.Adam(self.network.predictors.parameters(), lr=self.lr)
         self.executor = SparseExecutor(self.network, batch_mode)

@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from stream import Batch, Operator
+from stream.device import torch_device
 from stream.errors import BadEventError, ConfigError, SchemaError
 from stream.testing import UnitTest
 
@@ -92,12 +93,6 @@ def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
         if isinstance(mod, nn.Conv2d):
             return name, mod
     return None
-
-
-def resolve_device(device: Any) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class TTAOperator(Operator):
@@ -160,7 +155,7 @@ class TTAOperator(Operator):
         self.norm_window = norm_window
         self.policy = make_policy(reset)
         self.image_shape = tuple(image_shape) if image_shape is not None else None
-        self.device = resolve_device(device)
+        self.device = torch_device(device)
         self.model_name = type(model).__name__
         self._check_model(model)
 
@@ -430,7 +425,7 @@ class TTAOperator(Operator):
         self.policy.load_state_dict(state["policy"])
 
     def to(self, device: Any) -> TTAOperator:
-        device = resolve_device(device)
+        device = torch_device(device)
         opt_state = self.optimizer.state_dict() if self.optimizer else None
         self.device = device
         self.net.to(device)
