@@ -26,7 +26,7 @@ Example:
     >>> PrunableNetwork(nn.Sequential(nn.Flatten(), nn.Linear(64, 3)), input_shape=(1, 8, 8))
     Traceback (most recent call last):
     ...
-    ValueError: the model has no Conv2d layer to prune (layers: Flatten, Linear)
+    stream.errors.ConfigError: the model has no Conv2d layer to prune (layers: Flatten, Linear)
 """
 
 from __future__ import annotations
