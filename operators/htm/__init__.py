@@ -8,8 +8,8 @@ tools (:mod:`.nab_scorer`, :mod:`.nab_runner`, :mod:`.nab_cli`).
 
 Example:
     >>> from operators.htm import HTMDetector
-    >>> HTMDetector(seed=3)
-    HTMDetector(seed=3, resolution='auto')
+    >>> HTMDetector(seed=3)._get_params()["seed"]
+    3
 """
 
 from .detector import HTMDetector
