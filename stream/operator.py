@@ -120,9 +120,10 @@ class Operator:
 
     #: column name -> kind; see the module docstring.
     requires: dict[str, str] = {}
-    #: parameters left out of ``repr`` (and so of the checkpoint fingerprint): where an
-    #: operator runs does not change what it computes, and a checkpoint moves between devices
-    placement_params: tuple[str, ...] = ("device",)
+    #: parameters left out of ``repr`` (and so of the checkpoint fingerprint) because they
+    #: change where or how fast an operator runs, not what it computes: a checkpoint moves
+    #: between devices
+    runtime_params: tuple[str, ...] = ("device",)
     #: True when outputs depend on how the stream is cut into batches (mini-batch learners):
     #: the contract checks then run at the operator's own batch size.
     batch_size_dependent: bool = False
@@ -227,7 +228,7 @@ class Operator:
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={_show(v)}" for k, v in self._get_params().items()
-                           if k not in self.placement_params)
+                           if k not in self.runtime_params)
         return f"{type(self).__name__}({params})"
 
 

@@ -27,6 +27,8 @@ from stream import Operator, run  # noqa: E402
 class Pause(Operator):
     """Sleeps per batch: stands in for a slow model."""
 
+    runtime_params = ("seconds",)  # a resumed run need not be slow
+
     def __init__(self, seconds: float = 0.0):
         self.seconds = seconds
 
