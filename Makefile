@@ -21,13 +21,14 @@ demo: setup
 	$(PY) -m stream.cli demo
 
 # the dashboard's browser test needs Chromium: .ci/install-browser installs it when missing (root, apt-get)
+# pytest-xdist: one test process per core (-n auto); tests use their own temporary folders and topics
 test: setup
 	bash .ci/install-browser
-	$(PY) -m pytest -q -m "not slow" stream operators connectors tests
+	$(PY) -m pytest -q -n auto -m "not slow" stream operators connectors tests
 
 test-all: setup
 	bash .ci/install-browser
-	$(PY) -m pytest -q stream operators connectors tests
+	$(PY) -m pytest -q -n auto stream operators connectors tests
 
 lint: setup
 	$(PY) -m ruff check stream operators connectors tests benchmarks

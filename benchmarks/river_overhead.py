@@ -25,8 +25,8 @@ from common import finish, parse_args
 from river import datasets, evaluate, linear_model, metrics, preprocessing
 
 from connectors.memory import MemorySource
-from operators.evaluate import Evaluate
 from operators.river import RiverOperator
+from operators.river.evaluate import Evaluate
 from stream import machine_info, run
 
 

@@ -2,7 +2,7 @@
 
 Each row becomes one ``POST`` with a strict JSON body (RFC 8259: NaN and infinities as
 ``null``; timestamps as RFC 3339 text, as Kafka payloads are written; see
-:mod:`connectors.kafka_codec`), ``Content-Type: application/json`` and an
+:mod:`connectors.kafka.codec`), ``Content-Type: application/json`` and an
 ``Idempotency-Key`` header (``<source>:<row offset>``, the same for the same event when a
 resumed run sends it again), so a receiver can drop duplicates.
 
@@ -54,7 +54,7 @@ from stream.dead_letter import DeadLetter
 from stream.errors import ConfigError, SinkError
 from stream.options import above, at_least
 
-from .kafka_codec import Codec
+from .kafka.codec import Codec
 
 log = logging.getLogger("hebbstream.webhook")
 

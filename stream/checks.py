@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .batch import Batch
 from .operator import Operator
+
+if TYPE_CHECKING:
+    from .testing import UnitTest
 
 
 class EventTimeOrder(Operator):
@@ -30,6 +33,12 @@ class EventTimeOrder(Operator):
 
     def __init__(self) -> None:
         self.last: dict[Any, int] = {}
+
+    @classmethod
+    def _unit_test_params(cls) -> list[UnitTest]:
+        from .testing import UnitTest
+
+        return [UnitTest({}, _unit_test_stream)]
 
     def check_rows(self, batch: Batch) -> tuple[np.ndarray, list[str]] | None:
         times = batch.times()
@@ -95,3 +104,12 @@ def _time_formatter(batch: Batch):
     if pa.types.is_timestamp(typ):
         return lambda t: str(np.datetime64(int(t), "ns"))
     return lambda t: str(t)
+
+
+def _unit_test_stream(n: int = 40) -> Batch:
+    """Two keys whose times never go backwards (each key's clock apart): input for the contract checks."""
+    import pyarrow as pa
+
+    keys = np.array(["a", "b"])[np.arange(n) % 3 % 2]
+    times = np.where(keys == "a", np.arange(n) * 2, np.arange(n) * 3)
+    return Batch(pa.record_batch({"key": keys, "ts": times.astype(np.int64)}), source="contract")

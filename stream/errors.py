@@ -57,5 +57,6 @@ class CheckpointError(HebbstreamError):
     """A checkpoint is missing, corrupt or does not match the pipeline."""
 
 
-class ConfigError(HebbstreamError):
-    """A pipeline file or operator parameter is wrong."""
+class ConfigError(HebbstreamError, ValueError):
+    """A pipeline file or operator parameter is wrong (a ``ValueError`` too, for callers that
+    catch that)."""

@@ -36,15 +36,20 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from .batch import Batch
 from .errors import BadEventError, SchemaError
+
+if TYPE_CHECKING:
+    from .testing import UnitTest
 
 #: Called with (batch of rejected rows, one reason per row); set by the runtime when a
 #: dead-letter sink is configured.
@@ -63,10 +68,74 @@ _KIND_CHECKS: dict[str, Callable[[pa.DataType], bool]] = {
 
 
 class Operator:
-    """Base class of every operator. Subclasses implement :meth:`process`."""
+    """Base class of every operator. Subclasses implement :meth:`process`.
+
+    Hyper-parameters are declared once, as ``__init__``'s parameters: the arguments an
+    operator was built with (defaults filled in) are :meth:`_get_params`, which drive
+    ``repr`` and so the checkpoint fingerprint (a checkpoint of another configuration is
+    refused), as River's ``_get_params`` does.
+
+    >>> class Scale(Operator):
+    ...     def __init__(self, factor: float = 2.0, column: str = "x"):
+    ...         self.factor, self.column = factor, column
+    >>> Scale(3.0)
+    Scale(factor=3.0, column='x')
+    >>> Scale()._get_params()
+    {'factor': 2.0, 'column': 'x'}
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "_records_params", False):
+            return
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def recording_init(self: Operator, *args: Any, **kw: Any) -> None:
+            # the outermost __init__ (the class built) records; a super().__init__ call does not
+            if "_params" not in self.__dict__:
+                try:
+                    bound = signature.bind(self, *args, **kw)
+                except TypeError:
+                    pass  # the call itself raises it
+                else:
+                    bound.apply_defaults()
+                    params: dict[str, Any] = {}
+                    for name, value in list(bound.arguments.items())[1:]:
+                        kind = signature.parameters[name].kind
+                        if kind is inspect.Parameter.VAR_KEYWORD:
+                            params.update(value)
+                        elif kind is not inspect.Parameter.VAR_POSITIONAL:
+                            params[name] = value
+                    self._params = params
+            init(self, *args, **kw)
+
+        recording_init._records_params = True  # type: ignore[attr-defined]
+        cls.__init__ = recording_init  # type: ignore[method-assign]
+
+    def _get_params(self) -> dict[str, Any]:
+        """The ``__init__`` arguments this operator was built with, defaults included."""
+        return dict(self.__dict__.get("_params", {}))
 
     #: column name -> kind; see the module docstring.
     requires: dict[str, str] = {}
+    #: parameters left out of ``repr`` (and so of the checkpoint fingerprint) because they
+    #: change where or how fast an operator runs, not what it computes: a checkpoint moves
+    #: between devices
+    runtime_params: tuple[str, ...] = ("device",)
+    #: True when outputs depend on how the stream is cut into batches (mini-batch learners):
+    #: the contract checks then run at the operator's own batch size.
+    batch_size_dependent: bool = False
+
+    @classmethod
+    def _unit_test_params(cls) -> list[UnitTest]:
+        """Small configurations and inputs for the contract checks (:mod:`stream.testing`).
+
+        Every registered operator declares at least one, so the contract gate can build fast
+        instances of it, as River's ``_unit_test_params`` does.
+        """
+        return []
 
     # -- the contract -------------------------------------------------------------
     def process(self, batch: Batch) -> Batch:
@@ -158,7 +227,18 @@ class Operator:
         return Pipeline([self, other])
 
     def __repr__(self) -> str:
-        return f"{self.name}()"
+        params = ", ".join(f"{k}={_show(v)}" for k, v in self._get_params().items()
+                           if k not in self.runtime_params)
+        return f"{type(self).__name__}({params})"
+
+
+def _show(value: Any) -> str:
+    """A parameter as ``repr`` shows it: its repr, or its class name for an object whose repr
+    names a memory address or spans lines without describing its parameters (a torch module)."""
+    text = repr(value)
+    if " at 0x" in text or ("\n" in text and not hasattr(value, "_get_params")):
+        return repr(type(value).__name__)
+    return text
 
 
 class Pipeline(Operator):

@@ -32,6 +32,8 @@ from stream.outputs import Output, Outputs  # noqa: E402
 class Pause(Operator):
     """Sleeps per batch: stands in for a slow model."""
 
+    runtime_params = ("seconds",)  # a resumed run need not be slow
+
     def __init__(self, seconds: float = 0.0):
         self.seconds = seconds
 

@@ -1,22 +1,17 @@
-"""NuPIC's backtracking temporal memory: learning, backtracking, state, keys, detector contract."""
+"""NuPIC's backtracking temporal memory: learning, backtracking, state, keys."""
 
 from __future__ import annotations
 
 import copy
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
-from operators.htm import HTMDetector
 from operators.htm.backend import Backend
 from operators.htm.backtracking_tm import BacktrackingTM
 from operators.htm.bt_segments import SegmentStore
-from operators.htm.model import HTMConfig
 from operators.htm.temporal_memory import TemporalMemory
-from stream import Batch
 from stream import state as state_codec
-from stream.testing import check_operator
 
 COLS, ACTIVE, CELLS = 256, 8, 8
 PARAMS = dict(columns=COLS, cells_per_column=CELLS, activation_threshold=4, min_threshold=3,
@@ -115,16 +110,6 @@ def test_batched_keys_equal_each_key_alone():
             got = together.compute(np.arange(3), batch)
             want = [_step(alone[k], seqs[k][j]) for k in range(3)]
             assert got.tolist() == want
-
-
-def test_detector_contract_with_the_backtracking_tm():
-    n = 40
-    rows = {"key": ["a", "b"] * n,
-            "timestamp": pa.array(np.repeat(np.arange(n), 2) * 300 * 10**9, pa.timestamp("ns")),
-            "value": np.sin(np.arange(2 * n) / 6.0) * 10}
-    config = HTMConfig.small(tm="backtracking")
-    check_operator(lambda: HTMDetector(config=config, resolution=0.5, probationary_period=20),
-                   Batch(pa.record_batch(rows), source="t", time_column="timestamp"))
 
 
 def _check_index(st):

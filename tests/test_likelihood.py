@@ -161,6 +161,7 @@ def test_reproduces_nupic_anomaly_scores_excerpt(path):
     assert nupic_check(path) > 1000
 
 
+@pytest.mark.slow  # 58 files, 365,558 records; the excerpt test above runs by default
 def test_reproduces_nupic_anomaly_scores_full_corpus():
     files = sorted(glob.glob(os.path.join(CORPUS_RESULTS, "*", "*.csv")))
     assert len(files) == 58

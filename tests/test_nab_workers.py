@@ -69,7 +69,7 @@ def assert_same_files(one: str, many: str, names: list[str]) -> None:
     assert (mismatch, errors) == ([], []) and match == names
 
 
-@pytest.mark.parametrize("tm", ["plain", "backtracking"])
+@pytest.mark.parametrize("tm", ["plain", pytest.param("backtracking", marks=pytest.mark.slow)])
 def test_two_workers_write_the_same_bytes_as_one(tmp_path, tm):
     one = run_corpus(small_htm(tm), EXCERPT, str(tmp_path / "one"), "htm", seed=3)
     two = run_corpus(small_htm(tm), EXCERPT, str(tmp_path / "two"), "htm", seed=3, workers=2)

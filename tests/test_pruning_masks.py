@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from operators.pruning.masks import MIN_SCORE, filter_scores, heatmap_mass_targets, mask_loss
+from stream.errors import ConfigError
 
 
 def _act(peaks, hw=3):
@@ -52,7 +53,7 @@ def test_ten_equal_filters_keep_by_mass():
 
 @pytest.mark.parametrize("bad", [0, 0.0, -0.1, 1.01, 2, float("nan"), True, "0.9", None])
 def test_ratio_outside_0_1_is_rejected(bad):
-    with pytest.raises(ValueError, match=r"r must be a number in \(0, 1\]"):
+    with pytest.raises(ConfigError, match=r"r must be a number in \(0, 1\]"):
         heatmap_mass_targets(_act([1.0, 2.0]), bad)
 
 

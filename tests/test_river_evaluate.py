@@ -7,8 +7,8 @@ import pytest
 from river import datasets, evaluate, linear_model, metrics, preprocessing, tree
 
 from connectors.memory import MemorySink, MemorySource
-from operators.evaluate import Evaluate, build_metric
 from operators.river import RiverOperator
+from operators.river.evaluate import Evaluate, build_metric
 from stream import Batch, ConfigError, SchemaError, run
 from stream import state as codec
 

@@ -26,7 +26,7 @@ from river import (
     tree,
 )
 
-from operators.river_state import decode, encode
+from operators.river.state import decode, encode
 from stream import CheckpointError
 from stream import state as codec
 

@@ -1,4 +1,4 @@
-"""TTA operators: the contract check, micro-batch cut invariance, batch size 1, resume
+"""TTA operators: micro-batch cut invariance, batch size 1, resume
 in the middle of a mini-batch, reset policies, bad input, loading from a file."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from operators.tta.reset import make_policy
 from stream import Batch, state
 from stream.batch import to_arrow
 from stream.errors import BadEventError, ConfigError, SchemaError
-from stream.testing import assert_same_outputs, check_operator
+from stream.testing import assert_same_outputs
 
 METHODS = [Source, NormAdapt, Tent, NHL]
 
@@ -57,12 +57,6 @@ def run_cut(op, data: Batch, cuts: list[int]) -> Batch:
         lo += size
         i += 1
     return Batch.concat(outs)
-
-
-@pytest.mark.parametrize("cls", METHODS, ids=lambda c: c.__name__)
-@pytest.mark.parametrize("bs", [1, 8])
-def test_contract(cls, bs):
-    check_operator(make(cls, batch_size=bs), stream(), batch_size=bs)
 
 
 @pytest.mark.parametrize("cls", [NormAdapt, Tent, NHL], ids=lambda c: c.__name__)
@@ -202,7 +196,7 @@ def test_outputs_and_repr():
     assert out.schema.field("prediction").type == pa.int64()
     conf = out.numpy("confidence")
     assert ((conf > 0) & (conf <= 1)).all()
-    assert "NHL(model='SmallCNN', batch_size=4" in repr(op)
+    assert repr(op).startswith("NHL(model='SmallCNN', ") and "batch_size=4" in repr(op)
 
 
 # -- bad input ----------------------------------------------------------------------------------

@@ -62,8 +62,10 @@ import pyarrow as pa
 import torch
 
 from stream import Batch, Operator
+from stream.device import torch_device
 from stream.errors import CheckpointError, ConfigError, SchemaError
 from stream.tensors import tensor_numpy
+from stream.testing import UnitTest
 
 from .annealed import load_annealed, make_record, model_from_record, save_record
 from .columns import as_sample, is_text, text_bytes, text_lengths, vector_type
@@ -108,6 +110,15 @@ class ContinualPretrainer(Operator):
     """
 
     batch_size_dependent = True
+
+    @classmethod
+    def _unit_test_params(cls) -> list[UnitTest]:
+        tiny = {"dim": 16, "layers": 1, "max_tokens": 24, "batch_size": 4, "lr": 1e-2, "warmup_steps": 2,
+                "cooldown_steps": 3, "anneal_steps": 3, "seed": 3, "device": "cpu"}
+        return [UnitTest({"column": "text", **tiny}, _unit_test_texts, batch_size=4, rtol=1e-5, atol=1e-6),
+                UnitTest({"column": "x", "objective": "masked", "input_dim": 6, **tiny, "max_tokens": 8,
+                          "replay_capacity": 8, "replay_per_batch": 2}, _unit_test_vectors,
+                         batch_size=4, rtol=1e-5, atol=1e-6)]
 
     def __init__(
         self,
@@ -195,9 +206,7 @@ class ContinualPretrainer(Operator):
         self.checkpoint_dir = checkpoint_dir
         self.replay_per_batch, self.seed = replay_per_batch, seed
         self.loss_column, self.lr_column = loss_column, lr_column
-        self.device = torch.device(
-            "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
-        )
+        self.device = torch_device(device)
 
         self.model = self._new_model()
         self.main = self._new_trainer(self.model)  # validates the schedule arguments now
@@ -526,5 +535,15 @@ class ContinualPretrainer(Operator):
             "branches_running": len(self.branches),
         }
 
-    def __repr__(self) -> str:
-        return f"ContinualPretrainer({self.column!r}, {self.objective!r}, schedule={self.schedule!r})"
+
+def _unit_test_texts(n: int = 40) -> Batch:
+    """Short texts of several kinds: input for the contract checks."""
+    texts = ["the cat sat on the mat.", "def f(x):\n    return x + 1", "#include <stdio.h>", "import os", "a",
+             "ünïcödé text"]
+    return Batch(pa.record_batch({"text": [texts[i % len(texts)] + str(i) for i in range(n)]}), source="contract")
+
+
+def _unit_test_vectors(n: int = 40, dim: int = 6, seed: int = 0) -> Batch:
+    """Random vectors as a fixed-shape tensor column: input for the contract checks."""
+    x = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return Batch(pa.record_batch({"x": pa.FixedShapeTensorArray.from_numpy_ndarray(x)}), source="contract")

@@ -8,8 +8,8 @@ benchmark tools are in :mod:`operators.nab`.
 
 Example:
     >>> from operators.htm import HTMDetector
-    >>> HTMDetector(seed=3)
-    HTMDetector(seed=3, resolution='auto')
+    >>> HTMDetector(seed=3)._get_params()["seed"]
+    3
 """
 
 from .detector import HTMDetector

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from stream.device import cuda_available
+
 _M32 = 0xFFFFFFFF
 
 
@@ -44,6 +46,10 @@ class Backend:
             self.device = torch.device(device or "cpu")
             self.i16, self.i32, self.i64 = torch.int16, torch.int32, torch.int64
             self.f32, self.f64, self.b = torch.float32, torch.float64, torch.bool
+
+    def __reduce__(self) -> tuple:
+        # rebuilt from its kind and device: an array module cannot be pickled
+        return Backend, (self.kind, None if self.kind == "numpy" else str(self.device))
 
     def __deepcopy__(self, memo: dict) -> Backend:
         # immutable after construction (an array module, a device, dtypes): copies of a
@@ -250,14 +256,7 @@ def resolve_device(device: Any) -> Any:
     ('numpy', 'cuda:1')
     """
     if device in (None, "auto"):
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                return "cuda"
-        except ImportError:
-            pass
-        return "numpy"
+        return "cuda" if cuda_available() else "numpy"
     return device
 
 

@@ -55,7 +55,9 @@ import numpy as np
 import pyarrow as pa
 
 from stream import Batch, Operator
+from stream.errors import ConfigError
 from stream.options import at_least, between
+from stream.testing import UnitTest
 
 from .encoders import nab_resolution
 from .likelihood import NumentaScore
@@ -100,11 +102,11 @@ class HTMDetector(Operator):
         if seed is not None:
             self.config = HTMConfig.from_dict({**self.config.to_dict(), "seed": seed})
         if isinstance(resolution, str) and resolution not in RESOLUTION_MODES:
-            raise ValueError(f"resolution must be a number, a dict or one of {RESOLUTION_MODES}")
+            raise ConfigError(f"resolution must be a number, a dict or one of {RESOLUTION_MODES}")
         if resolution == "minmax" and value_range is None:
-            raise ValueError('resolution="minmax" needs value_range={key: (min, max)}')
+            raise ConfigError('resolution="minmax" needs value_range={key: (min, max)}')
         if self.config.time_of_day and time_column is None:
-            raise ValueError("the time-of-day encoder needs a time_column")
+            raise ConfigError("the time-of-day encoder needs a time_column")
         self.resolution, self.value_range, self.warmup = resolution, value_range, int(warmup)
         self.probationary_period, self.rows = probationary_period, rows
         self.spatial_tolerance, self.alert_threshold = spatial_tolerance, alert_threshold
@@ -296,11 +298,27 @@ class HTMDetector(Operator):
         self.model.load_state_dict(state)
         return self
 
+    @classmethod
+    def _unit_test_params(cls) -> list[UnitTest]:
+        small = {"config": HTMConfig.small(), "resolution": 0.5, "probationary_period": 20}
+        return [UnitTest({**small, "alert_threshold": 0.5}, lambda: _unit_test_stream(40, ("a", "b"))),
+                UnitTest({**small, "resolution": "auto", "warmup": 10}, lambda: _unit_test_stream(30, ("a",))),
+                UnitTest({**small, "config": HTMConfig.small(tm="backtracking")},
+                         lambda: _unit_test_stream(40, ("a", "b")))]
+
     def summary(self) -> dict[str, Any]:
         """Run-summary metrics: keys, state size, segment capacity, backend."""
         return {"keys": len(self.keys), "state_bytes": self.model.memory_bytes(),
                 "segments_per_column": self.model.tm.segments_per_column,
                 "backend": f"{self.model.be.kind}:{self.model.be.device}"}
 
-    def __repr__(self) -> str:
-        return f"HTMDetector(seed={self.config.seed}, resolution={self.resolution!r})"
+
+def _unit_test_stream(n: int, keys: tuple[str, ...], seed: int = 0) -> Batch:
+    """A noisy sine per key, every 5 minutes: input for the contract checks."""
+    rng = np.random.default_rng(seed)
+    steps = np.repeat(np.arange(n), len(keys))
+    offsets = np.tile(np.arange(len(keys)) * 5.0, n)
+    values = np.sin(steps / 5.0) * 10 + rng.normal(size=steps.size) + offsets
+    data = pa.record_batch({"key": list(keys) * n, "timestamp": pa.array(steps * 300 * 10**9, pa.timestamp("ns")),
+                            "value": values})
+    return Batch(data, source="contract", time_column="timestamp")

@@ -48,7 +48,21 @@ from typing import Any
 
 import numpy as np
 
-from .nab_scorer import probation_length
+#: NAB's probationary period: this fraction of a file's rows, at most that of 5,000 rows
+#: (the likelihood sizes its learning period by it, as NuPIC's NAB detector does; the NAB
+#: scorer ignores those rows)
+PROBATION_FRACTION = 0.15
+PROBATION_CAP_ROWS = 5000
+
+
+def probation_length(n_rows: int, fraction: float = PROBATION_FRACTION) -> int:
+    """Rows at the start of a file that NAB ignores: ``min(floor(fraction·N), 750)``.
+
+    >>> probation_length(4032), probation_length(22695), probation_length(1000)
+    (604, 750, 150)
+    """
+    return int(min(math.floor(fraction * n_rows), math.floor(fraction * PROBATION_CAP_ROWS)))
+
 
 #: NuPIC divides by log(1 - 0.9999999999) as computed in floating point.
 _LOG_DENOMINATOR = math.log(1.0 - 0.9999999999)

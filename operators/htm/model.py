@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from stream.errors import ConfigError
 from stream.options import above, at_least, between, one_of
 
 from .backend import Backend, resolve_backend
@@ -103,7 +104,7 @@ class HTMConfig:
 
     def __post_init__(self) -> None:
         if self.tm not in TM_KINDS:
-            raise ValueError(f"HTMConfig.tm must be one of {TM_KINDS}, got {self.tm!r}")
+            raise ConfigError(f"HTMConfig.tm must be one of {TM_KINDS}, got {self.tm!r}")
 
     @classmethod
     def small(cls, **overrides: Any) -> HTMConfig:

@@ -6,6 +6,13 @@ anomaly-detector base class), so it drops into River pipelines and evaluation lo
 optionally, a timestamp (``datetime`` or nanoseconds); the model is one key of an
 :class:`~operators.htm.detector.HTMDetector`, so scores equal the operator's.
 
+Like River's detectors it takes any record: one without the value, or whose value is
+``None`` or NaN (what a fresh ``preprocessing.MinMaxScaler`` can emit), is scored 0 and
+not learnt; one without a timestamp is taken to come at the time of the last record.
+During the probationary period the score is 0 ("no anomaly yet"): a constant score would
+make ``anomaly.QuantileFilter`` take every record for an anomaly and never let the model
+learn. The detector pickles, clones and passes River's own ``river.checks``.
+
 Example:
     >>> import datetime as dt, math
     >>> from operators.htm.model import HTMConfig
@@ -17,11 +24,13 @@ Example:
     ...     x = {"value": math.sin(i / 3), "timestamp": t0 + dt.timedelta(minutes=5 * i)}
     ...     scores.append(model.score_one(x))
     ...     model.learn_one(x)
-    >>> len(scores), min(scores) > -1e-9, max(scores) <= 1.0   # NuPIC's log scale
-    (60, True, True)
+    >>> len(scores), max(scores[:30]), min(scores) > -1e-9, max(scores) <= 1.0   # NuPIC's log scale
+    (60, 0.0, True, True)
     >>> model.score_one({"value": 0.0, "timestamp": t0}) == model.score_one(
     ...     {"value": 0.0, "timestamp": t0})      # scoring changes nothing
     True
+    >>> model.score_one({"other": 1.0})          # no value: nothing to score
+    0.0
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import pyarrow as pa
 from river.base import AnomalyDetector
 
 from stream import Batch
+from stream.errors import ConfigError
 
 from .detector import HTMDetector
 from .model import HTMConfig
@@ -57,7 +67,7 @@ class HTMAnomalyDetector(AnomalyDetector):
                  resolution: Any = "auto", warmup: int = 100, probationary_period: int = 750,
                  spatial_tolerance: float | None = 0.05, seed: int = 0):
         if score not in ("likelihood", "raw"):
-            raise ValueError(f"score must be 'likelihood' or 'raw', got {score!r}")
+            raise ConfigError(f"score must be 'likelihood' or 'raw', got {score!r}")
         self.config = config
         self.value_key, self.time_key, self.score = value_key, time_key, score
         self.resolution, self.warmup = resolution, warmup
@@ -70,29 +80,48 @@ class HTMAnomalyDetector(AnomalyDetector):
             cfg, resolution=resolution, warmup=warmup, probationary_period=probationary_period,
             spatial_tolerance=spatial_tolerance, seed=seed, device="numpy",
             time_column="timestamp" if time_key is not None else None)
+        self._learnt = 0  # records learnt: the probationary period is counted in them
+        self._time = 0  # the last record's time, for a record without one
 
-    def _read(self, x: dict) -> tuple[float, int]:
-        if self.value_key not in x or x[self.value_key] is None:
-            raise ValueError(f"record has no {self.value_key!r}: {x}")
-        value = float(x[self.value_key])
+    @classmethod
+    def _unit_test_params(cls):
+        yield {"config": HTMConfig.small(), "resolution": 0.1, "warmup": 10, "probationary_period": 20}
+
+    def _read(self, x: dict) -> tuple[float, int] | None:
+        """The record's (value, time in ns), or ``None`` when it has no usable value."""
+        value = x.get(self.value_key)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return None
         if not np.isfinite(value):
-            raise ValueError(f"record's {self.value_key!r} is {value}, not a finite number")
+            return None
         if self.time_key is None:
             return value, 0
         t = x.get(self.time_key)
         if t is None:
-            raise ValueError(f"record has no {self.time_key!r}: {x}")
+            return value, self._time
         if isinstance(t, _dt.datetime):
             t = int(np.datetime64(t.replace(tzinfo=None), "ns").astype(np.int64))
-        return value, int(t)
+        try:
+            return value, int(t)
+        except (TypeError, ValueError):
+            return value, self._time
 
     def learn_one(self, x: dict) -> None:
-        value, t = self._read(x)
+        record = self._read(x)
+        if record is None:
+            return
+        value, t = record
+        self._time = t
+        self._learnt += 1
         data = pa.record_batch({"key": [_KEY], "timestamp": pa.array([t], pa.timestamp("ns")),
                                 "value": [value]})
         self._detector(Batch(data, source="river", time_column="timestamp"))
 
     def score_one(self, x: dict) -> float:
-        value, t = self._read(x)
-        raw, reported = self._detector.peek(_KEY, value, t)
+        record = self._read(x)
+        if record is None or self._learnt < self.probationary_period:
+            return 0.0
+        raw, reported = self._detector.peek(_KEY, *record)
         return raw if self.score == "raw" else reported

@@ -39,14 +39,13 @@ Example (one file of 20 rows, one window over rows 12..15, probation = 3 rows):
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-PROBATION_FRACTION = 0.15
-PROBATION_CAP_ROWS = 5000
+# NAB's probationary-period rule: the HTM likelihood sizes its learning period by it too
+from operators.htm.likelihood import PROBATION_FRACTION, probation_length
 
 
 @dataclass(frozen=True)
@@ -80,16 +79,6 @@ def load_profiles(path: str) -> dict[str, Profile]:
             raise ValueError(f"{path}: profile {name!r} needs CostMatrix with tpWeight, fpWeight, "
                              f"fnWeight: {exc}") from exc
     return out
-
-
-def probation_length(n_rows: int, fraction: float = PROBATION_FRACTION) -> int:
-    """Rows at the start of a file that NAB ignores: ``min(floor(fraction·N), 750)``.
-
-    >>> probation_length(4032), probation_length(22695), probation_length(1000)
-    (604, 750, 150)
-    """
-    # NAB caps probation at the length it would have in a file of 5,000 rows
-    return int(min(math.floor(fraction * n_rows), math.floor(fraction * PROBATION_CAP_ROWS)))
 
 
 def scaled_sigmoid(y: np.ndarray | float) -> np.ndarray:

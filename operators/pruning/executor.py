@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stream.errors import ConfigError
+
 from .fastpath import compile_fast_path
 from .network import PASSIVE, PrunableNetwork, binarize
 
@@ -94,7 +96,7 @@ class SparseExecutor:
 
     def __init__(self, net: PrunableNetwork, mode: str = "union", fast: bool = True):
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+            raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
         self.net = net
         self.layers = [self._compile(b, p) for b, p in zip(net.blocks, net.predictors, strict=True)]

@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from stream.errors import ConfigError
+
 #: A filter whose normalised score is at or below this is never a target 1.
 MIN_SCORE = 1e-5
 #: Slack on the cumulative sum so that ``r = 1.0`` keeps the last filter despite rounding.
@@ -32,7 +34,7 @@ _CUMSUM_SLACK = 1e-6
 def check_ratio(r: float, what: str = "r") -> float:
     """Validate a heatmap-mass threshold: a number in (0, 1]."""
     if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 < float(r) <= 1.0:
-        raise ValueError(f"{what} must be a number in (0, 1], got {r!r}")
+        raise ConfigError(f"{what} must be a number in (0, 1], got {r!r}")
     return float(r)
 
 

@@ -26,7 +26,7 @@ Example:
     >>> PrunableNetwork(nn.Sequential(nn.Flatten(), nn.Linear(64, 3)), input_shape=(1, 8, 8))
     Traceback (most recent call last):
     ...
-    ValueError: the model has no Conv2d layer to prune (layers: Flatten, Linear)
+    stream.errors.ConfigError: the model has no Conv2d layer to prune (layers: Flatten, Linear)
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from stream.errors import ConfigError
 
 from .flops import ConvGeometry, FlopsCounter
 from .masks import MaskPredictor, check_ratio, heatmap_mass_targets
@@ -107,7 +109,7 @@ class PrunableNetwork(nn.Module):
                             "forward cannot be split into conv blocks")
         shape = tuple(int(s) for s in input_shape)
         if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"input_shape must be (channels, height, width), got {tuple(input_shape)}")
+            raise ConfigError(f"input_shape must be (channels, height, width), got {tuple(input_shape)}")
         self.input_shape = shape
         self.backbone = model
         self.blocks, self.head = self._parse(list(_flatten(model)))
@@ -120,19 +122,19 @@ class PrunableNetwork(nn.Module):
     def _parse(self, layers: list[tuple[str, nn.Module]]) -> tuple[list[ConvBlock], list[nn.Module]]:
         if not any(isinstance(m, nn.Conv2d) for _, m in layers):
             names = ", ".join(type(m).__name__ for _, m in layers) or "none"
-            raise ValueError(f"the model has no Conv2d layer to prune (layers: {names})")
+            raise ConfigError(f"the model has no Conv2d layer to prune (layers: {names})")
         if not isinstance(layers[0][1], nn.Conv2d):
-            raise ValueError(f"layer {layers[0][0]}: the model must start with a Conv2d, got "
+            raise ConfigError(f"layer {layers[0][0]}: the model must start with a Conv2d, got "
                              f"{type(layers[0][1]).__name__}")
         blocks: list[ConvBlock] = []
         i = 0
         while i < len(layers) and isinstance(layers[i][1], nn.Conv2d):
             name, conv = layers[i]
             if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-                raise ValueError(f"layer {name} ({conv}): only groups=1, numeric zero padding "
+                raise ConfigError(f"layer {name} ({conv}): only groups=1, numeric zero padding "
                                  "convolutions are supported")
             if blocks and conv.in_channels != blocks[-1].conv.out_channels:
-                raise ValueError(f"layer {name}: expects {conv.in_channels} input channels, the "
+                raise ConfigError(f"layer {name}: expects {conv.in_channels} input channels, the "
                                  f"previous conv gives {blocks[-1].conv.out_channels}")
             block = ConvBlock(conv)
             i += 1
@@ -154,18 +156,18 @@ class PrunableNetwork(nn.Module):
                 flattened = True
             elif isinstance(mod, nn.Linear):
                 if not flattened:
-                    raise ValueError(f"layer {name}: a Linear layer needs a Flatten before it")
+                    raise ConfigError(f"layer {name}: a Linear layer needs a Flatten before it")
             elif isinstance(mod, nn.Conv2d):
-                raise ValueError(f"layer {name}: a Conv2d after the head began (only a chain of "
+                raise ConfigError(f"layer {name}: a Conv2d after the head began (only a chain of "
                                  "conv blocks followed by a head is supported)")
             elif not isinstance(mod, SPATIAL + PASSIVE + ACTIVATIONS) or \
                     (flattened and isinstance(mod, SPATIAL)):
-                raise ValueError(f"layer {name}: unsupported layer type {type(mod).__name__} "
+                raise ConfigError(f"layer {name}: unsupported layer type {type(mod).__name__} "
                                  "(supported: Conv2d, BatchNorm2d, element-wise activations, "
                                  "pooling, Dropout, Flatten, Linear)")
             head.append(mod)
         if not any(isinstance(m, nn.Linear) for m in head):
-            raise ValueError("the model needs a Flatten → Linear classifier head after its convs")
+            raise ConfigError("the model needs a Flatten → Linear classifier head after its convs")
         return blocks, head
 
     @staticmethod
@@ -192,7 +194,7 @@ class PrunableNetwork(nn.Module):
         linears = [m for m in self.head if isinstance(m, nn.Linear)]
         last = self.blocks[-1].conv.out_channels
         if x.dim() != 2 or x.shape[1] != linears[0].in_features or x.shape[1] % last:
-            raise ValueError(f"the first Linear layer takes {linears[0].in_features} features, the "
+            raise ConfigError(f"the first Linear layer takes {linears[0].in_features} features, the "
                              f"convs give {tuple(x.shape[1:])} for input shape {self.input_shape}")
         convs = [ConvGeometry(b.conv.out_channels, b.conv.kernel_size[0] * b.conv.kernel_size[1],
                               b.out_hw[0] * b.out_hw[1]) for b in self.blocks]

@@ -46,8 +46,10 @@ import torch
 from torch import nn
 
 from stream import Batch, Operator
-from stream.errors import SchemaError
+from stream.device import torch_device
+from stream.errors import ConfigError, SchemaError
 from stream.tensors import tensor_numpy
+from stream.testing import UnitTest
 
 from .executor import MODES, SparseExecutor
 from .masks import check_ratio, mask_loss
@@ -87,14 +89,26 @@ class DynamicPruning(Operator):
 
     batch_size_dependent = False
 
+    @classmethod
+    def _unit_test_params(cls) -> list[UnitTest]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                              nn.Conv2d(8, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
+                              nn.MaxPool2d(2), nn.Conv2d(12, 12, 3, padding=1), nn.ReLU(),
+                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 4))
+        net = PrunableNetwork(model, (1, 8, 8), init_bias=0.5, seed=0)
+        return [UnitTest({"model": net, "r": 0.85, "shadow_fraction": 0.3, "seed": 7, "device": "cpu",
+                          "batch_mode": mode}, _unit_test_stream, rtol=1e-5, atol=1e-6)
+                for mode in ("union", "grouped")]
+
     def __init__(self, model: PrunableNetwork | nn.Module | str, input_shape: Sequence[int] | None = None,
                  r: float = 0.9, column: str = "image", shadow_fraction: float = 0.05,
                  lr: float = 1e-2, seed: int = 0, device: str = "auto", batch_mode: str = "union"):
         self.r = check_ratio(r)
         if not 0.0 <= float(shadow_fraction) <= 1.0:
-            raise ValueError(f"shadow_fraction must be in [0, 1], got {shadow_fraction!r}")
+            raise ConfigError(f"shadow_fraction must be in [0, 1], got {shadow_fraction!r}")
         if batch_mode not in MODES or batch_mode == "dense":
-            raise ValueError(f"batch_mode must be one of union, grouped, loop; got {batch_mode!r}")
+            raise ConfigError(f"batch_mode must be one of union, grouped, loop; got {batch_mode!r}")
         self.column, self.shadow_fraction, self.seed = column, float(shadow_fraction), int(seed)
         self.lr, self.batch_mode = float(lr), batch_mode
         if isinstance(model, str):
@@ -103,18 +117,17 @@ class DynamicPruning(Operator):
             net = copy.deepcopy(model)
         elif isinstance(model, nn.Module):
             if input_shape is None:
-                raise ValueError("wrapping an nn.Module needs input_shape=(channels, height, width)")
+                raise ConfigError("wrapping an nn.Module needs input_shape=(channels, height, width)")
             net = PrunableNetwork(copy.deepcopy(model), input_shape, seed=seed)
         else:
             raise TypeError(f"model must be a PrunableNetwork, an nn.Sequential or a path, "
                             f"got {type(model).__name__}")
         if input_shape is not None and tuple(input_shape) != net.input_shape:
-            raise ValueError(f"input_shape {tuple(input_shape)} does not match the network's "
+            raise ConfigError(f"input_shape {tuple(input_shape)} does not match the network's "
                              f"{net.input_shape}")
         self.network = net.eval()
         self.network.backbone.requires_grad_(False)   # online learning trains the predictors only
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
-                                   else "cpu" if device == "auto" else device)
+        self.device = torch_device(device)
         self.network.to(self.device)
         self.optimizer = torch.optim.Adam(self.network.predictors.parameters(), lr=self.lr)
         self.executor = SparseExecutor(self.network, batch_mode)
@@ -247,6 +260,8 @@ class DynamicPruning(Operator):
         self.executor = SparseExecutor(self.network, self.batch_mode)
         return self
 
-    def __repr__(self) -> str:
-        return (f"DynamicPruning(r={self.r}, column={self.column!r}, shadow_fraction="
-                f"{self.shadow_fraction}, seed={self.seed}, batch_mode={self.batch_mode!r})")
+
+def _unit_test_stream(n: int = 40, seed: int = 0) -> Batch:
+    """Small random images as a tensor column: input for the contract checks."""
+    images = np.random.default_rng(seed).normal(size=(n, 8, 8)).astype(np.float32)
+    return Batch(pa.record_batch({"image": pa.FixedShapeTensorArray.from_numpy_ndarray(images)}), source="contract")

@@ -68,8 +68,10 @@ import torch
 from torch import nn
 
 from stream import Batch, Operator
+from stream.device import torch_device
 from stream.errors import BadEventError, ConfigError, SchemaError
 from stream.tensors import logical_shape
+from stream.testing import UnitTest
 
 from .models import load_model
 from .norm_stats import StreamingNorm, batch_statistics, momentum_for, swap_batchnorm
@@ -133,12 +135,6 @@ def describe(layers: list[tuple[str, nn.Module]]) -> str:
     return ", ".join(f"{n!r} ({type(m).__name__})" for n, m in layers[:4]) + (" ..." if len(layers) > 4 else "")
 
 
-def resolve_device(device: Any) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class TTAOperator(Operator):
     """Base of NHL, Tent, NormAdapt and Source.
 
@@ -176,10 +172,22 @@ class TTAOperator(Operator):
     #: rows per mini-batch that the source model predicts for a reset policy's comparison
     reference_rows = 16
     needs_conv = False
-    #: per-subclass hyper-parameters shown in ``repr`` (and so in checkpoint fingerprints)
-    hparams: tuple[str, ...] = ()
+    needs_norm = False
     #: how the entropy loss's forward pass normalises (see the module docstring)
     loss_stats = "running"
+
+    @classmethod
+    def _unit_test_params(cls) -> list[UnitTest]:
+        from .models import build_model
+
+        torch.manual_seed(0)
+        model = build_model("small_cnn", width=4)
+        for bn in (model.bn1, model.bn2, model.bn3):  # non-trivial statistics, as after training
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 2.0)
+        model.eval()
+        return [UnitTest({"model": model, "device": "cpu", "batch_size": size}, _unit_test_stream, batch_size=size)
+                for size in (1, 8)]
 
     def __init__(self, model: nn.Module | None = None, *, batch_size: int = 64, column: str = "image",
                  norm_window: float = 64, reset: str | None = None, model_path: str | None = None,
@@ -201,7 +209,7 @@ class TTAOperator(Operator):
         self.norm_window = norm_window
         self.policy = make_policy(self.default_reset if reset is None else reset)
         self.image_shape = tuple(image_shape) if image_shape is not None else None
-        self.device = resolve_device(device)
+        self.device = torch_device(device)
         self.model_name = type(model).__name__
         self._check_model(model)
 
@@ -523,7 +531,7 @@ class TTAOperator(Operator):
         self.policy.load_state_dict(state["policy"])
 
     def to(self, device: Any) -> TTAOperator:
-        device = resolve_device(device)
+        device = torch_device(device)
         opt_state = self.optimizer.state_dict() if self.optimizer else None
         self.device = device
         self.net.to(device)
@@ -540,8 +548,10 @@ class TTAOperator(Operator):
     def summary(self) -> dict[str, Any]:
         return {"seen": self.seen, "adapted_batches": self.adapted, "resets": self.resets}
 
-    def __repr__(self) -> str:
-        args = {"model": self.model_name, "batch_size": self.batch_size, "column": self.column,
-                "norm_window": self.norm_window, "reset": self.policy.spec,
-                **{k: getattr(self, k) for k in self.hparams}}
-        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
+
+def _unit_test_stream(n: int = 24, seed: int = 0) -> Batch:
+    """Small random images: input for the contract checks."""
+    from stream.batch import to_arrow
+
+    images = np.random.default_rng(seed).random((n, 8, 8), dtype=np.float32)
+    return Batch(pa.record_batch({"image": to_arrow(images)}), source="contract")

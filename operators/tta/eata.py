@@ -93,7 +93,6 @@ class EATA(TTAOperator):
 
     needs_norm = "affine"
     default_reset = "collapse"
-    hparams = ("lr", "entropy_margin", "redundancy_margin", "fisher_alpha", "fisher_samples", "loss_stats")
     option_checks = {"lr": at_least(0), "entropy_margin": above(0), "redundancy_margin": between(0, 1),
                      "fisher_alpha": at_least(0)}
 

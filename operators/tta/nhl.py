@@ -122,8 +122,6 @@ class NHL(TTAOperator):
 
     needs_conv = True
     default_reset = "collapse"
-    hparams = ("hebbian_lr", "temperature", "rule", "center_patches", "modulator", "lr",
-               "entropy_filter", "adapt_norm", "loss_stats")
 
     def __init__(self, model: nn.Module | None = None, *, hebbian_lr: float = 0.01,
                  temperature: float = 1.0, rule: str = "oja", center_patches: bool = True,

@@ -73,7 +73,6 @@ class SAR(TTAOperator):
 
     needs_norm = "affine"
     default_reset = "collapse"
-    hparams = ("lr", "rho", "entropy_margin", "recovery_entropy", "loss_stats")
     option_checks = {"lr": at_least(0), "rho": at_least(0), "entropy_margin": above(0),
                      "recovery_entropy": at_least(0)}
 

@@ -57,7 +57,6 @@ class Tent(TTAOperator):
 
     needs_norm = "affine"
     default_reset = "collapse"
-    hparams = ("lr", "entropy_filter", "loss_stats")
 
     def __init__(self, model: nn.Module | None = None, *, lr: float = 1e-3,
                  entropy_filter: float | None = None, loss_stats: str = "batch", **common: Any):

@@ -26,6 +26,7 @@ class ZScore(Operator):
     """
 
     requires = {"x": "number"}
+    runtime_params = ("delay", "progress")  # pacing and instrumentation: workers of one job differ there
 
     def __init__(self, delay: float = 0.0, progress: str | None = None):
         self.delay, self.progress = delay, progress

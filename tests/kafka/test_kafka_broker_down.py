@@ -21,7 +21,7 @@ from kafka.topics import produce_json
 from streams import ListSink
 
 from connectors.kafka import KafkaSink, KafkaSource
-from connectors.kafka_health import BrokerUnreachable
+from connectors.kafka.health import BrokerUnreachable
 from stream import HebbstreamError, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -9,7 +9,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.kafka_codec import Codec
+from connectors.kafka.codec import Codec
 
 texts = st.one_of(st.none(), st.text(max_size=8))  # quotes, backslashes, control characters, non-ASCII
 floats = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**17, 10**17).map(float))

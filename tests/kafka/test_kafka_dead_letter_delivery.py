@@ -17,7 +17,7 @@ from kafka.topics import produce_json, read_topic
 from streams import ListSink
 
 from connectors.kafka import KafkaSource
-from connectors.kafka_dead_letter import DeadLetterError
+from connectors.kafka.dead_letter import DeadLetterError
 from stream import run
 
 

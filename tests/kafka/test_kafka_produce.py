@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from kafka.topics import read_topic
 
-from connectors.kafka_cli import produce_file, start_mock_cluster
+from connectors.kafka.cli import produce_file, start_mock_cluster
 from stream.cli import main as cli
 from stream.errors import ConfigError
 

@@ -6,7 +6,7 @@ import pyarrow as pa
 from kafka.detector import ZScore
 from streams import ListSink
 
-from connectors.kafka_tasks import TASK_COLUMN, PartitionedPipeline, PartitionStore
+from connectors.kafka.tasks import TASK_COLUMN, PartitionedPipeline, PartitionStore
 from stream import Batch, CheckpointStore, Pipeline, Source, run
 from stream.connector import RunContext
 

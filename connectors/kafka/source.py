@@ -2,7 +2,7 @@
 
 Start the same pipeline N times with one ``group_id``: Kafka splits the partitions
 between the workers, and each worker keeps the state of its partitions (one pipeline copy
-per partition, see :mod:`connectors.kafka_tasks`) in the shared checkpoint store.
+per partition, see :mod:`connectors.kafka.tasks`) in the shared checkpoint store.
 
 - **Assignment**: for each new partition the worker reads the committed offset, whose
   commit metadata names the partition's checkpoint; it loads that state (at-least-once:
@@ -16,11 +16,11 @@ per partition, see :mod:`connectors.kafka_tasks`) in the shared checkpoint store
   assigned partitions are paused (the consumer keeps polling, so it stays in the group)
   and resumed once the pipeline has caught up to half of that.
 
-Messages become rows (see :mod:`connectors.kafka_codec`); the message key becomes the
+Messages become rows (see :mod:`connectors.kafka.codec`); the message key becomes the
 ``key`` column and the message timestamp the ``ts`` column, unless the payload has them.
 A message that cannot be decoded, lacks a key or does not fit the schema goes to
 ``dead_letter_topic`` (value and key as they were, the reason in the
-``hebbstream-reason`` header; see :mod:`connectors.kafka_dead_letter`) or stops the run
+``hebbstream-reason`` header; see :mod:`connectors.kafka.dead_letter`) or stops the run
 with an error naming topic, partition, offset and key. Dead letters are acknowledged
 before the checkpoint that covers them is saved and its offsets committed (a refused one
 stops the run), are counted in the run summary's ``dead_letter``, and when they are most
@@ -28,7 +28,7 @@ of what was read an error-level line says so.
 
 - **Broker**: without a reachable broker for ``broker_timeout`` seconds (at the start or
   mid-run) the run stops with a clear error; librdkafka's own log lines are rate-limited
-  (:mod:`connectors.kafka_health`). :meth:`KafkaSource.health` is a health signal.
+  (:mod:`connectors.kafka.health`). :meth:`KafkaSource.health` is a health signal.
 - **Stopping**: ``idle_timeout`` ends the run once every partition is read to its end and
   nothing new came for that long; a stop request (SIGTERM/SIGINT under ``hebbstream run``,
   :mod:`stream.shutdown`) ends it between micro-batches; either way the final checkpoint
@@ -66,13 +66,13 @@ from stream.connector import RunContext, Source
 from stream.errors import BadEventError, CheckpointError, ConfigError, SourceError
 from stream.outputs import members
 
-from .kafka_codec import Codec, parse_schema
-from .kafka_commit import commit_offsets
-from .kafka_dead_letter import DeadLetters
-from .kafka_fencing import claim, owner, release
-from .kafka_health import BrokerWatch, client_logger, probe
-from .kafka_sink import KafkaSink, client_config
-from .kafka_tasks import TASK_COLUMN, PartitionedPipeline, PartitionStore, _groups
+from .codec import Codec, parse_schema
+from .commit import commit_offsets
+from .dead_letter import DeadLetters
+from .fencing import claim, owner, release
+from .health import BrokerWatch, client_logger, probe
+from .sink import KafkaSink, client_config
+from .tasks import TASK_COLUMN, PartitionedPipeline, PartitionStore, _groups
 
 log = logging.getLogger("hebbstream.kafka")
 
@@ -98,7 +98,7 @@ class KafkaSource(Source):
         max_inflight: rows read ahead of the pipeline before partitions are paused.
         idle_timeout: stop after this many seconds without a message (``None``: never);
             time spent waiting for the pipeline to catch up (back-pressure) does not count.
-        broker_timeout: stop with :class:`~connectors.kafka_health.BrokerUnreachable` after
+        broker_timeout: stop with :class:`~connectors.kafka.health.BrokerUnreachable` after
             this many seconds without a reachable broker, at the start or mid-run
             (``None`` or 0: keep retrying quietly; :meth:`health` says so).
         config: further librdkafka settings, passed through unchanged.
@@ -558,7 +558,7 @@ class KafkaSource(Source):
 
     def _take_over(self, partitions: list[Any]) -> None:
         """Exactly-once: fence the owners that did not give these partitions up cleanly
-        (see :mod:`connectors.kafka_fencing`), then record this worker as their owner."""
+        (see :mod:`connectors.kafka.fencing`), then record this worker as their owner."""
         me = self._txn_sink.transactional_id
         fenced: set[str] = set()
         for tp in partitions:

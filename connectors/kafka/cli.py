@@ -16,7 +16,7 @@ things out, not for production).
 
 Example:
     >>> import argparse
-    >>> from connectors.kafka_cli import add_parser
+    >>> from connectors.kafka.cli import add_parser
     >>> sub = argparse.ArgumentParser(prog="hebbstream").add_subparsers()
     >>> p = add_parser(sub)
     >>> args = p.parse_args(["data.csv", "--topic", "metrics", "--rate", "500", "-X", "linger.ms=10"])
@@ -96,7 +96,7 @@ def produce_file(path: str, topic: str, *, rate: float = 0.0, speed: float | Non
                  time_column: str | None = None, limit: int | None = None,
                  config: dict[str, Any] | None = None) -> int:
     """Write the rows of ``path`` to ``topic``; returns the number of messages."""
-    from .kafka_sink import KafkaSink
+    from .sink import KafkaSink
 
     stem, ext = os.path.splitext(os.path.basename(path.rstrip("/")))
     ext = ext.lower()

@@ -30,7 +30,7 @@ or one registered in code with :func:`register_callable`; a bound method must be
 :data:`METHODS` (``PAClassifier.calc_tau``, ``Random.gauss`` in a partial, ...). Anything
 else fails on save with an error naming where it sits in the model
 (``model['FuncTransformer'].func``) and on load with :class:`CheckpointError`.
-:func:`operators.river_shape.difference` then compares the decoded model with the one the
+:func:`operators.river.shape.difference` then compares the decoded model with the one the
 pipeline configures, so the file cannot choose the classes or parameters of the model.
 
 Shared references and cycles survive (a memo, like pickle's), so a pipeline's cached
@@ -45,7 +45,7 @@ pickle; unseeded models (``seed=None``) continue with fresh randomness.
 Example:
     >>> from river import anomaly
     >>> from stream import state as codec
-    >>> from operators.river_state import encode, decode
+    >>> from operators.river.state import encode, decode
     >>> model = anomaly.HalfSpaceTrees(seed=7)
     >>> xs = [{"a": i % 7 / 7, "b": i % 3 / 3} for i in range(60)]
     >>> for x in xs[:40]:
@@ -209,7 +209,7 @@ def register_callable(name: str, fn: Any) -> None:
     be checkpointed when the callable is registered, by the same name, in the code that
     saves and in the code that loads; a checkpoint names it and never holds code.
 
-    >>> from operators.river_state import register_callable, encode, decode
+    >>> from operators.river.state import register_callable, encode, decode
     >>> def double(x):
     ...     return {k: 2 * v for k, v in x.items()}
     >>> register_callable("example.double", double)
@@ -343,7 +343,7 @@ class _Encoder:
         if isinstance(obj, type):
             raise self.fail(path, f"{what} is a class, not an allowed value")
         raise self.fail(path, f"{what} is not registered; a checkpoint holds no code, so name it "
-                              "in the code that saves and loads: operators.river_state.register_callable"
+                              "in the code that saves and loads: operators.river.state.register_callable"
                               f"('some.name', {getattr(obj, '__name__', 'fn')})")
 
     def value(self, obj: Any, path: tuple | None) -> Any:
@@ -440,7 +440,7 @@ class _Encoder:
         owner, name = obj.__self__, obj.__func__.__name__
         if not _method_allowed(owner, name) or getattr(owner, name, None) != obj:
             raise self.fail(path, f"method {_dotted(obj)} is not allowed in a checkpoint (see "
-                                  "operators.river_state.METHODS)")
+                                  "operators.river.state.METHODS)")
         if isinstance(owner, type):  # a classmethod
             if _class(f"{owner.__module__}:{owner.__qualname__}") is not owner:
                 raise self.fail(path, f"method {_dotted(obj)} of a class that is not allowed")
@@ -575,7 +575,7 @@ class _Decoder:
             name = v.get("v")
             if type(name) is not str or name not in _NAMED:
                 raise self.fail(i, f"{str(name)[:200]!r} is not a registered function or class "
-                                   "(see operators.river_state.NAMED_VALUES and register_callable)")
+                                   "(see operators.river.state.NAMED_VALUES and register_callable)")
             return _NAMED[name]
         raise self.fail(i, f"unknown value type {tag[:40]!r}")
 
@@ -711,7 +711,7 @@ class _Decoder:
         """A bound method listed in :data:`METHODS`, of an object this checkpoint made."""
         if type(name) is not str or _dunder(name) or not _method_allowed(owner, name):
             raise self.fail(i, f"method {str(name)[:100]!r} of a {type(owner).__name__} is not allowed "
-                               "(see operators.river_state.METHODS)")
+                               "(see operators.river.state.METHODS)")
         cls = owner if isinstance(owner, type) else type(owner)
         func = getattr(cls, name, None)
         if isinstance(owner, type):

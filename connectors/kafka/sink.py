@@ -23,7 +23,7 @@ with the same id, which fences the dead process and aborts its open transaction 
 so ``read_committed`` readers of the output do not wait for it to time out
 (``transaction.timeout.ms``, 60 s by default). A worker that takes over partitions from a
 worker that did not give them up cleanly (it died, or lost them as a zombie) fences that
-worker's id too, whatever the instance names (:mod:`connectors.kafka_fencing`: each
+worker's id too, whatever the instance names (:mod:`connectors.kafka.fencing`: each
 partition's checkpoint folder records its owner). Zombies are also fenced by the consumer
 group (KIP-447: offsets are sent with the consumer's group metadata, and a commit from an
 old group generation is refused). Two live workers must never share an instance name:
@@ -58,8 +58,8 @@ from stream.batch import Batch
 from stream.connector import Sink
 from stream.errors import ConfigError, HebbstreamError
 
-from .kafka_codec import Codec, py_bytes
-from .kafka_health import BrokerWatch, client_logger, probe
+from .codec import Codec, py_bytes
+from .health import BrokerWatch, client_logger, probe
 
 log = logging.getLogger("hebbstream.kafka")
 
@@ -144,7 +144,7 @@ class KafkaSink(Sink):
 
     def fence(self, txn_id: str) -> bool:
         """Abort the open transaction of the (dead) producer ``txn_id`` and fence it."""
-        from .kafka_fencing import fence
+        from .fencing import fence
 
         return fence(self.conf, txn_id, self.flush_timeout, self.name)
 

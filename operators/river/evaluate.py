@@ -11,7 +11,7 @@ passes through unchanged; :meth:`summary` goes into the run summary under ``metr
 Example:
     >>> import pyarrow as pa
     >>> from stream import Batch
-    >>> from operators.evaluate import Evaluate
+    >>> from operators.river.evaluate import Evaluate
     >>> ev = Evaluate(target="y", metrics=["Accuracy", "ROCAUC"])
     >>> _ = ev(Batch(pa.record_batch({"key": ["a", "a", "b", "b"], "y": [True, False, True, True],
     ...                               "prediction": [True, True, None, True],
@@ -25,13 +25,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 from river import metrics as river_metrics
 
 from stream.batch import Batch
 from stream.errors import CheckpointError, ConfigError, SchemaError
 from stream.operator import Operator
+from stream.testing import UnitTest
 
-from . import river_shape, river_state
+from . import shape as river_shape
+from . import state as river_state
 
 
 def build_metric(spec: Any) -> Any:
@@ -86,8 +90,10 @@ class Evaluate(Operator):
     def from_config(cls, **kwargs: Any) -> Evaluate:
         return cls(**kwargs)
 
-    def __repr__(self) -> str:
-        return f"Evaluate(target={self.target!r}, metrics={self.names}, per_key={self.per_key})"
+    @classmethod
+    def _unit_test_params(cls) -> list[UnitTest]:
+        return [UnitTest({"target": "label", "metrics": ["Accuracy", "ROCAUC"]}, _unit_test_stream),
+                UnitTest({"target": "label", "metrics": ["F1"], "per_key": False}, _unit_test_stream)]
 
     def required_columns(self) -> dict[str, str]:
         return {self.target: "any"}
@@ -158,3 +164,14 @@ class Evaluate(Operator):
                 raise CheckpointError(f"Evaluate: the checkpoint holds metrics {got} ({where}), this pipeline "
                                       f"{self.names}: {diff}")
         self.metrics, self.keyed = overall, keyed
+
+
+def _unit_test_stream(n: int = 60, seed: int = 0) -> Batch:
+    """Labels and targets with a model's predictions beside them: input for the contract checks."""
+    rng = np.random.default_rng(seed)
+    label = rng.uniform(size=n) > 0.5
+    proba = np.clip(label * 0.6 + rng.uniform(size=n) * 0.4, 0, 1)
+    return Batch(pa.record_batch({
+        "key": np.array(["a", "b"])[rng.integers(0, 2, n)], "label": label,
+        "prediction": proba > 0.5, "proba": proba,
+    }), source="contract")

@@ -21,9 +21,9 @@ Outputs (appended columns):
 
 Features are the ``features=[...]`` columns, by default every numeric column except the
 key, time and target columns and this operator's outputs. Models are checkpointed
-through :mod:`operators.river_state` (no pickle; RNG state included): loading one runs no
+through :mod:`operators.river.state` (no pickle; RNG state included): loading one runs no
 code from it, and a checkpoint whose model differs from the configured one in a class,
-a parameter or a pipeline step is refused (:mod:`operators.river_shape`).
+a parameter or a pipeline step is refused (:mod:`operators.river.shape`).
 
 Example:
     >>> import numpy as np, pyarrow as pa
@@ -65,8 +65,10 @@ from stream.batch import Batch
 from stream.errors import BadEventError, CheckpointError, ConfigError
 from stream.operator import Operator
 from stream.options import check_options, show
+from stream.testing import UnitTest
 
-from . import river_shape, river_state
+from . import shape as river_shape
+from . import state as river_state
 
 log = logging.getLogger("hebbstream")
 
@@ -295,13 +297,27 @@ class RiverOperator(Operator):
         or ``model = [{model = ...}, ...]`` for a River pipeline; other keys as in ``__init__``."""
         return cls(build_model(model, params), **kwargs)
 
+    @classmethod
+    def _unit_test_params(cls) -> list[UnitTest]:
+        hst = {"model": "anomaly.HalfSpaceTrees", "params": {"n_trees": 3, "height": 4, "window_size": 10, "seed": 1}}
+        scaler = {"model": "preprocessing.StandardScaler"}
+        xs = {"features": ["x1", "x2"]}
+        return [UnitTest(params, _unit_test_stream) for params in (
+            {"model": [{"model": "preprocessing.MinMaxScaler"}, hst], **xs},
+            {"model": hst, "target": "label", "per_key": True},
+            {"model": {"model": "anomaly.QuantileFilter", "params": {
+                "anomaly_detector": {"model": "anomaly.OneClassSVM", "params": {"nu": 0.2}}, "q": 0.9}}, **xs},
+            {"model": [scaler, {"model": "linear_model.LogisticRegression"}], **xs, "target": "label"},
+            {"model": {"model": "tree.HoeffdingTreeClassifier", "params": {"grace_period": 10}}, **xs,
+             "target": "label", "per_key": True},
+            {"model": "naive_bayes.GaussianNB", **xs, "target": "label"},
+            {"model": [scaler, {"model": "linear_model.LinearRegression"}], **xs, "target": "value"},
+            {"model": scaler, **xs, "per_key": True},
+        )]
+
     @property
     def name(self) -> str:
         return f"River[{type(_final_step(self.model)).__name__}]"
-
-    def __repr__(self) -> str:
-        return (f"RiverOperator({self.model!r}, features={self.features if self._explicit_features else None}, "
-                f"target={self.target!r}, per_key={self.per_key})")
 
     # -- columns ------------------------------------------------------------------------
     def _output_names(self) -> set[str]:
@@ -464,7 +480,7 @@ class RiverOperator(Operator):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the models of a checkpoint; they must have the classes, parameters and
-        pipeline structure of the configured model (:mod:`operators.river_shape`)."""
+        pipeline structure of the configured model (:mod:`operators.river.shape`)."""
         slot = "models" if self.per_key else "model"
         if not isinstance(state, dict) or slot not in state:
             found = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
@@ -502,3 +518,14 @@ class RiverOperator(Operator):
         if diff is not None:
             raise CheckpointError(f"{self.name}: {what} in the checkpoint does not match the configured "
                                   f"model: {diff}")
+
+
+def _unit_test_stream(n: int = 60, seed: int = 0) -> Batch:
+    """Keys, two features, a boolean label and a numeric target: input for the contract checks."""
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=n), rng.uniform(size=n)
+    return Batch(pa.record_batch({
+        "key": np.array(["a", "b", "c"])[rng.integers(0, 3, n)], "ts": np.arange(n, dtype=np.int64),
+        "x1": x1, "x2": x2, "label": x1 + 0.3 * rng.normal(size=n) > 0,
+        "value": 2 * x1 - x2 + 0.1 * rng.normal(size=n),
+    }), source="contract")

@@ -16,7 +16,7 @@ loads just the partitions it was given.
 Example:
     >>> import pyarrow as pa
     >>> from stream import Batch, Operator, Pipeline
-    >>> from connectors.kafka_tasks import PartitionedPipeline, TASK_COLUMN
+    >>> from connectors.kafka.tasks import PartitionedPipeline, TASK_COLUMN
     >>> class Count(Operator):
     ...     def __init__(self):
     ...         self.n = 0
@@ -51,7 +51,8 @@ import numpy as np
 
 from stream.batch import Batch
 from stream.checkpoint import CheckpointStore
-from stream.operator import Pipeline, RejectHandler
+from stream.operator import Operator, Pipeline, RejectHandler
+from stream.testing import UnitTest
 
 log = logging.getLogger("hebbstream.kafka")
 
@@ -74,6 +75,16 @@ class PartitionedPipeline(Pipeline):
         self.names: dict[int, str] = {}
         self._released: dict[str, float] = {label: 0.0 for label in template.timings}
         self._lock = threading.RLock()
+
+    @classmethod
+    def _unit_test_params(cls) -> list[UnitTest]:
+        from stream.checks import EventTimeOrder
+
+        def partitions(pipe: Operator) -> None:
+            for task in (0, 1):
+                pipe.add(task, f"contract[{task}]")
+
+        return [UnitTest({"template": Pipeline([EventTimeOrder()])}, _unit_test_stream, setup=partitions)]
 
     # -- tasks ---------------------------------------------------------------------
     def add(self, task: int, name: str, state: dict[str, Any] | None = None) -> None:
@@ -282,3 +293,13 @@ class PartitionStore(CheckpointStore):
 
     def load_latest(self) -> dict[str, Any] | None:
         return None
+
+
+def _unit_test_stream(n: int = 40) -> Batch:
+    """Rows of partition 0, then of partition 1, each in time order: input for the contract checks (outputs
+    come partition by partition within a batch, so any cut of this stream gives them in input order)."""
+    import pyarrow as pa
+
+    task = (np.arange(n) >= n // 2).astype(np.int64)
+    return Batch(pa.record_batch({"key": np.where(task == 0, "a", "b"), "ts": np.arange(n, dtype=np.int64),
+                                  TASK_COLUMN: task}), source="contract")

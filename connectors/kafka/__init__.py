@@ -1,12 +1,17 @@
 """Kafka sources and sinks (confluent-kafka / librdkafka), and scale-out by consumer group.
 
-- :class:`~connectors.kafka_source.KafkaSource`: one worker of a consumer group; state
+- :class:`~connectors.kafka.source.KafkaSource`: one worker of a consumer group; state
   per partition, restored on assignment and checkpointed on revocation.
-- :class:`~connectors.kafka_sink.KafkaSink`: idempotent producer by default, or
+- :class:`~connectors.kafka.sink.KafkaSink`: idempotent producer by default, or
   transactions that commit outputs and consumed offsets together (``exactly_once``).
-- Payloads: JSON, Arrow IPC or raw bytes (:mod:`connectors.kafka_codec`).
-- ``hebbstream produce FILE --topic T --rate R`` (:mod:`connectors.kafka_cli`) replays a
+- Payloads: JSON, Arrow IPC or raw bytes (:mod:`connectors.kafka.codec`).
+- ``hebbstream produce FILE --topic T --rate R`` (:mod:`connectors.kafka.cli`) replays a
   recorded file into a topic.
+
+Modules: ``source`` (the consumer), ``sink`` (the producer), ``codec`` (payloads),
+``tasks`` (one pipeline copy and checkpoint folder per partition), ``fencing`` (one owner
+per partition's checkpoints), ``commit`` (offset commits), ``health`` (broker reachability),
+``dead_letter`` (rejected messages to a topic), ``cli`` (``hebbstream produce``).
 
 Scale-out: run ``hebbstream run pipeline.toml`` N times with one ``group_id`` and a
 ``[checkpoint] path`` every worker can reach (a ``pyarrow.fs`` URI such as
@@ -24,8 +29,9 @@ Example:
 
 from __future__ import annotations
 
-from .kafka_codec import Codec
-from .kafka_sink import KafkaSink
-from .kafka_source import KafkaSource
+from .codec import Codec
+from .sink import KafkaSink
+from .source import KafkaSource
+from .tasks import PartitionedPipeline, PartitionStore
 
-__all__ = ["KafkaSource", "KafkaSink", "Codec"]
+__all__ = ["KafkaSource", "KafkaSink", "Codec", "PartitionedPipeline", "PartitionStore"]

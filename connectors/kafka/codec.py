@@ -11,7 +11,7 @@ other fields or types are rejected, never silently coerced.
 - ``raw``: the value as a ``binary`` column named ``value``.
 
 Example:
-    >>> from connectors.kafka_codec import Codec
+    >>> from connectors.kafka.codec import Codec
     >>> codec = Codec("json")
     >>> rb, rows, bad = codec.decode([b'{"x": 1.5}', b'not json', b'{"x": 2}'])
     >>> rb.to_pydict(), rows.tolist(), bad
@@ -203,7 +203,7 @@ class Codec:
             if self.schema is None:
                 self.schema = table.schema
             elif not table.schema.equals(self.schema):
-                from .file_source import schema_difference
+                from ..file_source import schema_difference
 
                 bad.append((i, f"wrong schema: {schema_difference(self.schema, table.schema)}"))
                 continue
