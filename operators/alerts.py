@@ -58,6 +58,7 @@ from stream.batch import Batch
 from stream.errors import CheckpointError, ConfigError, SchemaError
 from stream.operator import Operator
 from stream.options import at_least, between
+from stream.testing import UnitTest
 
 #: NAB standard-profile threshold of the HTM detector (see operators.nab.demo.DEFAULT_THRESHOLD)
 DEFAULT_ENTER = 0.5545
@@ -87,6 +88,11 @@ class Alerts(Operator):
 
     option_checks = {"enter": between(0, 1), "leave": between(0, 1), "cooldown": at_least(0),
                      "cooldown_seconds": at_least(0), "warmup": at_least(0)}
+
+    @classmethod
+    def _unit_test_params(cls) -> list[UnitTest]:
+        return [UnitTest({"warmup": 0, "enter": 0.6, "leave": 0.45, "cooldown": 2, "cooldown_seconds": 15},
+                         _unit_test_scores, sizes=(1, 7, 13))]
 
     def __init__(self, score: str = "anomaly_likelihood", *, enter: float = DEFAULT_ENTER,
                  leave: float = DEFAULT_LEAVE, cooldown: int = 0, cooldown_seconds: float = 0.0,
@@ -202,3 +208,12 @@ class Alerts(Operator):
         self.keys = list(keys)
         self.slot = {k: i for i, k in enumerate(keys)}
         self.state = restored
+
+
+def _unit_test_scores(n: int = 120) -> Batch:
+    """Three keys of likelihoods around the thresholds, with event times: the contract's input."""
+    rng = np.random.default_rng(0)
+    times = np.cumsum(rng.integers(1, 20, n)) * 10**9
+    return Batch(pa.record_batch({"key": [f"k{i}" for i in rng.integers(0, 3, n)],
+                                  "anomaly_likelihood": np.clip(rng.normal(0.45, 0.2, n), 0, 1),
+                                  "ts": pa.array(times, pa.timestamp("ns"))}), key_column="key", time_column="ts")

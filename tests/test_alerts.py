@@ -10,7 +10,6 @@ from operators.nab.demo import DEFAULT_THRESHOLD
 from stream import Batch
 from stream.errors import CheckpointError, ConfigError, SchemaError
 from stream.options import build
-from stream.testing import check_operator
 
 
 def scored(scores, keys=None, times=None) -> Batch:
@@ -80,16 +79,6 @@ def test_defaults_are_nab_threshold_and_probation_of_the_htm_detector():
     assert not any(run(op, early)[1])
     # then a likelihood of 0.56 opens an episode that 0.5 holds and 0.49 closes
     assert run(op, scored([0.56, 0.5, 0.49]))[1] == [True, True, False]
-
-
-def test_contract_batch_size_independence_resume_and_bad_input():
-    rng = np.random.default_rng(3)
-    n = 120
-    keys = [f"k{i}" for i in rng.integers(0, 3, n)]
-    scores = np.clip(rng.normal(0.45, 0.2, n), 0, 1)
-    times = np.cumsum(rng.integers(1, 20, n))
-    check_operator(lambda: Alerts(warmup=0, enter=0.6, leave=0.45, cooldown=2, cooldown_seconds=15),
-                   scored(scores, keys, times), sizes=(1, 7, 13))
 
 
 def test_resumed_run_continues_an_open_episode():

@@ -39,8 +39,9 @@ import numpy as np
 
 from stream.errors import ConfigError
 from stream.options import at_least, between
+from stream.testing import UnitTest
 
-from .keyed import KeyedDetector, KeyModel
+from .keyed import UNIT_TEST_RANGE, KeyedDetector, KeyModel, unit_test_stream
 
 
 def haar(window: np.ndarray, levels: int) -> np.ndarray:
@@ -179,6 +180,10 @@ class ARTDetector(KeyedDetector):
         **KeyedDetector.option_checks, "window": at_least(4), "levels": at_least(0), "alpha": between(0, 10),
         "beta": between(0, 1), "quantile": between(0, 1), "low_quantile": between(0, 1), "rate": between(0, 1),
         "threshold": between(0, 1), "mask": at_least(0), "max_categories": at_least(1)}
+
+    @classmethod
+    def _unit_test_params(cls) -> list[UnitTest]:
+        return [UnitTest({"value_range": UNIT_TEST_RANGE, "window": 4, "levels": 1, "mask": 2}, unit_test_stream)]
 
     def __init__(self, *, window: int = 16, levels: int = 3, alpha: float = 1e-3, beta: float = 0.1,
                  quantile: float = 0.05, low_quantile: float = 0.005, rate: float = 0.01, threshold: float = 0.5,

@@ -37,8 +37,9 @@ from typing import Any, ClassVar
 
 from stream.errors import ConfigError
 from stream.options import at_least, between
+from stream.testing import UnitTest
 
-from .keyed import KeyedDetector, KeyModel
+from .keyed import UNIT_TEST_RANGE, KeyedDetector, KeyModel, unit_test_stream
 
 #: Neuron facts are context ids shifted above every value fact.
 NEURON = 1 << 20
@@ -204,6 +205,11 @@ class ContextualDetector(KeyedDetector):
     option_checks: ClassVar[dict[str, Any]] = {
         **KeyedDetector.option_checks, "bits": between(1, 16), "max_left": at_least(1),
         "max_active": at_least(0), "threshold": between(0, 1), "rest": at_least(0)}
+
+    @classmethod
+    def _unit_test_params(cls) -> list[UnitTest]:
+        return [UnitTest({"value_range": UNIT_TEST_RANGE, "rest": 3}, unit_test_stream),
+                UnitTest({"warmup": 5}, unit_test_stream)]  # the range learnt from the first values
 
     def __init__(self, *, bits: int = 3, max_left: int = 7, max_active: int = 15, threshold: float = 0.75,
                  rest: int = 30, value_range: dict[str, list[float]] | None = None, warmup: int = 100,

@@ -36,9 +36,11 @@ import numpy as np
 from stream import Batch, Operator, registry
 from stream.errors import CheckpointError, ConfigError
 from stream.options import one_of
+from stream.testing import UnitTest
 
 from .artime import ARTDetector
 from .cad import ContextualDetector
+from .keyed import UNIT_TEST_RANGE, unit_test_stream
 
 #: Members known by short name (others are looked up among registered operators).
 MEMBERS: dict[str, type[Operator]] = {"cad": ContextualDetector, "art": ARTDetector}
@@ -67,6 +69,11 @@ class ScoreEnsemble(Operator):
     requires = {"value": "number"}
     option_checks: ClassVar[dict[str, Any]] = {"calibrate": one_of("rank", "raw"),
                                                "combine": one_of("mean", "max")}
+
+    @classmethod
+    def _unit_test_params(cls) -> list[UnitTest]:
+        return [UnitTest({"members": ["cad", "art"], "value_range": UNIT_TEST_RANGE,
+                          "member_options": {"art": {"window": 4, "levels": 1}}}, unit_test_stream)]
 
     def __init__(self, *, members: list[str] | None = None, member_options: dict[str, dict[str, Any]] | None = None,
                  calibrate: str = "rank", combine: str = "mean", value_range: dict[str, list[float]] | None = None,

@@ -65,6 +65,20 @@ class KeyModel:
         raise NotImplementedError
 
 
+#: value range per key of :func:`unit_test_stream` (detectors that need one)
+UNIT_TEST_RANGE = {"a": [0.0, 10.0], "b": [0.0, 10.0]}
+
+
+def unit_test_stream(n: int = 48) -> Batch:
+    """Two keys of a noisy sine in [1, 9]: the contract checks' input for these detectors."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(3)
+    keys = np.where(np.arange(n) % 3 == 0, "b", "a")
+    values = np.round(5 + 4 * np.sin(np.arange(n) / 2.0) + rng.normal(0, 0.5, n), 3)
+    return Batch(pa.record_batch({"key": keys, "value": values}), source="test")
+
+
 class KeyedDetector(Operator):
     """Base operator: one :attr:`model` per key, prequential, over ``value_column``.
 
