@@ -129,7 +129,7 @@ def test_detector_contract_with_the_backtracking_tm():
 
 def _check_index(st):
     """The presynaptic index holds exactly the live synapses, each once, in its
-    presynaptic cell's block where ipos says; blocks fit their room and do not overlap."""
+    presynaptic cell's block; blocks fit their room and do not overlap."""
     start, n, cap = st.blk_start, st.blk_len, st.blk_cap
     assert np.all(n <= cap) and np.all(start + cap <= st.n_idx) and st.n_idx <= st.idx_syn.shape[0]
     order = np.argsort(start[cap > 0], kind="stable")
@@ -139,10 +139,9 @@ def _check_index(st):
     pre = np.repeat(np.arange(st.cells), n)
     syn = st.idx_syn[pos]
     live = syn != 0
-    rows, slots = np.nonzero(st.pre[:st.used] >= 0)
+    rows, slots = np.nonzero(st.perm[:st.used] > 0)
     want = sorted(zip(st.pre[rows, slots].tolist(), (rows * st.max_syn + slots).tolist()))
     assert sorted(zip(pre[live].tolist(), syn[live].tolist())) == want
-    assert np.array_equal(st.ipos.reshape(-1)[syn[live]], pos[live])
     assert (st.n_live, st.n_stale) == (int(live.sum()), int((~live).sum()))
 
 

@@ -53,14 +53,16 @@ def test_nab_resolution_rule():
 def test_spatial_pooler_picks_num_active_and_learns_only_winners():
     sp = SpatialPooler(NP, input_size=60, columns=100, num_active=5, seed=1)
     sp.add_slots(1)
-    before = sp.perm.copy()
+    before = sp.permanences(0)
     cols = sp.compute(np.array([0]), np.array([[1, 2, 3, 4]]), np.ones((1, 4), bool))
     assert cols.shape == (1, 5) and np.all(np.diff(cols[0]) > 0)
-    changed = np.flatnonzero((sp.perm[0] != before[0]).any(1))
+    after = sp.permanences(0)
+    changed = np.flatnonzero((after != before).any(1))
     assert set(changed.tolist()) <= set(cols[0].tolist())
-    assert np.all(sp.perm[before < 0] == before[before < 0])   # outside the pool: untouched
-    conn = sp.perm[0] >= sp.connected
-    assert np.array_equal(sp.conn[0, :-1], conn.T)            # bitmap kept in step
+    assert np.all(after[before < 0] == before[before < 0])     # outside the pool: untouched
+    conn = after >= sp.connected
+    assert np.array_equal(sp.connections(0)[:-1], conn.T)      # bitmap kept in step
+    assert sp.n_rows == 5                                      # only the winners hold rows
 
 
 def test_temporal_memory_learns_a_sequence_and_flags_a_surprise():
