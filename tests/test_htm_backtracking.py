@@ -208,3 +208,24 @@ def test_a_corrupt_segment_checkpoint_names_the_array(name, corrupt, message):
         segments[name] = corrupt(segments[name])
     with pytest.raises(ValueError, match=message):
         BacktrackingTM(**PARAMS).load_state_dict(state)
+
+
+def test_a_checkpoint_with_signed_cells_and_64_bit_bookkeeping_resumes_identically():
+    """Checkpoints written before segments used uint16 cells (pre = -1 on empty slots,
+    int32 cells, int64 iterations) load into the same model and continue identically."""
+    seq, noise = _patterns(6), _patterns(4, seed=3)
+    stream = seq * 6 + noise + seq * 3
+    tm = BacktrackingTM(**PARAMS)
+    tm.add_slots(1)
+    for p in stream[:40]:
+        _step(tm, p)
+    state = copy.deepcopy(tm.state_dict())
+    seg = state["models"][0]["segments"]
+    assert seg["pre"].dtype == np.uint16 and seg["last"].dtype == np.uint32
+    seg["pre"] = np.where(seg["perm"] > 0, seg["pre"].astype(np.int32), -1)
+    seg["last"] = seg["last"].astype(np.int64)
+    resumed = BacktrackingTM(**PARAMS)
+    resumed.load_state_dict(state)
+    for p in stream[40:]:
+        assert _step(tm, p) == _step(resumed, p)
+    _check_index(resumed.models[0].store)
