@@ -53,14 +53,16 @@ def _extra(p):
     p.add_argument("--batch", type=int, default=4096, help="records per micro-batch")
     p.add_argument("--measure", action="store_true", help="one key's state after NAB's longest stream")
     p.add_argument("--nab-dir", default=NAB_DIR)
+    p.add_argument("--device", default="numpy", help="numpy, torch or cuda (the spatial pooler and plain TM)")
 
 
 def key_state_bytes(det, slot: int) -> dict[str, int]:
-    """Bytes of the arrays key ``slot`` owns in ``det`` (an ``HTMDetector`` on NumPy), by part."""
+    """Bytes of the arrays key ``slot`` owns in ``det`` (an ``HTMDetector``), by part."""
     model = det.model
-    sp = model.sp
-    learned = int((np.asarray(sp.row[slot]) >= 0).sum())
-    out = {"sp": int(sp.row[slot].nbytes + learned * sp.rows.itemsize * sp.input_size + sp.conn[slot].nbytes)}
+    sp, be = model.sp, model.be
+    learned = int((be.to_numpy(sp.row[slot]) >= 0).sum())
+    row_bytes = be.nbytes(sp.rows) // max(sp.rows.shape[0], 1)
+    out = {"sp": int(be.nbytes(sp.row[slot]) + learned * row_bytes + be.nbytes(sp.conn[slot]))}
     tm = model.tm
     if hasattr(tm, "models"):
         m = tm.models[slot]
@@ -106,7 +108,7 @@ def schedule(keys: int, records: int, fleet: str, active: int) -> tuple[np.ndarr
 
 
 def run_fleet(fleet: str, tm: str, keys: int, records: int, active: int, batch: int, nab_dir: str,
-              seed: int, checkpoint: bool) -> dict:
+              seed: int, checkpoint: bool, device: str = "numpy") -> dict:
     from operators.htm import HTMDetector
     from operators.htm.encoders import nab_resolution
     from operators.htm.model import HTMConfig
@@ -117,7 +119,7 @@ def run_fleet(fleet: str, tm: str, keys: int, records: int, active: int, batch: 
     names = np.array([f"m{i:05d}" for i in range(keys)])
     res = {n: nab_resolution(float(v.min()), float(v.max())) for n, v in zip(names.tolist(), values)}
     det = HTMDetector(config=HTMConfig(tm=tm), resolution=res, rows={n: records for n in res},
-                      device="numpy", seed=seed)
+                      device=device, seed=seed)
     key, j, tick = schedule(keys, records, fleet, active)
     latencies = []
     t0 = time.perf_counter()
@@ -136,7 +138,7 @@ def run_fleet(fleet: str, tm: str, keys: int, records: int, active: int, batch: 
            "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
            "state_mb_per_key": {"mean": round(float(per_key.mean()), 3), "max": round(float(per_key.max()), 3)},
            "p99_batch_latency_ms": round(float(np.percentile(latencies, 99)) * 1000, 1),
-           "batch_records": batch, "spilled_keys": 0, "restores_per_s": 0.0}
+           "batch_records": batch, "spilled_keys": 0, "restores_per_s": 0.0, "device": device}
     if fleet == "rolling":
         out["active_keys"] = active
     if checkpoint:
@@ -176,16 +178,15 @@ def main() -> None:
         return
     fleets = ["steady", "rolling"] if args.fleet == "both" else [args.fleet]
     for fleet in fleets:
-        keys = args.keys or (1000 if fleet == "steady" else 10000)
-        records = args.records or (2000 if fleet == "steady" else 500)
-        active = args.active
+        keys, records, active = (1000, 2000, args.active) if fleet == "steady" else (10000, 500, args.active)
         batch = args.batch
         if args.quick:
             keys, records, active = (8, 120, 8) if fleet == "steady" else (32, 60, 8)
             batch = min(batch, 64)
+        keys, records = args.keys or keys, args.records or records
         for tm in tms:
             row = run_fleet(fleet, tm, keys, records, min(active, keys), batch, args.nab_dir, args.seed,
-                            checkpoint=keys <= 1000)
+                            checkpoint=keys <= 1000, device=args.device)
             print(row, flush=True)
             rows.append(row)
     finish("htm_keys", {"rows": rows}, quick=args.quick)
