@@ -22,9 +22,9 @@ its presynaptic cell's block (a few entries) and turns it into a dead one (point
 the sentinel row, whose count is discarded); moves and re-layouts drop the dead
 entries. The index is derived state: it is rebuilt from ``pre`` on load.
 
-After NAB's longest stream (machine_temperature_system_failure) one key's arrays hold
-6.0 MB (15.3 MB with int32 cells, 64-bit bookkeeping, doubling growth and a synapse to
-index-entry map); ``benchmarks/htm_keys.py --measure`` reports it.
+After NAB's longest stream (machine_temperature_system_failure) one key's temporal
+memory holds about 6 MB (15 MB with int32 cells, 64-bit bookkeeping, doubling growth and
+a synapse-to-entry map); ``benchmarks/htm_keys.py --measure`` reports it by part.
 
 Randomness is a counter-based hash of (seed, iteration, segment or column, cell), so
 the draws are the same whether a key runs alone or batched with others and need no
