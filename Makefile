@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # GPU users: `make TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124" setup`
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test test-all lint bench-quick clean
+.PHONY: setup demo test test-all lint bench-quick gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ lint: setup
 BENCHMARKS := passthrough river_overhead nab htm_scaling tta continual pruning kafka serve_overhead
 bench-quick: setup
 	for b in $(BENCHMARKS); do $(PY) benchmarks/$$b.py --quick || exit 1; done
+
+# Every test and benchmark with a CUDA path at small size, one JSON with the card's name
+# (benchmarks/results/gpu_check.json); without a GPU it reports "no GPU" and runs the CPU path
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -53,14 +55,16 @@ def test_nab_resolution_rule():
 def test_spatial_pooler_picks_num_active_and_learns_only_winners():
     sp = SpatialPooler(NP, input_size=60, columns=100, num_active=5, seed=1)
     sp.add_slots(1)
-    before = sp.perm.copy()
+    before = sp.permanences(0)
     cols = sp.compute(np.array([0]), np.array([[1, 2, 3, 4]]), np.ones((1, 4), bool))
     assert cols.shape == (1, 5) and np.all(np.diff(cols[0]) > 0)
-    changed = np.flatnonzero((sp.perm[0] != before[0]).any(1))
+    after = sp.permanences(0)
+    changed = np.flatnonzero((after != before).any(1))
     assert set(changed.tolist()) <= set(cols[0].tolist())
-    assert np.all(sp.perm[before < 0] == before[before < 0])   # outside the pool: untouched
-    conn = sp.perm[0] >= sp.connected
-    assert np.array_equal(sp.conn[0, :-1], conn.T)            # bitmap kept in step
+    assert np.all(after[before < 0] == before[before < 0])     # outside the pool: untouched
+    conn = after >= sp.connected
+    assert np.array_equal(sp.connections(0)[:-1], conn.T)      # bitmap kept in step
+    assert sp.n_rows == 5                                      # only the winners hold rows
 
 
 def test_temporal_memory_learns_a_sequence_and_flags_a_surprise():
@@ -159,7 +163,8 @@ def test_numpy_and_torch_backends_agree_exactly(extra):
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
     cfg = HTMConfig.small(**extra)
-    a, b = HTMModel(cfg, "numpy"), HTMModel(cfg, "torch")
+    # `make gpu-check` runs this on the card (benchmarks/gpu_check.py sets the variable)
+    a, b = HTMModel(cfg, "numpy"), HTMModel(cfg, os.environ.get("HEBBSTREAM_TEST_DEVICE", "torch"))
     a.add_slots(2)
     b.add_slots(2)
     np.testing.assert_array_equal(_drive(a, [0, 1]), _drive(b, [0, 1]))
@@ -196,3 +201,38 @@ def test_segment_capacity_grows_and_recycles():
         m.step(np.array([0]), rng.normal(size=1) * 100, np.array([0.5]), np.array([i * HOUR]))
     assert m.tm.segments_per_column == 4     # capped at the maximum, old segments recycled
     assert (m.tm.seg_cell[0] >= 0).sum() > 0
+
+
+def test_spatial_pooler_keeps_only_learned_columns_and_loads_a_full_permanence_checkpoint():
+    """A key stores rows only for the columns that won; a checkpoint holding every
+    column's permanences (the layout before the row pool) loads to the same state."""
+    sp = SpatialPooler(NP, input_size=60, columns=128, num_active=5, seed=1)
+    sp.add_slots(2)
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        bits = rng.integers(0, 60, size=(2, 6))
+        sp.compute(np.array([0, 1]), bits, np.ones((2, 6), bool))
+    assert 5 <= sp.n_rows < 2 * 128                   # far fewer rows than keys x columns
+    full = np.stack([sp.permanences(k) for k in range(2)])
+    again = SpatialPooler(NP, input_size=60, columns=128, num_active=5, seed=1)
+    again.load_state_dict({"perm": full})
+    bits = rng.integers(0, 60, size=(2, 6))
+    ok = np.ones((2, 6), bool)
+    assert np.array_equal(sp.compute(np.array([0, 1]), bits, ok), again.compute(np.array([0, 1]), bits, ok))
+    for k in range(2):
+        assert np.array_equal(sp.permanences(k), again.permanences(k))
+        assert np.array_equal(sp.connections(k), again.connections(k))
+
+
+@pytest.mark.parametrize("row, message", [
+    (lambda r: r[:, :-1], "shapes"),
+    (lambda r: np.where(r >= 0, 10**6, r), "distinct rows"),
+    (lambda r: np.where(r >= 0, r.max(), r), "distinct rows"),
+])
+def test_a_corrupt_spatial_pooler_checkpoint_is_refused(row, message):
+    sp = SpatialPooler(NP, input_size=60, columns=128, num_active=5, seed=1)
+    sp.add_slots(1)
+    sp.compute(np.array([0]), np.array([[1, 2, 3]]), np.ones((1, 3), bool))
+    state = sp.state_dict()
+    with pytest.raises(ValueError, match=message):
+        sp.load_state_dict({"row": row(state["row"]), "rows": state["rows"]})

@@ -33,7 +33,8 @@ def test_spatial_pooler_overlap_paths_agree():
     for sp, c in ((a, 128), (b, 120)):
         sp.add_slots(5)
         cols = sp.compute(slots, bits, ok, learn=False)
-        overlap = sp.conn[slots[:, None], gather].sum(1)
+        conn = np.stack([sp.connections(k) for k in range(5)])
+        overlap = conn[slots[:, None], gather].sum(1)
         score = overlap.astype(np.int64) * c + sp._rank[None, :]
         assert (cols == np.sort(np.argsort(-score, axis=1)[:, :6], axis=1)).all()
 
@@ -103,5 +104,5 @@ def test_spatial_pooler_learning_update_matches_definition():
     on[bits[0]] = True
     delta = np.where(on, sp.active_inc, -sp.inactive_dec).astype(np.int16)
     want = sp._update(np, perm[0], delta[None, :])
-    assert (sp.perm[0] == want).all()
-    assert (sp.conn[0, :64] == (want >= sp.connected).T).all()
+    assert (sp.permanences(0) == want).all()
+    assert (sp.connections(0)[:64] == (want >= sp.connected).T).all()

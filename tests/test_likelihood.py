@@ -166,3 +166,19 @@ def test_reproduces_nupic_anomaly_scores_full_corpus():
     files = sorted(glob.glob(os.path.join(CORPUS_RESULTS, "*", "*.csv")))
     assert len(files) == 58
     assert sum(nupic_check(f) for f in files) == 365558
+
+
+def test_the_history_grows_with_the_stream_up_to_the_window_and_survives_a_round_trip():
+    """A young stream holds buffers in proportion to its length, not the 8,640-record
+    window; scores are the same as with the window reserved, through a state round trip."""
+    lik = AnomalyLikelihood(learning_period=10, estimation_samples=10, historic_window=300)
+    scores = [lik.update(1.0 + 0.1 * (i % 7), 0.05 * (i % 5)) for i in range(150)]
+    assert 150 <= lik._scores.shape[0] < 300
+    resumed = AnomalyLikelihood(learning_period=10, estimation_samples=10, historic_window=300)
+    resumed.load_state_dict(lik.state_dict())
+    for i in range(150, 700):
+        a, b = lik.update(1.0 + 0.1 * (i % 7), 0.05 * (i % 5)), resumed.update(1.0 + 0.1 * (i % 7), 0.05 * (i % 5))
+        assert a == b
+        scores.append(a)
+    assert lik._scores.shape[0] == 300 == resumed._scores.shape[0]
+    assert len(set(scores[20:])) > 1                    # fitted, not stuck at 0.5

@@ -118,7 +118,8 @@ class _KeyModel:
         self.thr, self.min_thr = p.activation_threshold, p.min_threshold
         self.connected, self.initial = _units(p.connected_permanence), _units(p.initial_permanence)
         self.inc, self.dec = _units(p.permanence_increment), _units(p.permanence_decrement)
-        self.store = SegmentStore(self.cells, self.n, p.max_synapses_per_segment, p.seed)
+        self.store = SegmentStore(self.cells, self.n, p.max_synapses_per_segment, p.seed,
+                                  max_segments_per_cell=p.max_segments_per_cell)
         self.inf_active = np.zeros(self.cells, bool)
         self.inf_pred = np.zeros(self.cells, bool)
         self.pred_cols = np.zeros(p.columns, bool)      # column confidence > 0 at t

@@ -8,17 +8,23 @@ column), so, like ``Cells4``'s out-synapse lists, :class:`SegmentStore` keeps an
 from presynaptic cell to synapse: the cost of a look-up is the number of synapses that
 leave the active cells, not the size of the model.
 
-Layout: segment ``s`` owns row ``s`` of ``pre`` (presynaptic cell, -1 = empty slot) and
-``perm`` (permanence in 1/10000, int16), belongs to cell ``cell[s]`` (-1 = free row)
-and carries NuPIC's sequence-segment flag ``seq[s]``. Row 0 is a sentinel that no
-segment uses. The index gives each presynaptic cell a block of entries (flat synapse
-ids) in one array: a look-up gathers the blocks of the active cells, with no search
-and no merging. A full block moves behind the others with room to grow; when the
-array has no space left, or dead entries pile up, every block is laid out afresh.
-``ipos`` maps each live synapse to its entry, so removing a synapse turns that entry
-into a dead one (pointing at the sentinel row, whose count is discarded) without any
-search; moves and re-layouts drop the dead entries. The index is derived state: it is
-rebuilt from ``pre`` on load.
+Layout: segment ``s`` owns row ``s`` of ``pre`` (presynaptic cell, ``uint16`` for up
+to 65,536 cells) and ``perm`` (permanence in 1/10000, int16; 0 = empty slot, whose
+``pre`` is 0), belongs to cell ``cell[s]`` (-1 = free row), carries NuPIC's
+sequence-segment flag ``seq[s]`` and the iteration it was last active, ``last[s]``
+(32 bits). Row 0 is a sentinel that no segment uses. Rows grow by a quarter when full
+(capacity in proportion to the segments in use, not reserved). The index gives each
+presynaptic cell a block of entries (flat synapse ids, int32) in one array: a look-up
+gathers the blocks of the active cells, with no search and no merging. A full block
+moves behind the others with room to grow; when the array has no space left, or dead
+entries pile up, every block is laid out afresh. Removing a synapse finds its entry in
+its presynaptic cell's block (a few entries) and turns it into a dead one (pointing at
+the sentinel row, whose count is discarded); moves and re-layouts drop the dead
+entries. The index is derived state: it is rebuilt from ``pre`` on load.
+
+After NAB's longest stream (machine_temperature_system_failure) one key's temporal
+memory holds about 6 MB (15 MB with int32 cells, 64-bit bookkeeping, doubling growth and
+a synapse-to-entry map); ``benchmarks/htm_keys.py --measure`` reports it by part.
 
 Randomness is a counter-based hash of (seed, iteration, segment or column, cell), so
 the draws are the same whether a key runs alone or batched with others and need no
@@ -89,19 +95,20 @@ class SegmentStore:
     _STATE = ("pre", "perm", "cell", "seq", "last")
 
     def __init__(self, cells: int, cells_per_column: int, max_synapses: int = 32,
-                 seed: int = 0, capacity: int = 64):
+                 seed: int = 0, capacity: int = 64, max_segments_per_cell: int = 128):
         self.cells, self.n = cells, cells_per_column
         self.max_syn, self.seed = max_synapses, seed
         pow2 = max_synapses & (max_synapses - 1) == 0
         self._shift = max_synapses.bit_length() - 1 if pow2 else None
-        self.pre = np.full((capacity, max_synapses), -1, np.int32)
+        # the smallest exact types: 65,536 cells (NAB's 2048 x 32) fit uint16
+        self.pre_dtype = np.uint16 if cells <= 1 << 16 else np.uint32
+        self.pre = np.zeros((capacity, max_synapses), self.pre_dtype)
         self.perm = np.zeros((capacity, max_synapses), np.int16)
-        self.ipos = np.full((capacity, max_synapses), -1, np.int64)   # index entry of a synapse
         self.cell = np.full(capacity, -1, np.int32)
         self.seq = np.zeros(capacity, bool)
-        self.last = np.zeros(capacity, np.int64)
+        self.last = np.zeros(capacity, np.uint32)
         self.used = 1                          # rows 1..used-1 have been handed out
-        self.cell_segments = np.zeros(cells, np.int32)
+        self.cell_segments = np.zeros(cells, np.uint16 if max_segments_per_cell < 1 << 16 else np.int64)
         self._reset_index()
 
     # -- state ---------------------------------------------------------------------------
@@ -123,38 +130,43 @@ class SegmentStore:
                 raise ValueError(f"backtracking TM segment state {name!r} has shape {a.shape}, "
                                  f"expected {want}")
         for name, lo, hi in (("pre", -1, self.cells), ("cell", -1, self.cells),
-                             ("perm", 0, PERM_SCALE)):
+                             ("perm", 0, PERM_SCALE), ("last", 0, 1 << 32)):
             a = arrays[name]
             if a.size and (a.min() < lo or a.max() >= hi + (name == "perm")):
                 raise ValueError(f"backtracking TM segment state {name!r} holds values outside "
                                  f"[{lo}, {hi}{']' if name == 'perm' else ')'}")
+        # a slot holds a synapse when its permanence is positive (checkpoints written
+        # before pre became unsigned also mark empty slots with pre = -1)
+        empty = (arrays["perm"] <= 0) | (arrays["pre"] < 0)
+        arrays["pre"] = np.where(empty, 0, arrays["pre"])
+        arrays["perm"] = np.where(empty, 0, arrays["perm"])
         self._grow(used)
         for name in self._STATE:
             arr = getattr(self, name)
-            arr[:] = -1 if name in ("pre", "cell") else 0
+            arr[:] = -1 if name == "cell" else 0
             arr[1:used] = arrays[name]
-        self.perm[self.pre < 0] = 0            # empty slots hold no permanence (active_synapses)
         self.used = used
-        self.ipos[:] = -1
         live = self.cell[:used] >= 0
-        self.cell_segments = np.bincount(self.cell[:used][live], minlength=self.cells).astype(np.int32)
+        self.cell_segments = np.bincount(self.cell[:used][live], minlength=self.cells).astype(
+            self.cell_segments.dtype)
         self._reset_index()
-        s, k = np.nonzero(self.pre[:used] >= 0)
-        self._append_index(self.pre[s, k], s * self.max_syn + k)
+        s, k = np.nonzero(self.perm[:used] > 0)
+        self._append_index(self.pre[s, k].astype(np.int64), s * self.max_syn + k)
 
     def nbytes(self) -> int:
-        return (sum(getattr(self, n).nbytes for n in (*self._STATE, "ipos"))
-                + sum(getattr(self, n).nbytes for n in ("idx_syn", "blk_start", "blk_len", "blk_cap")))
+        """Bytes held by this key's arrays (the state and the derived index)."""
+        return sum(getattr(self, n).nbytes for n in (*self._STATE, "cell_segments", "idx_syn", "blk_start",
+                                                      "blk_len", "blk_cap"))
 
     # -- the presynaptic index ---------------------------------------------------------------
     _INDEX_MIN = 1024   # spare entries of a fresh entry array
 
     def _reset_index(self) -> None:
-        self.idx_syn = np.zeros(self._INDEX_MIN, np.int64)   # flat synapse id (DEAD: removed)
+        self.idx_syn = np.zeros(self._INDEX_MIN, np.int32)   # flat synapse id (DEAD: removed)
         # cell c's block: entries idx_syn[blk_start[c]:][:blk_len[c]], room for blk_cap[c]
-        self.blk_start = np.zeros(self.cells, np.int64)
-        self.blk_len = np.zeros(self.cells, np.int64)
-        self.blk_cap = np.zeros(self.cells, np.int64)
+        self.blk_start = np.zeros(self.cells, np.int32)
+        self.blk_len = np.zeros(self.cells, np.int32)
+        self.blk_cap = np.zeros(self.cells, np.int32)
         self.n_idx = 0          # idx_syn[:n_idx] is handed out (blocks, abandoned blocks)
         self.n_live = self.n_stale = 0     # live and dead entries in the blocks
 
@@ -192,17 +204,19 @@ class SegmentStore:
         at = np.arange(m, dtype=np.int64)
         at += (self.blk_start[cells] + self.blk_len[cells] - first).repeat(k)
         self.idx_syn[at] = syn
-        self.ipos.reshape(-1)[syn] = at
         self.blk_len[cells] += k
         self.n_live += m
         if 4 * self.n_stale > self.n_live:       # look-ups would read too many dead entries
             self._repack()
 
-    def _unindex(self, syn: np.ndarray) -> None:
-        """Turn the index entries of live synapses ``syn`` (flat ids) into dead ones."""
-        flat = self.ipos.reshape(-1)
-        self.idx_syn[flat[syn]] = DEAD
-        flat[syn] = -1
+    def _unindex(self, syn: np.ndarray, pre: np.ndarray) -> None:
+        """Turn the index entries of live synapses ``syn`` (flat ids) from cells ``pre``
+        into dead ones: each is in its cell's block, which holds a synapse id once."""
+        if syn.shape[0] == 0:
+            return
+        cells = np.unique(pre)
+        pos = self._runs(self.blk_start[cells], self.blk_len[cells])
+        self.idx_syn[pos[np.isin(self.idx_syn[pos], syn)]] = DEAD
         self.n_live -= syn.shape[0]
         self.n_stale += syn.shape[0]
 
@@ -219,7 +233,6 @@ class SegmentStore:
         syn = syn[ok]
         at = self._runs(start, live)
         dst[at] = syn
-        self.ipos.reshape(-1)[syn] = at
         self.n_stale -= ok.shape[0] - syn.shape[0]
         self.blk_start[cells], self.blk_len[cells], self.blk_cap[cells] = start, live, cap
 
@@ -247,7 +260,8 @@ class SegmentStore:
             want[cells] += k
         cap = self._room(want)
         self.n_idx = int(cap.sum())
-        dst = np.zeros(int(self._room(cap.sum())) + self._INDEX_MIN, np.int64)
+        total = int(cap.sum())
+        dst = np.zeros(total + total // 4 + self._INDEX_MIN, np.int32)    # a quarter to grow into
         self._move(everyone, cap.cumsum() - cap, cap, dst)
         self.idx_syn = dst
 
@@ -270,11 +284,9 @@ class SegmentStore:
         """Synapses of each of ``segs`` onto cells of ``bitmap`` with permanence at
         least ``min_perm`` (a direct count, for a few segments)."""
         pre = self.pre[segs]
-        on = bitmap[pre]                   # empty slots (-1) read the last cell: masked next
-        if min_perm > 0:                   # empty slots have permanence 0
-            on &= self.perm[segs] >= min_perm
-        else:
-            on &= pre >= 0
+        on = bitmap[pre]                   # empty slots read cell 0: masked next
+        # empty slots have permanence 0
+        on &= self.perm[segs] >= max(min_perm, 1)
         return on.sum(1)
 
     # -- growth and release ------------------------------------------------------------------
@@ -282,14 +294,14 @@ class SegmentStore:
         cap = self.cell.shape[0]
         if need <= cap:
             return
-        new = max(need, 2 * cap)
+        new = max(need, cap + cap // 4)        # geometric: a quarter more
 
         def pad(a: np.ndarray, fill: int) -> np.ndarray:
             out = np.full((new, *a.shape[1:]), fill, a.dtype)
             out[:cap] = a
             return out
 
-        self.pre, self.perm, self.ipos = pad(self.pre, -1), pad(self.perm, 0), pad(self.ipos, -1)
+        self.pre, self.perm = pad(self.pre, 0), pad(self.perm, 0)
         self.cell, self.seq, self.last = pad(self.cell, -1), pad(self.seq, 0), pad(self.last, 0)
 
     def _allocate(self, m: int) -> np.ndarray:
@@ -306,9 +318,9 @@ class SegmentStore:
         if segs.shape[0] == 0:
             return
         np.subtract.at(self.cell_segments, self.cell[segs], 1)
-        r, k = np.nonzero(self.pre[segs] >= 0)
-        self._unindex(segs[r] * self.max_syn + k)
-        self.pre[segs] = -1
+        r, k = np.nonzero(self.perm[segs] > 0)
+        self._unindex(segs[r] * self.max_syn + k, self.pre[segs[r], k])
+        self.pre[segs] = 0
         self.perm[segs] = 0
         self.cell[segs] = -1
 
@@ -335,7 +347,7 @@ class SegmentStore:
         ok = np.ones((segs.shape[0], sources.shape[0]), bool)
         chosen = self._choose(0, cells.astype(np.int64), sources, ok, iteration, k)
         self.pre[segs, :k] = chosen
-        self.perm[segs, :k] = initial
+        self.perm[segs, :k] = max(initial, 1)     # a synapse has a positive permanence
         self.cell[segs], self.seq[segs], self.last[segs] = cells, True, iteration
         np.add.at(self.cell_segments, cells, 1)
         self._append_index(chosen.reshape(-1), (segs[:, None] * self.max_syn + np.arange(k)).reshape(-1))
@@ -350,8 +362,9 @@ class SegmentStore:
         if segs.shape[0] == 0:
             return
         pre, perm = self.pre[segs], self.perm[segs]
-        exist = pre >= 0
-        act = prev[pre]                    # empty slots read the last cell: masked next
+        old_pre = pre.copy()               # their index entries are found by cell
+        exist = perm > 0
+        act = prev[pre]                    # empty slots read cell 0: masked next
         act &= exist
         n_on = act.sum(1)
         want = n_new - n_on
@@ -360,7 +373,7 @@ class SegmentStore:
         np.minimum(perm, PERM_SCALE, out=perm)
         dead = perm <= 0                   # synapses that went, and empty slots
         changed = dead & exist
-        pre[dead] = -1
+        pre[dead] = 0
         perm[dead] = 0
         rows = (want > 0).nonzero()[0]
         if rows.shape[0] and sources.shape[0]:
@@ -378,7 +391,7 @@ class SegmentStore:
             r, j = np.nonzero(np.arange(chosen.shape[1])[None, :] < n_take[:, None])
             rr, slots = rows[r], slot_order[r, j]
             pre[rr, slots] = chosen[r, j]
-            perm[rr, slots] = initial
+            perm[rr, slots] = max(initial, 1)
             changed[rr, slots] = True
         self.pre[segs], self.perm[segs] = pre, perm
         self.last[segs] = iteration
@@ -386,10 +399,11 @@ class SegmentStore:
             return
         cr, cs = np.nonzero(changed)
         syn = segs[cr] * self.max_syn + cs
-        self._unindex(syn[exist[cr, cs]])
-        new = pre[cr, cs] >= 0
-        self._append_index(pre[cr, cs][new], syn[new])
-        empty = ~(pre >= 0).any(1)
+        was = exist[cr, cs]
+        self._unindex(syn[was], old_pre[cr, cs][was])
+        new = perm[cr, cs] > 0
+        self._append_index(pre[cr, cs][new].astype(np.int64), syn[new])
+        empty = ~(perm > 0).any(1)
         if empty.any():
             self.release(segs[empty])
 

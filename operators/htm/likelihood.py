@@ -150,9 +150,10 @@ class AnomalyLikelihood:
         self.reestimation_period = int(reestimation_period)
         self.averaging_window = int(averaging_window)
         self.iteration = 0
-        # ring buffers of the last `historic_window` raw scores and input values
-        self._scores = np.zeros(self.historic_window)
-        self._values = np.zeros(self.historic_window)
+        # ring buffers of the last `historic_window` raw scores and input values; until
+        # the window is full they grow with the stream (a short or new stream holds little)
+        self._scores = np.zeros(min(self._INITIAL, self.historic_window))
+        self._values = np.zeros(min(self._INITIAL, self.historic_window))
         self._head = 0          # where the next record goes
         self._size = 0
         self._mean: float | None = None   # fitted distribution; None before the first fit
@@ -160,6 +161,19 @@ class AnomalyLikelihood:
         self._recent: list[float] = []    # raw scores in the moving average
         self._total = 0.0
         self._prev_q: float | None = None  # previous unfiltered tail probability
+
+    _INITIAL = 64    # buffer entries a new stream starts with
+
+    def _reserve(self, n: int) -> None:
+        """Room for ``n`` entries (at most the window): doubling, so appends stay cheap."""
+        cap = self._scores.shape[0]
+        if n <= cap:
+            return
+        new = min(max(n, 2 * cap), self.historic_window)
+        for name in ("_scores", "_values"):
+            grown = np.zeros(new)
+            grown[:cap] = getattr(self, name)
+            setattr(self, name, grown)
 
     # -- the algorithm --------------------------------------------------------------------
     def update(self, value: float, raw_score: float) -> float:
@@ -180,6 +194,8 @@ class AnomalyLikelihood:
                 shown = _YELLOW     # only the first record of a red run stays red
             self._prev_q = q
             likelihood = 1.0 - shown
+        if self._size < self.historic_window:
+            self._reserve(self._size + 1)      # appending: head == size until the window is full
         self._scores[self._head] = raw_score
         self._values[self._head] = value
         self._head = (self._head + 1) % self.historic_window
@@ -242,6 +258,9 @@ class AnomalyLikelihood:
             raise ValueError("likelihood state: scores and values must be equal-length arrays "
                              f"of at most {self.historic_window}")
         self.iteration = int(state["iteration"])
+        self._scores = np.zeros(min(self._INITIAL, self.historic_window))
+        self._values = np.zeros_like(self._scores)
+        self._reserve(len(scores))
         self._size = len(scores)
         self._scores[:self._size] = scores
         self._values[:self._size] = values

@@ -231,4 +231,4 @@ class HTMModel:
 
     def memory_bytes(self) -> int:
         """Bytes held by the state tensors (all slots)."""
-        return self.be.nbytes(self.sp.perm) + self.tm.memory_bytes()
+        return self.sp.nbytes() + self.tm.memory_bytes()

@@ -9,12 +9,16 @@ permanences of the winning columns up by ``syn_perm_active_inc`` on active bits 
 down by ``syn_perm_inactive_dec`` on the rest, clipped to ``[0, 1]`` with values below
 ``syn_perm_active_inc / 2`` trimmed to 0. Boosting is off (NAB's ``boostStrength=0``).
 
-State is one permanence tensor ``perm[key, column, input]`` (int16 multiples of
-1/10000, exact on every backend; ``-1`` marks a
-bit outside the column's potential pool), with a derived bitmap ``conn[key, input,
-column]`` of connected synapses: the overlap gathers the ~42 active input rows of the
-bitmap, learning rewrites the 40 winning columns' rows of ``perm`` (contiguous) and
-flips the few bitmap entries whose permanence crossed the threshold.
+Permanences are int16 multiples of 1/10000 (exact on every backend; ``-1`` marks a
+bit outside the column's potential pool). Every key starts from the same initial
+permanences, and only the columns that win learn (about 300 of NAB's 2048 on its longest
+stream, since boosting is off), so a key stores only those: ``row[key, column]`` is the
+column's row in a pool ``rows`` shared by all keys, or -1 while the column still has the
+initial permanences; the pool grows by a quarter when full. A derived bitmap
+``conn[key, input, column]`` of connected synapses serves the overlap (it gathers the
+~42 active input rows); on NumPy it is packed eight columns to a byte. Learning rewrites
+the 40 winning columns' rows (contiguous) and flips the few bitmap entries whose
+permanence crossed the threshold.
 
 Example:
     >>> import numpy as np
@@ -70,29 +74,57 @@ class SpatialPooler:
             p[p < self.trim] = 0
             perm[pool, c] = p
         self._initial = np.ascontiguousarray(perm.T)                   # (columns, inputs)
+        self._initial_be = be.asarray(self._initial)
         # unique integer tie-break per column: score = overlap * columns + rank
         self._rank = be.asarray(rng.permutation(columns), be.i64)
-        self.perm = be.zeros((0, columns, input_size), be.i16)
-        self.conn = be.zeros((0, input_size + 1, columns), be.b)
+        # NumPy packs the bitmap (bit c % 8 of byte c // 8); torch keeps one bool per column
+        self.packed = be.kind == "numpy" and columns % 8 == 0
+        self._initial_conn = self._connected(self._initial_be[None])
+        self.row = be.zeros((0, columns), be.i32)          # pool row of a learned column, else -1
+        self.rows = be.zeros((0, input_size), be.i16)      # learned columns' permanences
+        self.n_rows = 0
+        self.conn = self._initial_conn[:0]
 
     @property
     def slots(self) -> int:
-        return self.perm.shape[0]
+        return self.row.shape[0]
 
     def add_slots(self, n: int) -> None:
         """Append ``n`` fresh (initial-state) slots."""
-        fresh = self.be.asarray(np.broadcast_to(self._initial, (n, *self._initial.shape)).copy())
-        self.perm = self.be.cat([self.perm, fresh], 0)
-        self.conn = self.be.cat([self.conn, self._connected(fresh)], 0)
+        be = self.be
+        self.row = be.cat([self.row, be.full((n, self.columns), -1, be.i32)], 0)
+        if n:   # (concatenating keeps the layout of its inputs: C order, written in place)
+            self.conn = be.cat([self.conn, *[self._initial_conn] * n], 0)
 
     def _connected(self, perm: Any) -> Any:
-        """``conn[key, input, column]``, plus an always-off input row for padding bits."""
+        """``conn[key, input, column]`` of permanences ``perm[key, column, input]``, plus an
+        always-off input row for padding bits (packed on NumPy, see ``packed``)."""
         be = self.be
         conn = perm >= self.connected
         conn = conn.permute(0, 2, 1) if be.kind == "torch" else conn.transpose(0, 2, 1)
         pad = be.zeros((conn.shape[0], 1, self.columns), be.b)
         out = be.cat([conn, pad], 1)
+        if self.packed:
+            return np.ascontiguousarray(np.packbits(out, axis=2, bitorder="little"))
         return out.contiguous() if be.kind == "torch" else np.ascontiguousarray(out)
+
+    def permanences(self, slot: int) -> np.ndarray:
+        """Slot ``slot``'s permanences ``(columns, inputs)`` as a NumPy array (a copy)."""
+        row = self.be.to_numpy(self.row[slot])
+        out = self._initial.copy()
+        learned = np.flatnonzero(row >= 0)
+        out[learned] = self.be.to_numpy(self.rows)[row[learned]]
+        return out
+
+    def connections(self, slot: int) -> np.ndarray:
+        """Slot ``slot``'s connection bitmap ``(inputs + 1, columns)`` as NumPy booleans."""
+        conn = self.be.to_numpy(self.conn[slot])
+        return np.unpackbits(conn, axis=1, bitorder="little").astype(bool) if self.packed else conn
+
+    def nbytes(self) -> int:
+        """Bytes held for the slots: row map, pool rows in use, bitmaps."""
+        be = self.be
+        return be.nbytes(self.row) + be.nbytes(self.rows) + be.nbytes(self.conn)
 
     def compute(self, slots: Any, bits: Any, valid: Any, learn: bool = True) -> Any:
         """Active columns ``(len(slots), num_active)``, ascending, for input bit indices."""
@@ -102,13 +134,17 @@ class SpatialPooler:
         valid = be.asarray(valid, be.b)
         # duplicate bits point at the always-off row so they count once
         gather = be.xp.where(valid, bits, self.input_size)
-        if be.kind == "numpy" and self.columns % 8 == 0 and gather.shape[1] < 256:
-            # SWAR: eight columns' bytes are one uint64; summing the w rows as uint64 adds
-            # every byte lane separately (each count <= w < 256, so no lane carries over)
-            words = self.conn.reshape(-1, self.columns).view(np.uint64)
+        if self.packed:
             flat = (slots[:, None] * (self.input_size + 1) + gather).reshape(-1)
-            rows64 = np.take(words, flat, axis=0).reshape(*gather.shape, self.columns // 8)
-            overlap = rows64.sum(1).view(np.uint8)                                # (B, C)
+            packed = np.take(self.conn.reshape(-1, self.columns // 8), flat, axis=0)
+            rows = np.unpackbits(packed, axis=1, bitorder="little")             # (B*w, C) of 0/1
+            if gather.shape[1] < 256:
+                # SWAR: eight columns' bytes are one uint64; summing the w rows as uint64
+                # adds every byte lane separately (each count <= w < 256: no carries)
+                rows64 = rows.view(np.uint64).reshape(*gather.shape, self.columns // 8)
+                overlap = rows64.sum(1).view(np.uint8)                            # (B, C)
+            else:
+                overlap = rows.reshape(*gather.shape, self.columns).sum(1, dtype=np.int16)
         elif be.kind == "numpy":
             rows = self.conn[slots[:, None], gather]                       # (B, w, C)
             overlap = rows.view(np.uint8).sum(1, dtype=np.int16)
@@ -153,10 +189,8 @@ class SpatialPooler:
         # an invalid entry only repeats an earlier bit of its row, so every entry is "on"
         on = be.zeros((b, self.input_size), be.b)
         on[be.arange(b)[:, None], bits] = True
-        # flat (slot, column) rows of perm: row copies, faster than 2-D fancy indexing
-        perm_rows = self.perm.reshape(-1, self.input_size)
-        rows = (slots[:, None] * self.columns + cols).reshape(-1)
-        p = be.take_rows(perm_rows, rows).reshape(*cols.shape, self.input_size)   # (B, A, I)
+        rows = self._learned_rows(slots, cols)                          # (B*A,) pool rows
+        p = be.take_rows(self.rows, rows).reshape(*cols.shape, self.input_size)   # (B, A, I)
         if be.kind == "numpy":
             # :meth:`_update` in branch-free int16 passes (no masks, no index arrays:
             # ~2x faster than a table look-up). Outside the pool p is exactly -1
@@ -172,12 +206,44 @@ class SpatialPooler:
         else:
             delta = be.astype(be.xp.where(on, self.active_inc, -self.inactive_dec), be.i16)
             q = self._update(be.xp, p, delta[:, None, :])
-        perm_rows[rows] = q.reshape(-1, self.input_size)
+        self.rows[rows] = q.reshape(-1, self.input_size)
         # keep the (input, column) connection bitmap in step: only crossings change it
         now = q >= self.connected
         cb, ca, ci = be.nonzero(now != (p >= self.connected))
-        if ci.shape[0]:
+        if ci.shape[0] == 0:
+            return
+        if not self.packed:
             self.conn[slots[cb], ci, cols[cb, ca]] = now[cb, ca, ci]
+            return
+        col = cols[cb, ca]
+        byte = ((slots[cb] * (self.input_size + 1) + ci) * (self.columns // 8) + (col >> 3))
+        bit = (np.uint8(1) << (col & 7).astype(np.uint8))
+        on = now[cb, ca, ci]
+        flat = self.conn.reshape(-1)
+        np.bitwise_or.at(flat, byte[on], bit[on])
+        np.bitwise_and.at(flat, byte[~on], ~bit[~on])
+
+    def _learned_rows(self, slots: Any, cols: Any) -> Any:
+        """Pool rows of columns ``cols`` (B, A) of ``slots`` (flat, B*A); columns that
+        learn for the first time get a new row holding their initial permanences."""
+        be = self.be
+        key_col = (slots[:, None] * self.columns + cols).reshape(-1)
+        flat_row = self.row.reshape(-1)
+        rows = be.astype(be.take(flat_row, key_col), be.i64)
+        fresh = be.nonzero(rows < 0)[0]
+        if fresh.shape[0]:
+            k = int(fresh.shape[0])
+            if self.n_rows + k > self.rows.shape[0]:
+                cap = self.rows.shape[0]
+                grown = be.zeros((max(self.n_rows + k, cap + cap // 4, 64), self.input_size), be.i16)
+                grown[:self.n_rows] = self.rows[:self.n_rows]
+                self.rows = grown
+            new = be.arange(k) + self.n_rows
+            self.rows[new] = be.take_rows(self._initial_be, key_col[fresh] % self.columns)
+            be.put(flat_row, key_col[fresh], be.astype(new, be.i32))
+            rows[fresh] = new
+            self.n_rows += k
+        return rows
 
     def _update(self, xp: Any, p: Any, delta: Any) -> Any:
         """Permanences ``p`` moved by ``delta``: clipped to [0, 1], small ones trimmed to
@@ -187,16 +253,46 @@ class SpatialPooler:
         return xp.where(p >= 0, q, p)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"perm": self.be.to_numpy(self.perm).copy()}
+        """``row`` (slots, columns) and the pool ``rows`` in use (learned columns only)."""
+        return {"row": self.be.to_numpy(self.row).copy(),
+                "rows": self.be.to_numpy(self.rows[:self.n_rows]).copy()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        perm = np.asarray(state["perm"], dtype=np.int16)
-        if perm.shape[1:] != self._initial.shape:
-            raise ValueError(f"spatial pooler state has shape {perm.shape[1:]}, "
-                             f"model expects {self._initial.shape}")
-        if perm.size and (perm.min() < -1 or perm.max() > PERM_SCALE):
+        """Load :meth:`state_dict`'s arrays, or a full ``perm`` (slots, columns, inputs)
+        as written before the pool; raises ``ValueError`` on shapes or values out of range."""
+        if "perm" in state and "row" not in state:
+            perm = np.asarray(state["perm"], dtype=np.int16)
+            if perm.shape[1:] != self._initial.shape:
+                raise ValueError(f"spatial pooler state has shape {perm.shape[1:]}, "
+                                 f"model expects {self._initial.shape}")
+            learned = (perm != self._initial).any(-1)
+            row = np.full(learned.shape, -1, np.int32)
+            row[learned] = np.arange(int(learned.sum()))
+            rows = perm[learned]
+        else:
+            row = np.asarray(state["row"])
+            rows = np.asarray(state["rows"])
+            if row.ndim != 2 or row.shape[1] != self.columns or rows.ndim != 2 \
+                    or rows.shape[1] != self.input_size:
+                raise ValueError(f"spatial pooler state has shapes {row.shape} and {rows.shape}, "
+                                 f"model expects (slots, {self.columns}) and (rows, {self.input_size})")
+            used = row[row >= 0]
+            if row.size and (row.min() < -1 or row.max() >= rows.shape[0]
+                             or np.unique(used).shape[0] != used.shape[0]):
+                raise ValueError(f"spatial pooler state: 'row' must hold distinct rows of 'rows' "
+                                 f"(0..{rows.shape[0] - 1}) or -1")
+            row, rows = row.astype(np.int32), rows.astype(np.int16)
+        if rows.size and (rows.min() < -1 or rows.max() > PERM_SCALE):
             # _learn's int16 update assumes -1 (outside the pool) .. PERM_SCALE
             raise ValueError(f"spatial pooler permanences must lie in -1..{PERM_SCALE}, got "
-                             f"{perm.min()}..{perm.max()}")
-        self.perm = self.be.asarray(perm.copy())
-        self.conn = self._connected(self.perm)
+                             f"{rows.min()}..{rows.max()}")
+        be = self.be
+        self.row = be.asarray(row.copy())
+        self.rows = be.asarray(rows.copy())
+        self.n_rows = rows.shape[0]
+        self.conn = be.cat([self._initial_conn] * row.shape[0], 0) if row.shape[0] else self._initial_conn[:0]
+        for k in np.flatnonzero((row >= 0).any(1)):     # keys that learned: their own bitmap
+            perm = self._initial.copy()
+            c = np.flatnonzero(row[k] >= 0)
+            perm[c] = rows[row[k, c]]
+            self.conn[int(k)] = self._connected(be.asarray(perm[None]))[0]
