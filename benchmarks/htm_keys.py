@@ -76,7 +76,7 @@ def key_state_bytes(det, slot: int) -> dict[str, int]:
 
 
 def _corpus(nab_dir: str) -> list[tuple[np.ndarray, float]]:
-    from operators.htm.nab_corpus import corpus_files, read_corpus_file
+    from operators.nab.corpus import corpus_files, read_corpus_file
 
     out = []
     for name in corpus_files(nab_dir):
@@ -151,7 +151,7 @@ def measure_longest(tm: str, nab_dir: str, seed: int) -> dict:
     """One key's state after NAB's longest stream, as the NAB benchmark runs it."""
     from operators.htm import HTMDetector
     from operators.htm.model import HTMConfig
-    from operators.htm.nab_runner import NABCorpusSource
+    from operators.nab.replay import NABCorpusSource
     from stream.state import dumps
 
     src = NABCorpusSource(nab_dir, [LONGEST])
