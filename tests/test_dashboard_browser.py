@@ -109,8 +109,10 @@ def test_dashboard_shows_the_stream_its_points_and_alert_markers(tmp_path):
         shot = tmp_path / "dashboard.png"
         browser.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
-        assert browser.find_element("id", "alerts").text == str(len(raised))  # the count at the top
-        assert browser.find_element("id", "events").text == f"{len(scores):,}"
+        _wait("the alert count at the top", lambda: browser.find_element("id", "alerts").text == str(len(raised)))
+        # the page polls once a second: its last poll may come after the markers were drawn
+        _wait("the event count reaches the stream's length",
+              lambda: browser.find_element("id", "events").text == f"{len(scores):,}")
     finally:
         if browser is not None:
             browser.quit()

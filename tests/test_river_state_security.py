@@ -375,3 +375,12 @@ def test_evaluate_refuses_metrics_of_another_configuration():
     Evaluate(target="y", metrics=[{"metric": "FBeta", "params": {"beta": 2}}]).load_state_dict(saved)
     with pytest.raises(CheckpointError, match=r"Evaluate: .*metrics\[0\]\.beta is 2 in the checkpoint, 1 in"):
         Evaluate(target="y", metrics=[{"metric": "FBeta", "params": {"beta": 1}}]).load_state_dict(saved)
+
+
+@pytest.mark.parametrize("fmt", [np.arange(3), [river_state.FORMAT], None, 2])
+def test_a_format_that_is_not_a_string_is_refused(fmt):
+    """Found by the fuzz: an array there compared element-wise and raised ValueError."""
+    tree = encode(anomaly.HalfSpaceTrees(seed=1))
+    tree["format"] = fmt
+    with pytest.raises(CheckpointError, match="river state: format"):
+        decode(tree)

@@ -815,10 +815,15 @@ def decode(tree: Any) -> Any:
     callable named by the tree."""
     if not isinstance(tree, dict) or not isinstance(tree.get("objects"), list):
         raise CheckpointError(f"river state: not a {FORMAT} tree")
-    if tree.get("format") != FORMAT:
-        raise CheckpointError(f"river state: format {str(tree.get('format'))[:60]!r} is not {FORMAT!r} (a "
+    fmt = tree.get("format")
+    if not isinstance(fmt, str) or fmt != FORMAT:  # an array from the file would compare element-wise
+        raise CheckpointError(f"river state: format {str(fmt)[:60]!r} is not {FORMAT!r} (a "
                               "checkpoint written by another hebbstream version; start a new checkpoint folder)")
     try:
         return _Decoder(tree["objects"]).run(tree.get("root"))
+    except CheckpointError:
+        raise
     except RecursionError as exc:
         raise CheckpointError("river state: nested too deeply") from exc
+    except Exception as exc:  # noqa: BLE001 - whatever a crafted tree trips, it is a bad checkpoint
+        raise CheckpointError(f"river state: malformed ({type(exc).__name__}: {str(exc)[:200]})") from exc

@@ -134,7 +134,8 @@ class LiveObserver(RunObserver):
                     self._pace_origin = (float(seconds[0]), now)
                 due = (now - self._pace_origin[1]) * self._speed + self._pace_origin[0]
                 self.event_delay = max(0.0, due - float(seconds[-1]))
-        if now - self._lag_at >= 1.0 and self._source is not None:
+        # once a second, and at every batch until the source can say (its first reading may be empty)
+        if self._source is not None and (not self.lag or now - self._lag_at >= 1.0):
             self._lag_at = now
             lag = self._source.lag() if hasattr(self._source, "lag") else None
             with self._lock:
