@@ -90,7 +90,10 @@ def processed(path) -> int:
         return 0
 
 
-@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
+# exactly-once holds the stricter promise and runs in `make test`; at-least-once (the same
+# failover, 23 s more) in `make test-all`
+@pytest.mark.parametrize("exactly_once", [pytest.param(False, marks=pytest.mark.slow), True],
+                         ids=["at-least-once", "exactly-once"])
 def test_sigkill_one_worker_survivor_restores_and_finishes(kafka, tmp_path, exactly_once):
     rows = input_rows()
     expected = reference(rows)
