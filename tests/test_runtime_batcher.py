@@ -57,7 +57,7 @@ def test_every_row_once_in_order_within_key(stream, batch_size, max_delay, read_
         assert np.all(np.diff(ts) > 0), f"key {k} out of order"
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=20)  # three runs an example, each taking its locks
 @given(stream=chunked_streams(), batch_size=st.integers(1, 40), every=st.integers(1, 4),
        stop=st.floats(0.0, 1.0))
 def test_stop_and_resume_equals_uninterrupted(stream, batch_size, every, stop):
