@@ -6,26 +6,19 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from operators.anomaly import ARTDetector, ContextualDetector, ScoreEnsemble
 from operators.anomaly.artime import ARTMemory
 from operators.anomaly.cad import NEURON, ContextMemory
-from stream import Batch
+from operators.anomaly.keyed import UNIT_TEST_RANGE, unit_test_stream
 from stream.errors import CheckpointError, ConfigError
 from stream.options import check_options
 from stream.state import decode_state, encode_state
 
 EXCERPT = os.path.join(os.path.dirname(__file__), "data", "nab")
-RANGE = {"a": [0.0, 10.0], "b": [0.0, 10.0]}
-
-
-def _stream(n: int = 48) -> Batch:
-    rng = np.random.default_rng(3)
-    keys = np.where(np.arange(n) % 3 == 0, "b", "a")
-    values = np.round(5 + 4 * np.sin(np.arange(n) / 2.0) + rng.normal(0, 0.5, n), 3)
-    return Batch(pa.record_batch({"key": keys, "value": values}), source="test")
+RANGE = UNIT_TEST_RANGE
+_stream = unit_test_stream
 
 
 FACTORIES = {

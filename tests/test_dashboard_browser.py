@@ -13,12 +13,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pyarrow.csv as pacsv
 import pytest
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 NAB = ROOT / "examples/data/nab/data/artificialWithAnomaly/art_load_balancer_spikes.csv"
@@ -55,14 +55,8 @@ def _browser():
         pytest.fail(f"headless Chromium did not start ({type(exc).__name__}: {str(exc).strip()[:300]}); {INSTALL}")
 
 
-def _wait(what: str, check, timeout: float = 60.0):  # returns as soon as it holds; long for a busy machine
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting until {what}")
+def _wait(what: str, check):
+    return wait_until(check, what)
 
 
 def test_dashboard_shows_the_stream_its_points_and_alert_markers(tmp_path):

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from streams import ListSink
+from waiting import wait_until
 
 from connectors.memory import MemorySource
 from stream import Batch, CheckpointStore, Operator, Source, run
@@ -115,14 +116,8 @@ class Stalling(Source):
         self.go.wait()
 
 
-def _until(check, what: str, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError(f"never {what}")
+def _until(check, what: str):
+    return wait_until(check, what)
 
 
 def test_readyz_is_503_before_the_start_200_while_batches_flow_and_503_once_the_source_stalls():

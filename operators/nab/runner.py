@@ -5,28 +5,15 @@ every file one key of one interleaved stream) or shares the files out to worker
 processes (:mod:`operators.nab.workers`; the result files are the same bytes);
 :func:`score_results` scores a detector's result folder with :mod:`operators.nab.scorer`.
 
-Example (a toy detector that scores the distance to the previous value):
+Example (the CAD-style detector on the two-file excerpt the tests use):
     >>> import os, tempfile
-    >>> import numpy as np
-    >>> from stream import Operator
-    >>> class Jump(Operator):
-    ...     requires = {"value": "number"}
-    ...     def __init__(self, streams):
-    ...         self.last = {}
-    ...         self.scale = {k: (s.max - s.min) or 1.0 for k, s in streams.items()}
-    ...     def process(self, batch):
-    ...         keys, values = batch.keys(), batch.numpy("value")
-    ...         out = np.empty(len(values))
-    ...         for i, (k, v) in enumerate(zip(keys, values)):
-    ...             out[i] = abs(v - self.last.get(k, v)) / self.scale[k]
-    ...             self.last[k] = v
-    ...         return batch.with_columns({"anomaly_score": out})
+    >>> from operators.nab.detectors import nab_factory
     >>> nab = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "data", "nab")
     >>> out = tempfile.mkdtemp()
-    >>> report = run_corpus(Jump, nab, out, "jump")
-    >>> sorted(os.listdir(os.path.join(out, "jump")))
+    >>> report = run_corpus(nab_factory("cad"), nab, out, "cad")
+    >>> sorted(os.listdir(os.path.join(out, "cad")))
     ['realAdExchange', 'realKnownCause']
-    >>> scores = score_results(os.path.join(out, "jump"), nab)
+    >>> scores = score_results(os.path.join(out, "cad"), nab)
     >>> sorted(scores)
     ['reward_low_FN_rate', 'reward_low_FP_rate', 'standard']
 """
