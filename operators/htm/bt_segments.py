@@ -44,49 +44,11 @@ from typing import Any
 
 import numpy as np
 
+from stream.splitmix import hash64
+
 PERM_SCALE = 10000
 #: Flat synapse id of dead index entries: slot 0 of the sentinel row 0.
 DEAD = 0
-
-
-_U27, _U30, _U31 = np.uint64(27), np.uint64(30), np.uint64(31)
-_C1, _C2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_GOLDEN = 0x9E3779B97F4A7C15
-
-
-def _mix(x: Any) -> Any:
-    """SplitMix64's finaliser, for Python ints (masked to 64 bits) or uint64 arrays."""
-    if isinstance(x, int):
-        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-        return x ^ (x >> 31)
-    # in place on a fresh array: integer arrays wrap silently, no temporaries kept
-    x ^= x >> _U30
-    x *= _C1
-    x ^= x >> _U27
-    x *= _C2
-    x ^= x >> _U31
-    return x
-
-
-def hash64(*parts: Any) -> np.ndarray:
-    """SplitMix64 of several broadcastable integer arrays (uint64 result).
-
-    Leading scalar parts are mixed with Python ints (the same arithmetic modulo 2**64),
-    which is much cheaper than NumPy calls on 0-d arrays.
-
-    >>> int(hash64(1, 2, np.array([3]))[0]) == int(hash64(np.array([1]), 2, 3)[0])
-    True
-    """
-    h: Any = 0
-    for p in parts:
-        if isinstance(h, int) and np.ndim(p) == 0:
-            h = _mix((h + int(p) + _GOLDEN) & 0xFFFFFFFFFFFFFFFF)
-        elif isinstance(h, int):
-            h = _mix(np.asarray(p).astype(np.uint64) + np.uint64((h + _GOLDEN) & 0xFFFFFFFFFFFFFFFF))
-        else:
-            h = _mix(h + (np.asarray(p).astype(np.uint64) + np.uint64(_GOLDEN)))
-    return np.asarray(np.uint64(h)) if isinstance(h, int) else h
 
 
 class SegmentStore:

@@ -48,6 +48,7 @@ from torch import nn
 from stream import Batch, Operator
 from stream.device import torch_device
 from stream.errors import ConfigError, SchemaError
+from stream.splitmix import GOLDEN, mix64, unit_interval
 from stream.tensors import tensor_numpy
 from stream.testing import UnitTest
 
@@ -61,12 +62,8 @@ _STATS = ("events", "shadow_events", "dropped_filters", "missed_filters")
 
 def shadow_draw(seed: int, index: np.ndarray) -> np.ndarray:
     """Uniform numbers in [0, 1) from (seed, event index): SplitMix64, counter-based."""
-    with np.errstate(over="ignore"):
-        z = np.asarray(index, dtype=np.uint64) + np.uint64(seed & 0xFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    z = np.asarray(index, dtype=np.uint64) + np.uint64((seed & 0xFFFFFFFF) * GOLDEN % 2**64)
+    return unit_interval(mix64(z))
 
 
 class DynamicPruning(Operator):
