@@ -92,14 +92,15 @@ def test_no_collapse_at_batch_one_over_5000_rows(method):
 
 @pytest.mark.parametrize("method", ["Tent", "NHL all_norm"])
 def test_no_collapse_at_batch_one_short(method):
-    """The default suite's variant: a smaller model and 2,000 rows (translation, inversion,
-    salt-and-pepper, erasing). With the former default step Tent's last-quarter error
-    here was 76 % against the source model's 28 %."""
+    """The default suite's variant: a smaller model and 600 rows (150 each of translation,
+    inversion, salt-and-pepper, erasing). With the former default step and no reset
+    (``lr=0.064, reset="none"``) Tent's last-quarter error here is 50 % against the
+    source model's 31 %."""
     _, _, xte, yte = digits()
     model = source_model(width=8, epochs=20)
     parts = shifted(xte, 100)
-    x = np.concatenate([parts[i] for i in (0, 4, 2, 1)])
-    y = np.tile(yte, 4)
+    x = np.concatenate([parts[i][:150] for i in (0, 4, 2, 1)])
+    y = np.tile(yte[:150], 4)
     source = last_quarter_error(Source(model, device="cpu"), x, y)
     cls, kw = METHODS[method]
     err = last_quarter_error(cls(model, batch_size=1, device="cpu", **kw), x, y)
