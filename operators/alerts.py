@@ -131,20 +131,17 @@ class Alerts(Operator):
             self.state["since"][slot] = np.iinfo(np.int64).max // 2
         return slot
 
-    def _seconds(self, batch: Batch) -> np.ndarray | None:
+    def _times_ns(self, batch: Batch) -> np.ndarray | None:
         if not self.cooldown_seconds:
             return None
         if batch.time_column not in batch:
             raise SchemaError(f"{batch.source or '<stream>'}: Alerts cooldown_seconds needs the time column "
                               f"{batch.time_column!r}, the stream has {batch.column_names}")
-        times = batch.times()
-        if pa.types.is_timestamp(batch.column(batch.time_column).type):
-            return times.astype(np.int64)
-        return (np.asarray(times, dtype=np.float64) * 1e9).astype(np.int64)
+        return batch.times_ns()
 
     def process(self, batch: Batch) -> Batch:
         score = np.asarray(batch.numpy(self.score), dtype=np.float64)
-        times = self._seconds(batch)
+        times = self._times_ns(batch)
         n = batch.num_rows
         alert = np.zeros(n, dtype=bool)
         active = np.zeros(n, dtype=bool)

@@ -33,7 +33,6 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from .batch import Batch
 from .errors import BadEventError, HebbstreamError
@@ -90,14 +89,11 @@ def paced(batches: Iterator[Batch], speed: float, stop: threading.Event,
         if isinstance(batch, BadEventError):
             yield batch  # a row the source could not read has no time to wait for
             continue
-        times = batch.times()
+        times = batch.times_ns()
         if times is None:
             raise HebbstreamError(f"{batch.source}: paced replay needs a time column "
                                   f"{batch.time_column!r}; use speed=None to replay as fast as possible")
-        seconds = np.asarray(times, dtype=np.float64)
-        if np.issubdtype(np.asarray(times).dtype, np.integer) and batch.time_column in batch and \
-                pa.types.is_timestamp(batch.column(batch.time_column).type):
-            seconds = seconds / 1e9
+        seconds = times / 1e9
         if origin is None:
             origin = (seconds[0], time.monotonic())
         due = origin[1] + (seconds - origin[0]) / speed

@@ -55,6 +55,7 @@ import numpy as np
 import pyarrow as pa
 
 from stream import Batch, Operator
+from stream.batch import event_time_ns
 from stream.errors import ConfigError
 from stream.options import at_least, between
 from stream.testing import UnitTest
@@ -187,10 +188,7 @@ class HTMDetector(Operator):
     def _times(self, batch: Batch) -> np.ndarray:
         if not self.config.time_of_day:
             return np.zeros(batch.num_rows, dtype=np.int64)
-        arr = batch.column(self.time_column)
-        if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
-            arr = arr.cast(pa.timestamp("ns"))
-        return arr.to_numpy(zero_copy_only=False).astype("int64", copy=False)
+        return event_time_ns(batch.column(self.time_column))
 
     def process(self, batch: Batch) -> Batch:
         values = np.asarray(batch.numpy(self.value_column), dtype=np.float64)

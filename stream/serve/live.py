@@ -235,13 +235,8 @@ class LiveObserver(RunObserver):
 
 def _seconds(batch: Any) -> np.ndarray | None:
     """Event times in seconds (``None`` without a time column)."""
-    times = batch.times()
-    if times is None:
-        return None
-    seconds = np.asarray(times, dtype=np.float64)
-    if times.dtype == np.int64 and str(batch.column(batch.time_column).type).startswith("timestamp"):
-        seconds = seconds / 1e9
-    return seconds
+    times = batch.times_ns()
+    return None if times is None else times / 1e9
 
 
 def _floats(batch: Any, name: str, missing: np.ndarray) -> np.ndarray:
