@@ -154,6 +154,11 @@ class Operator:
     def close(self) -> None:
         """Release resources at the end of a run."""
 
+    def summary(self) -> dict[str, Any]:
+        """Figures for the end-of-run summary (its ``metrics`` under the operator's label,
+        JSON-able values); empty: the operator reports nothing."""
+        return {}
+
     @property
     def name(self) -> str:
         return type(self).__name__

@@ -265,8 +265,7 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
     }
     if stop_requested is not None and stop_requested.is_set():
         summary["stopped"] = getattr(stop_requested, "reason", None) or "requested"
-    metrics = {label: op.summary() for label, op in zip(pipe.timings, pipe.operators)
-               if hasattr(op, "summary")}
+    metrics = {label: figures for label, op in zip(pipe.timings, pipe.operators) if (figures := op.summary())}
     if metrics:
         summary["metrics"] = metrics
     if summary_path:

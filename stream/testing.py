@@ -209,9 +209,24 @@ def check_close(factory: Callable[[], Operator], data: Batch, case: UnitTest) ->
     op.close()
 
 
+def check_summary(factory: Callable[[], Operator], data: Batch, case: UnitTest) -> None:
+    """``summary()`` is a dict with text keys, which the run summary can write as JSON, fresh and after a run."""
+    import json
+
+    op = factory()
+    for when in ("fresh", "after a run"):
+        if when != "fresh":
+            size = _base_size(op, data, case)
+            _run(op, data.slice(0, min(size, data.num_rows)), size)
+        figures = op.summary()
+        assert isinstance(figures, dict) and all(isinstance(k, str) for k in figures), \
+            f"{op.name}.summary() {when} is not a dict with text keys: {figures!r}"
+        json.dumps(figures, default=str)
+
+
 #: Every contract check, in the order :func:`check_operator` runs them.
 CHECKS: tuple[Check, ...] = (check_seeded_determinism, check_batch_size_equivalence, check_state_round_trip,
-                             check_missing_column, check_nan_row, check_to_cpu, check_close)
+                             check_missing_column, check_nan_row, check_to_cpu, check_close, check_summary)
 
 
 def check_operator(factory: Callable[[], Operator], data: Batch, *, batch_size: int | None = None,
