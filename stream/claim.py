@@ -41,9 +41,7 @@ Example:
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from .checkpoint import CheckpointStore
@@ -100,30 +98,18 @@ def claim_run(store: CheckpointStore | None, sinks: Iterable[Sink | None], sourc
     return claim
 
 
-def holding_outputs(run: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap :func:`stream.run` so that it runs holding :func:`claim_run`'s locks.
+def claim_outputs(source: Source, sink: Sink | None, dead_letter: Sink | None,
+                  checkpoint: CheckpointStore | str | None, *, resume: bool, overwrite: bool,
+                  force: bool) -> Claim:
+    """The first step of :func:`stream.run`: refuse settings and paths that would lose
+    data, then take :func:`claim_run`'s locks (a :class:`Claim`, to release at the end).
 
-    Reads the run's ``source``, ``sink``, ``dead_letter``, ``checkpoint``, ``resume``,
-    ``overwrite`` and ``force`` arguments by name.
+    Paths that would overwrite the input are checked before any lock is taken or folder made.
     """
-    signature = inspect.signature(run)
-
-    @functools.wraps(run)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        a = bound.arguments
-        if a["force"] and not a["resume"]:
-            raise HebbstreamError("force (--force) only applies when resuming (--resume)")
-        # paths that would overwrite the input come first: before a lock or folder is made
-        check_sink_paths({"source path": a["source"], **labelled(a["sink"], "sink"),
-                          "dead_letter path": a["dead_letter"]}, checkpoints=a["checkpoint"] is not None)
-        connect_dead_letter(a["sink"], a["dead_letter"])  # sinks that dead-letter what they cannot deliver
-        store = a["checkpoint"]
-        if isinstance(store, str):
-            store = CheckpointStore(store)
-        with claim_run(store, (a["sink"], a["dead_letter"]), a["source"], resume=a["resume"],
-                       overwrite=a["overwrite"]):
-            return run(*args, **kwargs)
-
-    return wrapper
+    if force and not resume:
+        raise HebbstreamError("force (--force) only applies when resuming (--resume)")
+    check_sink_paths({"source path": source, **labelled(sink, "sink"), "dead_letter path": dead_letter},
+                     checkpoints=checkpoint is not None)
+    connect_dead_letter(sink, dead_letter)  # sinks that dead-letter what they cannot deliver
+    store = CheckpointStore(checkpoint) if isinstance(checkpoint, str) else checkpoint
+    return claim_run(store, (sink, dead_letter), source, resume=resume, overwrite=overwrite)

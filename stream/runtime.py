@@ -33,8 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import logging
 import os
@@ -42,7 +40,6 @@ import platform
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -53,7 +50,7 @@ from .batcher import MicroBatcher
 from .checkpoint import CheckpointStore
 from .checkpointer import Checkpointer
 from .checks import EventTimeOrder
-from .claim import holding_outputs
+from .claim import claim_outputs
 from .connector import RunContext, Sink, Source
 from .dead_letter import DeadLetter
 from .errors import BadEventError
@@ -110,22 +107,6 @@ RUN_CHECKS = {"batch_size": at_least(1), "max_delay": at_least(0), "speed": abov
               "max_events": at_least(0)}
 
 
-def _checking_settings(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Check run()'s settings first: a mistake is refused before any lock is taken or output touched."""
-    signature = inspect.signature(func)
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        check_values(func, {k: bound.arguments[k] for k in RUN_CHECKS}, "run()", RUN_CHECKS)
-        return func(*args, **kwargs)
-
-    return wrapper
-
-
-@_checking_settings
-@holding_outputs
 def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
         batch_size: int = 1024, max_delay: float = 0.05, speed: float | None = None,
         read_ahead: int = 8, checkpoint: CheckpointStore | str | None = None,
@@ -164,112 +145,114 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
     The run holds a lock on its checkpoint folder and file sinks from start to end: a
     second run on them is refused with an error naming this one.
     """
-    pipe = pipeline if isinstance(pipeline, Pipeline) else Pipeline([pipeline])
-    if check_order:
-        pipe = Pipeline([EventTimeOrder(), *pipe.operators])
-    if device is not None:
-        pipe.to(device)
-    store = CheckpointStore(checkpoint, fingerprint=repr(pipe)) if isinstance(checkpoint, str) else checkpoint
-    dl = DeadLetter(dead_letter) if dead_letter is not None else None
-    batcher = MicroBatcher(batch_size, max_delay, speed, read_ahead, stop_requested=stop_requested)
-    bound = source.bind(RunContext(pipe, sink, store, batcher.checkpoint_now, dead_letter=dead_letter))
-    pipe, store = bound.pipeline, bound.store
-    ckpt = Checkpointer(store, pipe, source, sink, dead_letter, every_batches=checkpoint_every_batches,
-                        every_seconds=checkpoint_every_seconds)
-    observer = observer if observer is not None else RunObserver()
-    ckpt.on_saved = observer.checkpointed
+    check_values(run, {name: value for name, value in locals().items() if name in RUN_CHECKS}, "run()", RUN_CHECKS)
+    with claim_outputs(source, sink, dead_letter, checkpoint, resume=resume, overwrite=overwrite, force=force):
+        pipe = pipeline if isinstance(pipeline, Pipeline) else Pipeline([pipeline])
+        if check_order:
+            pipe = Pipeline([EventTimeOrder(), *pipe.operators])
+        if device is not None:
+            pipe.to(device)
+        store = CheckpointStore(checkpoint, fingerprint=repr(pipe)) if isinstance(checkpoint, str) else checkpoint
+        dl = DeadLetter(dead_letter) if dead_letter is not None else None
+        batcher = MicroBatcher(batch_size, max_delay, speed, read_ahead, stop_requested=stop_requested)
+        bound = source.bind(RunContext(pipe, sink, store, batcher.checkpoint_now, dead_letter=dead_letter))
+        pipe, store = bound.pipeline, bound.store
+        ckpt = Checkpointer(store, pipe, source, sink, dead_letter, every_batches=checkpoint_every_batches,
+                            every_seconds=checkpoint_every_seconds)
+        observer = observer if observer is not None else RunObserver()
+        ckpt.on_saved = observer.checkpointed
 
-    position = ckpt.restore(force) if resume else None
-    done_before = ckpt.done_before
-    if max_events is not None:
-        batcher.limit = max_events - done_before
-    if sink is not None:
-        sink.open(ckpt.sink_point)
-    if dead_letter is not None:
-        dead_letter.open(ckpt.dead_letter_point)
+        position = ckpt.restore(force) if resume else None
+        done_before = ckpt.done_before
+        if max_events is not None:
+            batcher.limit = max_events - done_before
+        if sink is not None:
+            sink.open(ckpt.sink_point)
+        if dead_letter is not None:
+            dead_letter.open(ckpt.dead_letter_point)
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
+        bar = None
+        if progress:
+            from tqdm import tqdm
 
-        bar = tqdm(total=source.length(), initial=done_before, unit="ev", unit_scale=True,
-                   dynamic_ncols=True)
+            bar = tqdm(total=source.length(), initial=done_before, unit="ev", unit_scale=True,
+                       dynamic_ncols=True)
 
-    latency = _LatencyRecorder()
-    events = batches = 0
-    last_position = position
-    t_start = time.perf_counter()
+        latency = _LatencyRecorder()
+        events = batches = 0
+        last_position = position
+        t_start = time.perf_counter()
 
-    def dead_letters() -> int:  # rows the pipeline rejected, and messages the source itself dead-lettered
-        return (dl.count if dl is not None else 0) + getattr(source, "dead_lettered", 0)
+        def dead_letters() -> int:  # rows the pipeline rejected, and messages the source itself dead-lettered
+            return (dl.count if dl is not None else 0) + getattr(source, "dead_lettered", 0)
 
-    def process(micro: Batch) -> None:
-        nonlocal events, batches, last_position
-        out = pipe(micro, dl)
-        if sink is not None and out.num_rows:
-            sink.write(out)
-        last_position = source.position_after(micro)
-        waited = time.monotonic() - micro.arrival
-        latency.add(waited, micro.num_rows)
-        observer.batch(micro, out, waited, dead_letters())
-        events += micro.num_rows
-        batches += 1
-        if bar is not None:
-            bar.update(micro.num_rows)
-        if ckpt.due(batches):
-            ckpt.take(last_position, events)
+        def process(micro: Batch) -> None:
+            nonlocal events, batches, last_position
+            out = pipe(micro, dl)
+            if sink is not None and out.num_rows:
+                sink.write(out)
+            last_position = source.position_after(micro)
+            waited = time.monotonic() - micro.arrival
+            latency.add(waited, micro.num_rows)
+            observer.batch(micro, out, waited, dead_letters())
+            events += micro.num_rows
+            batches += 1
+            if bar is not None:
+                bar.update(micro.num_rows)
+            if ckpt.due(batches):
+                ckpt.take(last_position, events)
 
-    observer.started(source, pipe, speed)
-    batcher.start(source, position)
-    try:
-        for item in batcher.items():
-            if isinstance(item, Batch):
-                process(item)
-            elif isinstance(item, BadEventError):
-                if dl is None:
-                    raise item
-                dl.source_row(item)
-                observer.dead_lettered(dead_letters())
-                last_position = item.position or last_position
-            else:  # a checkpoint barrier the source asked for
-                if store is not None:
-                    ckpt.take(last_position, events)
-                item.set()
-        if store is not None:
-            ckpt.take(last_position, events)
-    finally:
-        batcher.close()
-        if bar is not None:
-            bar.close()
-        source.close()
-        observer.finished()
-    if sink is not None:
-        sink.close()
-    if dead_letter is not None:
-        dead_letter.close()
-    pipe.close()
+        observer.started(source, pipe, speed)
+        batcher.start(source, position)
+        try:
+            for item in batcher.items():
+                if isinstance(item, Batch):
+                    process(item)
+                elif isinstance(item, BadEventError):
+                    if dl is None:
+                        raise item
+                    dl.source_row(item)
+                    observer.dead_lettered(dead_letters())
+                    last_position = item.position or last_position
+                else:  # a checkpoint barrier the source asked for
+                    if store is not None:
+                        ckpt.take(last_position, events)
+                    item.set()
+            if store is not None:
+                ckpt.take(last_position, events)
+        finally:
+            batcher.close()
+            if bar is not None:
+                bar.close()
+            source.close()
+            observer.finished()
+        if sink is not None:
+            sink.close()
+        if dead_letter is not None:
+            dead_letter.close()
+        pipe.close()
 
-    elapsed = time.perf_counter() - t_start
-    summary: dict[str, Any] = {
-        "events": events,
-        "events_total": done_before + events,
-        "batches": batches,
-        "seconds": elapsed,
-        "events_per_s": events / elapsed if elapsed > 0 else float("nan"),
-        "latency_s": latency.percentiles(),
-        "operator_seconds": dict(pipe.timings),
-        "dead_letter": dead_letters(),
-        "checkpoints": ckpt.count,
-        "resumed_from": position,
-        "machine": machine_info(),
-    }
-    if stop_requested is not None and stop_requested.is_set():
-        summary["stopped"] = getattr(stop_requested, "reason", None) or "requested"
-    metrics = {label: figures for label, op in zip(pipe.timings, pipe.operators) if (figures := op.summary())}
-    if metrics:
-        summary["metrics"] = metrics
-    if summary_path:
-        os.makedirs(os.path.dirname(os.path.abspath(summary_path)), exist_ok=True)
-        with open(summary_path, "w") as f:
-            json.dump(summary, f, indent=2, default=str)
-    return summary
+        elapsed = time.perf_counter() - t_start
+        summary: dict[str, Any] = {
+            "events": events,
+            "events_total": done_before + events,
+            "batches": batches,
+            "seconds": elapsed,
+            "events_per_s": events / elapsed if elapsed > 0 else float("nan"),
+            "latency_s": latency.percentiles(),
+            "operator_seconds": dict(pipe.timings),
+            "dead_letter": dead_letters(),
+            "checkpoints": ckpt.count,
+            "resumed_from": position,
+            "machine": machine_info(),
+        }
+        if stop_requested is not None and stop_requested.is_set():
+            summary["stopped"] = getattr(stop_requested, "reason", None) or "requested"
+        metrics = {label: figures for label, op in zip(pipe.timings, pipe.operators) if (figures := op.summary())}
+        if metrics:
+            summary["metrics"] = metrics
+        if summary_path:
+            os.makedirs(os.path.dirname(os.path.abspath(summary_path)), exist_ok=True)
+            with open(summary_path, "w") as f:
+                json.dump(summary, f, indent=2, default=str)
+        return summary
