@@ -151,8 +151,9 @@ class ArrowSource(FileSource):
 class ArrowSink(FileSink):
     """Write Arrow IPC (``format="file"``, random access; or ``"stream"``).
 
-    See :mod:`connectors.file_sink` for exactly-once part files and reading them back
-    (``pyarrow.dataset.dataset(path, format="arrow")`` for the file format).
+    See :mod:`connectors.file_sink` for exactly-once part files and reading them back:
+    ``pyarrow.dataset.dataset(path, format="arrow")`` reads a folder of file-format parts;
+    stream-format parts read back in order with :class:`ArrowSource`.
     """
 
     extension = ".arrow"

@@ -18,13 +18,17 @@ appends from there: a resumed run's output equals an uninterrupted one's.
 Read the output back as one table with ``pyarrow.dataset`` (it skips the ``.``-names)::
 
     import pyarrow.dataset as ds
-    table = ds.dataset("out/scored.parquet", format="parquet").to_table()  # or "arrow"
+    table = ds.dataset("out/scored.parquet", format="parquet").to_table()
+    table = ds.dataset("out/scored.arrow", format="arrow").to_table()   # IPC file format
     table = ds.dataset("out/scored.csv", format="csv", schema=schema).to_table()
 
 (CSV holds text: pass the schema, or a float column whose values are whole numbers
-comes back as integers.)
+comes back as integers.) ``pyarrow.dataset`` reads only the IPC *file* format: the parts
+of an Arrow sink with ``format="stream"`` (``.arrows``) are read with ``ArrowSource`` or
+one by one with ``pyarrow.ipc.open_stream``.
 
-or with the matching hebbstream source (``CSVSource("out/scored.csv")``), which reads the
+Every format also reads back with the matching hebbstream source
+(``CSVSource("out/scored.csv")``, ``ArrowSource("out/scored.arrows")``), which reads the
 parts in order. Within one part and across parts, rows keep the order they were written.
 
 A path that is a FIFO, socket or device is written directly: no temporary name, no

@@ -12,6 +12,7 @@ from connector_data import FORMATS, read_all, source, write_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connectors.arrow_ipc import ArrowSink, ArrowSource
 from stream import Batch
 
 SETTINGS = settings(max_examples=30, deadline=None,
@@ -104,6 +105,23 @@ def test_parts_read_back_with_pyarrow_dataset(tmp_path, fmt):
     # CSV stores text: give the schema, or 0.0 written as "0" is read back as an integer
     back = ds.dataset(path, format="ipc" if fmt == "arrow" else fmt, schema=table.schema).to_table()
     assert back.sort_by("x").equals(table)
+
+
+def test_stream_format_parts_read_back_in_order_with_arrow_source(tmp_path):
+    """pyarrow.dataset reads only the IPC file format; a folder of stream-format parts
+    (``.arrows``) reads back as one stream, in part order, with ArrowSource."""
+    table = pa.table({"key": ["a", "b"] * 50, "x": np.arange(100.0)})
+    sink = ArrowSink(str(tmp_path / "out.arrows"), format="stream", durable=False)
+    sink.open(None)
+    for lo, hi in ((0, 10), (10, 60), (60, 100)):
+        sink.write(Batch(table.slice(lo, hi - lo).combine_chunks().to_batches()[0]))
+        sink.flush()
+    sink.close()
+    assert sorted(os.listdir(sink.path)) == [f"part-0000{i}.arrows" for i in range(3)]
+    with pytest.raises(pa.ArrowInvalid):
+        ds.dataset(sink.path, format="ipc")
+    got, _ = read_all(ArrowSource(sink.path))
+    assert got.equals(table)
 
 
 def test_csv_options(tmp_path):
