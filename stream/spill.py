@@ -22,7 +22,9 @@ Checkpoints. An operator's checkpoint state is its resident keys' state plus, fo
 spilled key, a reference ``[key, file name, sha256, bytes]`` to an immutable file written
 (and, on a local disk, fsynced) before the checkpoint. A file stays on disk while a
 checkpoint the store keeps may reference it, so resuming from any of them (after SIGKILL
-too) restores exactly the state that checkpoint saw. Loading a spill file checks its
+too) restores exactly the state that checkpoint saw. Where the folder is temporary (a run
+without a checkpoint store, or a store without a folder of its own, as Kafka's per-partition
+one), the spilled keys' states are folded into the state instead. Loading a spill file checks its
 name, size, SHA-256 and the key inside it, reads arrays with ``allow_pickle=False``, and
 refuses anything else with a :class:`~stream.errors.CheckpointError` naming the file.
 
@@ -60,7 +62,7 @@ import re
 import shutil
 import tempfile
 import weakref
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -160,10 +162,7 @@ class SpillFolder:
     def __init__(self, fs: pafs.FileSystem, root: str, *, durable: bool, owned: bool = False):
         self.fs, self.root, self.durable, self.owned = fs, root.rstrip("/"), durable, owned
         self._local = isinstance(fs, pafs.LocalFileSystem)
-        try:
-            fs.create_dir(self.root, recursive=True)
-        except OSError as exc:
-            raise CheckpointError(f"spill folder {self.root}: cannot create it: {exc}") from exc
+        self._made = False   # created on the first write: a run that never spills leaves no folder
 
     @classmethod
     def temporary(cls) -> SpillFolder:
@@ -178,6 +177,9 @@ class SpillFolder:
         path = self.path(name)
         tmp = path + ".tmp"
         try:
+            if not self._made:
+                self.fs.create_dir(self.root, recursive=True)
+                self._made = True
             if self._local:
                 with open(tmp, "wb") as f:
                     f.write(data)
@@ -247,8 +249,9 @@ class KeySpiller:
         self.lru: OrderedDict[Any, None] = OrderedDict()   # resident keys, least recently used first
         self.spilled: dict[Any, SpillRef] = {}
         self.folder: SpillFolder | None = None
-        #: reference sets of the latest checkpoints (a file they name is kept)
-        self.history: deque[frozenset[str]] = deque(maxlen=1)
+        self.store: Any = None   # the checkpoint store the folder belongs to
+        #: (newest complete checkpoint then, files named) at each checkpoint state taken; see _kept()
+        self.history: list[tuple[int, frozenset[str]]] = []
         self.written: set[str] = set()      # files this process wrote: the only ones it deletes
         self.superseded: set[str] = set()   # written files whose key was restored since
         #: counters for metrics
@@ -257,18 +260,12 @@ class KeySpiller:
             self.lru[plain_key(key)] = None
 
     # -- where files go ------------------------------------------------------------------
-    def bind(self, folder: SpillFolder, keep: int, fresh: bool) -> None:
-        """Spill into ``folder`` (a checkpoint store's, whose ``keep`` newest checkpoints are kept).
-
-        ``fresh``: a run that does not resume, so no checkpoint refers to the folder's files.
-        """
+    def bind(self, folder: SpillFolder, store: Any) -> None:
+        """Spill into ``folder``, which belongs to checkpoint store ``store``."""
         if self.spilled:   # spilled elsewhere (an earlier run of this operator): bring them back first
             self.restore_keys(list(self.spilled))
-        if fresh:
-            folder.clear()
-        self.folder = folder
-        self.history = deque(maxlen=keep + 1)   # the checkpoints kept, and the one being taken
-        self.written, self.superseded = set(), set()
+        self.folder, self.store = folder, store
+        self.history, self.written, self.superseded = [], set(), set()
 
     def _folder(self) -> SpillFolder:
         if self.folder is None:
@@ -339,37 +336,70 @@ class KeySpiller:
         """A file no longer current: delete it now unless a kept checkpoint may still name it."""
         if name not in self.written:
             return   # written before this process (a resumed checkpoint's): kept, never guessed about
-        if any(name in refs for refs in self.history):
+        if any(name in refs for _, refs in self.history):
             self.superseded.add(name)
         else:
             self.folder.delete(name)
             self.written.discard(name)
+
+    def _kept(self, complete: list[int]) -> list[tuple[int, frozenset[str]]]:
+        """The history entries whose checkpoint may still be loaded.
+
+        Entry ``j`` was taken when the newest complete checkpoint was ``base_j``; if it was
+        saved, its number is in ``(base_j, base_j+1]``. So it was never saved when
+        ``base_j+1 == base_j``, and it is pruned once ``base_j+1`` is older than every kept
+        checkpoint. This holds however often the state is taken without being saved.
+        """
+        oldest = complete[0] if complete else None
+        kept = [(b, refs) for (b, refs), (nb, _) in zip(self.history, self.history[1:])
+                if nb != b and oldest is not None and nb >= oldest]
+        return [*kept, self.history[-1]]
 
     def spilled_keys(self) -> list[Any]:
         return list(self.spilled)
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self, resident: dict[str, Any]) -> dict[str, Any]:
-        """The operator's checkpoint state: ``resident`` (its own state_dict) plus the spilled keys."""
-        refs = frozenset(ref.name for ref in self.spilled.values())
-        self.history.append(refs)
-        still = set().union(*self.history)
+        """The operator's checkpoint state: ``resident`` (its own state_dict) plus the spilled keys.
+
+        Spilled keys are references to their files when the folder belongs to a checkpoint
+        store; in a temporary folder (no store: the state may go anywhere) their states are
+        folded in (``inline``).
+        """
+        out = {"format": FORMAT, "resident": resident, "order": list(self.lru), "spilled": [], "inline": []}
+        if self.store is None:
+            folder = self.folder
+            out["inline"] = [[key, decode_file(folder.read(r), key, folder.path(r.name))]
+                             for key, r in self.spilled.items()]
+            return out
+        complete = self.store.complete()
+        self.history.append((complete[-1] if complete else 0, frozenset(r.name for r in self.spilled.values())))
+        self.history = self._kept(complete)
+        still = set().union(*(refs for _, refs in self.history))
         for name in [n for n in self.superseded if n not in still]:
             self.superseded.discard(name)
             self.written.discard(name)
             self.folder.delete(name)
-        return {"format": FORMAT, "resident": resident, "order": list(self.lru),
-                "spilled": [[key, r.name, r.sha256, r.size] for key, r in self.spilled.items()]}
+        out["spilled"] = [[key, r.name, r.sha256, r.size] for key, r in self.spilled.items()]
+        return out
 
     def load(self, state: dict[str, Any], where: str) -> None:
         """Take the spilled keys of checkpoint state ``state`` (the resident ones are loaded already)."""
-        if self.folder is None:
+        entries, inline = state.get("spilled"), state.get("inline")
+        if not isinstance(entries, list) or not isinstance(inline, list):
+            raise CheckpointError(f"{where}: 'spilled' or 'inline' is not a list")
+        if entries and self.store is None:
             raise CheckpointError(f"{where}: the checkpoint has spilled keys; they load only from the spill "
                                   "folder of its checkpoint store")
+        for i, entry in enumerate(inline):   # folded-in keys: resident again
+            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], dict)):
+                raise CheckpointError(f"{where}: inline entry {i} is not [key, state]")
+            try:
+                self.op.restore_key(plain_key(entry[0]), entry[1])
+            except (KeyError, ValueError, TypeError, IndexError, AttributeError, CheckpointError) as exc:
+                raise CheckpointError(f"{where}: inline entry {i} (key {entry[0]!r}): {type(exc).__name__}: "
+                                      f"{exc}") from exc
         spilled: dict[Any, SpillRef] = {}
-        entries = state.get("spilled")
-        if not isinstance(entries, list):
-            raise CheckpointError(f"{where}: 'spilled' is not a list")
         resident = {plain_key(k) for k in self.op.resident_keys()}
         for i, entry in enumerate(entries):
             if not (isinstance(entry, list) and len(entry) == 4):
@@ -396,7 +426,6 @@ class KeySpiller:
         for key in resident:
             self.lru[key] = None
         self.spilled = spilled
-        self.history.append(frozenset(r.name for r in spilled.values()))
 
     def _check_present(self, spilled: dict[Any, SpillRef], where: str) -> None:
         """Refuse a checkpoint whose spill files are missing or of another size now, not at the key's next record
@@ -435,21 +464,31 @@ def spiller_of(op: Any, create: bool = False) -> KeySpiller | None:
     spiller = op.__dict__.get("_spiller")
     if spiller is None and (create or getattr(op, "max_resident_keys", None) is not None) and supports_spill(op):
         spiller = op._spiller = KeySpiller(op, getattr(op, "max_resident_keys", None))
+        home = op.__dict__.get("_spill_home")
+        if home is not None:
+            spiller.bind(*home)
     return spiller
 
 
 def bind(operators: Iterable[Any], store: Any, fresh: bool) -> None:
     """Spill the per-key ``operators`` of a run into ``store``'s folder ``spill/<index>``.
 
-    ``store``: the run's :class:`~stream.checkpoint.CheckpointStore` (``None``: each
-    operator spills into a temporary folder of its own, when it first spills).
+    ``store``: the run's :class:`~stream.checkpoint.CheckpointStore` (``None``, or a store
+    without one folder of its own: each operator spills into a temporary folder, and its
+    checkpoint state folds the spilled keys in). ``fresh``: a run that does not resume, so
+    the files an earlier run left there are deleted.
     """
-    if store is None:
+    if store is None or not isinstance(getattr(store, "root", None), str) or not hasattr(store, "fs"):
         return
     for i, op in enumerate(operators):
         if supports_spill(op):
-            spiller_of(op, create=True).bind(
-                SpillFolder(store.fs, f"{store.root}/spill/{i}", durable=True), store.keep, fresh)
+            folder = SpillFolder(store.fs, f"{store.root}/spill/{i}", durable=True)
+            if fresh:
+                folder.clear()
+            op._spill_home = (folder, store)
+            spiller = op.__dict__.get("_spiller")
+            if spiller is not None:
+                spiller.bind(folder, store)
 
 
 def state_of(op: Any) -> Any:
@@ -459,12 +498,12 @@ def state_of(op: Any) -> Any:
     if spiller is None:
         return resident
     state = spiller.state(resident)
-    return state if state["spilled"] else resident
+    return state if state["spilled"] or state["inline"] else resident
 
 
 def is_spill_state(state: Any) -> bool:
     return isinstance(state, dict) and state.get("format") == FORMAT and set(state) == {
-        "format", "resident", "order", "spilled"}
+        "format", "resident", "order", "spilled", "inline"}
 
 
 def load_into(op: Any, state: Any, where: str = "checkpoint") -> None:

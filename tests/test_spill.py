@@ -131,6 +131,24 @@ def test_max_resident_keys_is_not_part_of_the_checkpoint_fingerprint():
 
 
 # -- checkpoints --------------------------------------------------------------------------------
+def test_state_without_a_checkpoint_store_folds_the_spilled_keys_in():
+    """Without a store the spill folder is temporary: a pipeline's state carries the spilled keys itself."""
+    from stream import Pipeline
+
+    data = interleaved(30)
+    want = outputs(ContextualDetector(warmup=10, rest=3), data)
+    first = Pipeline([ContextualDetector(warmup=10, rest=3, max_resident_keys=2)])
+    half = 70
+    got = [outputs(first, data.slice(0, half))]
+    assert spiller_of(first.operators[0]).spilled
+    state = first.state_dict()
+    second = Pipeline([ContextualDetector(warmup=10, rest=3, max_resident_keys=2)])
+    second.load_state_dict(state)
+    assert len(second.operators[0].resident_keys()) == len(KEYS)   # folded-in keys come back resident
+    got.append(outputs(second, data.slice(half)))
+    assert pa.concat_tables(got).equals(want)
+
+
 ROWS = 900
 
 
@@ -160,6 +178,7 @@ def test_checkpoint_covers_spilled_keys_and_resume_equals_an_uninterrupted_run(t
     inp = str(tmp_path / "in.csv")
     recorded_stream(inp)
     cad_run(inp, str(tmp_path / "full"), str(tmp_path / "ckpt-full"), None)   # spilling off
+    assert not os.path.exists(tmp_path / "ckpt-full" / "spill"), "a run that never spills made a spill folder"
     ckpt = str(tmp_path / "ckpt")
     first = cad_run(inp, str(tmp_path / "out"), ckpt, 2, max_events=450)
     assert first["events_total"] == 450
