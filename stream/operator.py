@@ -162,6 +162,14 @@ class Operator:
     def close(self) -> None:
         """Release resources at the end of a run."""
 
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def required_columns(self) -> dict[str, str]:
+        """Columns this operator reads (override when they depend on parameters)."""
+        return dict(self.requires)
+
     # -- per-key state: what spilling idle keys needs (see stream.spill) ------------------
     # An operator that keeps independent state per key implements all four; the engine then
     # honours ``max_resident_keys``. After ``process(batch)`` every key of the batch is resident.
@@ -180,14 +188,6 @@ class Operator:
     def restore_key(self, key: Any, state: dict[str, Any]) -> None:
         """Make ``key`` resident again with ``state`` from :meth:`key_state` (untrusted: check it)."""
         raise NotImplementedError(f"{self.name} keeps no per-key state")
-
-    @property
-    def name(self) -> str:
-        return type(self).__name__
-
-    def required_columns(self) -> dict[str, str]:
-        """Columns this operator reads (override when they depend on parameters)."""
-        return dict(self.requires)
 
     # -- input validation ---------------------------------------------------------
     def validate_schema(self, schema: pa.Schema, source: str = "") -> None:

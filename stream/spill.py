@@ -482,11 +482,13 @@ def bind(operators: Iterable[Any], store: Any, fresh: bool) -> None:
         return
     for i, op in enumerate(operators):
         if supports_spill(op):
+            spiller = op.__dict__.get("_spiller")
+            if spiller is not None and spiller.spilled:   # an earlier run's keys, maybe in this very folder
+                spiller.restore_keys(list(spiller.spilled))
             folder = SpillFolder(store.fs, f"{store.root}/spill/{i}", durable=True)
             if fresh:
                 folder.clear()
             op._spill_home = (folder, store)
-            spiller = op.__dict__.get("_spiller")
             if spiller is not None:
                 spiller.bind(folder, store)
 

@@ -54,9 +54,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from stream import Batch, Operator, spill
+from stream import Batch, Operator
 from stream.errors import ConfigError
 from stream.options import at_least, between
+from stream.spill import check_limit, plain_key, spiller_of
 from stream.testing import UnitTest
 
 from .encoders import nab_resolution
@@ -117,7 +118,7 @@ class HTMDetector(Operator):
         self.value_column, self.time_column = value_column, time_column
         self.raw_column, self.score_column = raw_column, score_column
         self.device = device
-        self.max_resident_keys = spill.check_limit(max_resident_keys, "HTMDetector")
+        self.max_resident_keys = check_limit(max_resident_keys, "HTMDetector")
         self.model = HTMModel(self.config, device)
         self._reset_keys()
 
@@ -274,8 +275,8 @@ class HTMDetector(Operator):
         (River's ``score_one``). A key not seen yet, or still warming up, gets raw 1.0."""
         import copy
 
-        spiller = spill.spiller_of(self)
-        if spiller is not None and spill.plain_key(key) in spiller.spilled:
+        spiller = spiller_of(self)
+        if spiller is not None and plain_key(key) in spiller.spilled:
             spiller.restore_keys([key])
         slot = self.slot.get(key)
         scorer = copy.deepcopy(self.scorers[slot]) if slot is not None else self._new_scorer(key)
@@ -370,7 +371,7 @@ class HTMDetector(Operator):
 
     def summary(self) -> dict[str, Any]:
         """Run-summary metrics: keys, state size, segment capacity, backend."""
-        spiller = spill.spiller_of(self)
+        spiller = spiller_of(self)
         return {"keys": len(self.slot) + (len(spiller.spilled) if spiller is not None else 0),
                 "resident_keys": len(self.slot), "state_bytes": self.model.memory_bytes(),
                 "segments_per_column": self.model.tm.segments_per_column,
