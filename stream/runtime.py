@@ -48,7 +48,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import spill
 from .batch import Batch
 from .batcher import MicroBatcher
 from .checkpoint import CheckpointStore
@@ -175,7 +174,6 @@ def run(source: Source, pipeline: Operator, sink: Sink | None = None, *,
     batcher = MicroBatcher(batch_size, max_delay, speed, read_ahead, stop_requested=stop_requested)
     bound = source.bind(RunContext(pipe, sink, store, batcher.checkpoint_now, dead_letter=dead_letter))
     pipe, store = bound.pipeline, bound.store
-    spill.bind(pipe.operators, store, fresh=not resume)   # per-key operators spill idle keys beside the checkpoints
     ckpt = Checkpointer(store, pipe, source, sink, dead_letter, every_batches=checkpoint_every_batches,
                         every_seconds=checkpoint_every_seconds)
     observer = observer if observer is not None else RunObserver()

@@ -71,6 +71,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from . import state as state_codec
+from .checkpoint import SPILL_FOLDER
 from .errors import CheckpointError, ConfigError
 
 log = logging.getLogger("hebbstream")
@@ -222,13 +223,6 @@ class SpillFolder:
             pass
         except OSError as exc:
             log.warning("spill folder %s: cannot delete %s: %s", self.root, name, exc)
-
-    def clear(self) -> None:
-        """Delete the spill files (a fresh run: no checkpoint refers to them any more)."""
-        try:
-            self.fs.delete_dir_contents(self.root, missing_dir_ok=True)
-        except OSError as exc:
-            raise CheckpointError(f"spill folder {self.root}: cannot clear it: {exc}") from exc
 
 
 def _remove_tree(path: str) -> None:
@@ -470,13 +464,13 @@ def spiller_of(op: Any, create: bool = False) -> KeySpiller | None:
     return spiller
 
 
-def bind(operators: Iterable[Any], store: Any, fresh: bool) -> None:
+def bind(operators: Iterable[Any], store: Any) -> None:
     """Spill the per-key ``operators`` of a run into ``store``'s folder ``spill/<index>``.
 
     ``store``: the run's :class:`~stream.checkpoint.CheckpointStore` (``None``, or a store
     without one folder of its own: each operator spills into a temporary folder, and its
-    checkpoint state folds the spilled keys in). ``fresh``: a run that does not resume, so
-    the files an earlier run left there are deleted.
+    checkpoint state folds the spilled keys in). The store deletes the folder with its
+    checkpoints (``clear``) or when it holds none (``clean``).
     """
     if store is None or not isinstance(getattr(store, "root", None), str) or not hasattr(store, "fs"):
         return
@@ -485,9 +479,7 @@ def bind(operators: Iterable[Any], store: Any, fresh: bool) -> None:
             spiller = op.__dict__.get("_spiller")
             if spiller is not None and spiller.spilled:   # an earlier run's keys, maybe in this very folder
                 spiller.restore_keys(list(spiller.spilled))
-            folder = SpillFolder(store.fs, f"{store.root}/spill/{i}", durable=True)
-            if fresh:
-                folder.clear()
+            folder = SpillFolder(store.fs, f"{store.root}/{SPILL_FOLDER}/{i}", durable=True)
             op._spill_home = (folder, store)
             if spiller is not None:
                 spiller.bind(folder, store)

@@ -190,7 +190,7 @@ def test_checkpoint_covers_spilled_keys_and_resume_equals_an_uninterrupted_run(t
     assert scored(str(tmp_path / "out")) == scored(str(tmp_path / "full"))
 
 
-def test_files_no_checkpoint_refers_to_are_deleted(tmp_path):
+def test_files_no_checkpoint_refers_to_are_deleted_and_overwrite_deletes_all(tmp_path):
     inp = str(tmp_path / "in.csv")
     recorded_stream(inp, rows=600)
     ckpt = str(tmp_path / "ckpt")
@@ -201,6 +201,9 @@ def test_files_no_checkpoint_refers_to_are_deleted(tmp_path):
         referenced |= set(_spill_names(json.load(open(state_file))))
     assert referenced and referenced <= on_disk
     assert len(on_disk) <= len(referenced) + 7, "superseded spill files were kept"
+    # a run started over deletes them with the checkpoints
+    cad_run(inp, str(tmp_path / "out"), ckpt, None, overwrite=True)
+    assert not os.path.exists(os.path.join(ckpt, "spill"))
 
 
 def _spill_names(tree) -> list[str]:
