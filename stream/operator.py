@@ -189,6 +189,8 @@ class Operator:
         """Make ``key`` resident again with ``state`` from :meth:`key_state` (untrusted: check it)."""
         raise NotImplementedError(f"{self.name} keeps no per-key state")
 
+    key_state.not_per_key = True  # type: ignore[attr-defined]  # how stream.spill tells an override
+
     # -- input validation ---------------------------------------------------------
     def validate_schema(self, schema: pa.Schema, source: str = "") -> None:
         """Raise :class:`SchemaError` if a required column is missing or has a wrong type."""

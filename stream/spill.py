@@ -447,10 +447,9 @@ class KeySpiller:
 
 # -- what the engine calls -------------------------------------------------------------------
 def supports_spill(op: Any) -> bool:
-    """Whether ``op`` implements the per-key hooks (overrides ``key_state``)."""
-    from .operator import Operator
-
-    return isinstance(op, Operator) and type(op).key_state is not Operator.key_state
+    """Whether ``op`` implements the per-key hooks (overrides ``Operator.key_state``, which is marked)."""
+    method = getattr(type(op), "key_state", None)
+    return callable(method) and not getattr(method, "not_per_key", False)
 
 
 def spiller_of(op: Any, create: bool = False) -> KeySpiller | None:
