@@ -10,14 +10,18 @@ min/max rule on its own records. Two configurations, either TM:
   round-robin, one record per key per tick;
 - **rolling fleet** (default 10,000 keys x 500 records): key ``i`` is active for one
   contiguous stretch of 500 ticks starting at tick ``i * 500 / 1000``, so about 1,000
-  keys are active at any time (devices and containers come and go).
+  keys are active at any time (devices and containers come and go); the detector keeps
+  ``max_resident_keys`` = 1,000 (``--max-resident-keys``; the number of active keys by
+  default) and spills the least recently used keys to a temporary folder.
 
 Every configuration prints ``keys``, ``records``, ``tm``, ``records_per_s`` (aggregate,
 over all batches), ``rss_mb`` (the process's peak resident set so far: run one configuration per
 process for its own figure), ``state_mb_per_key``
 (mean and max over keys of the arrays a key owns: TM segments and index, spatial pooler
-rows and bitmap, likelihood buffers), ``p99_batch_latency_ms``, ``spilled_keys`` and
-``restores_per_s`` (0: every key stays resident in this version), ``checkpoint_bytes_per_key``
+rows and bitmap, likelihood buffers; over the keys resident at the end when keys are spilled),
+``p99_batch_latency_ms``, ``spilled_keys`` (keys on disk at the end), ``spills`` and
+``restores_per_s`` (spilled keys brought back per second), ``spill_mb_per_key`` (mean size of
+a spilled key's file), ``checkpoint_bytes_per_key``
 (the detector's state through the checkpoint codec, per key; not for the largest fleets).
 ``--measure`` instead runs NAB's longest stream (machine_temperature_system_failure) as
 one key and reports that key's state in bytes, by part, and its checkpoint size.
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 import time
 
 import numpy as np
@@ -50,6 +55,8 @@ def _extra(p):
     p.add_argument("--keys", type=int, default=None, help="keys (default: 1,000 steady, 10,000 rolling)")
     p.add_argument("--records", type=int, default=None, help="records per key (default: 2,000 / 500)")
     p.add_argument("--active", type=int, default=1000, help="rolling fleet: keys active at once")
+    p.add_argument("--max-resident-keys", type=int, default=None,
+                   help="rolling fleet: keys kept in memory, the rest spilled (default: --active)")
     p.add_argument("--batch", type=int, default=4096, help="records per micro-batch")
     p.add_argument("--measure", action="store_true", help="one key's state after NAB's longest stream")
     p.add_argument("--nab-dir", default=NAB_DIR)
@@ -108,18 +115,19 @@ def schedule(keys: int, records: int, fleet: str, active: int) -> tuple[np.ndarr
 
 
 def run_fleet(fleet: str, tm: str, keys: int, records: int, active: int, batch: int, nab_dir: str,
-              seed: int, checkpoint: bool, device: str = "numpy") -> dict:
+              seed: int, checkpoint: bool, device: str = "numpy", max_resident_keys: int | None = None) -> dict:
     from operators.htm import HTMDetector
     from operators.htm.encoders import nab_resolution
     from operators.htm.model import HTMConfig
     from stream import Batch
+    from stream.spill import spiller_of
     from stream.state import dumps
 
     values = feeds(keys, records, nab_dir, seed)
     names = np.array([f"m{i:05d}" for i in range(keys)])
     res = {n: nab_resolution(float(v.min()), float(v.max())) for n, v in zip(names.tolist(), values)}
     det = HTMDetector(config=HTMConfig(tm=tm), resolution=res, rows={n: records for n in res},
-                      device=device, seed=seed)
+                      device=device, seed=seed, max_resident_keys=max_resident_keys)
     key, j, tick = schedule(keys, records, fleet, active)
     latencies = []
     t0 = time.perf_counter()
@@ -131,14 +139,25 @@ def run_fleet(fleet: str, tm: str, keys: int, records: int, active: int, batch: 
         b0 = time.perf_counter()
         det(Batch(data, source="fleet", offset=lo, time_column="timestamp"))
         latencies.append(time.perf_counter() - b0)
+        if len(latencies) % 100 == 0:   # progress on stderr: a long run can be judged early
+            done = lo + len(k)
+            print(f"{fleet}/{tm}: {done:,} of {key.shape[0]:,} records, {done / (time.perf_counter() - t0):,.0f}/s, "
+                  f"{len(det.slot):,} keys resident", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - t0
-    per_key = np.array([sum(key_state_bytes(det, det.slot[n]).values()) for n in names.tolist()]) / 2**20
+    per_key = np.array([sum(key_state_bytes(det, det.slot[n]).values()) for n in names.tolist()
+                        if n in det.slot]) / 2**20
+    spiller = spiller_of(det)
+    spilled = list(spiller.spilled.values()) if spiller is not None else []
     out = {"fleet": fleet, "keys": keys, "records": int(key.shape[0]), "records_per_key": records, "tm": tm,
            "records_per_s": round(key.shape[0] / elapsed, 1), "seconds": round(elapsed, 1),
            "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
            "state_mb_per_key": {"mean": round(float(per_key.mean()), 3), "max": round(float(per_key.max()), 3)},
            "p99_batch_latency_ms": round(float(np.percentile(latencies, 99)) * 1000, 1),
-           "batch_records": batch, "spilled_keys": 0, "restores_per_s": 0.0, "device": device}
+           "batch_records": batch, "spilled_keys": len(spilled), "device": device,
+           "max_resident_keys": max_resident_keys, "resident_keys": len(det.slot), "slots": det.model.slots,
+           "spills": spiller.spills if spiller is not None else 0,
+           "restores_per_s": round(spiller.restores / elapsed, 1) if spiller is not None else 0.0,
+           "spill_mb_per_key": round(float(np.mean([r.size for r in spilled])) / 2**20, 3) if spilled else 0.0}
     if fleet == "rolling":
         out["active_keys"] = active
     if checkpoint:
@@ -184,12 +203,15 @@ def main() -> None:
             keys, records, active = (8, 120, 8) if fleet == "steady" else (32, 60, 8)
             batch = min(batch, 64)
         keys, records = args.keys or keys, args.records or records
+        resident = (args.max_resident_keys or min(active, keys)) if fleet == "rolling" else None
         for tm in tms:
             row = run_fleet(fleet, tm, keys, records, min(active, keys), batch, args.nab_dir, args.seed,
-                            checkpoint=keys <= 1000, device=args.device)
+                            checkpoint=keys <= 1000, device=args.device, max_resident_keys=resident)
             print(row, flush=True)
             rows.append(row)
-    finish("htm_keys", {"rows": rows}, quick=args.quick)
+    # one results file per configuration when one is chosen (htm_keys-rolling-backtracking.json)
+    name = "htm_keys" + "".join(f"-{c}" for c in (args.fleet, args.tm) if c != "both")
+    finish(name, {"rows": rows}, quick=args.quick)
 
 
 if __name__ == "__main__":

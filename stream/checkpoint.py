@@ -44,6 +44,8 @@ log = logging.getLogger("hebbstream")
 FORMAT = "hebbstream-checkpoint/1"
 _FILES = ("state.json", "arrays.npz")
 LOCK_NAME = "LOCK"
+#: the folder of the store where per-key operators spill idle keys (stream.spill); checkpoints refer to its files
+SPILL_FOLDER = "spill"
 
 
 class CorruptCheckpointError(CheckpointError):
@@ -156,14 +158,25 @@ class CheckpointStore:
         partial = [s for s in self._sequences() if s not in complete]
         for seq in partial:
             self._delete(seq)
+        if not complete:   # spill files no checkpoint can refer to (a run that crashed before its first)
+            self._delete_spilled()
         if partial:
             log.info("checkpoint folder %s: removed half-written checkpoint(s) %s", self.uri, partial)
         return partial
 
     def clear(self) -> None:
-        """Delete every checkpoint (a run started over with ``overwrite``)."""
+        """Delete every checkpoint (a run started over with ``overwrite``), and the spill files they refer to."""
         for seq in self._sequences():
             self._delete(seq)
+        self._delete_spilled()
+
+    def _delete_spilled(self) -> None:
+        try:
+            self.fs.delete_dir(f"{self.root}/{SPILL_FOLDER}")
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("checkpoint folder %s: cannot delete its spill folder: %s", self.uri, _reason(exc))
 
     # -- reading ---------------------------------------------------------------------
     def _sequences(self) -> list[int]:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import spill
 from .checkpoint import CheckpointStore
 from .connector import Sink, Source
 from .errors import CheckpointError, HebbstreamError
@@ -50,6 +51,7 @@ class Checkpointer:
             store, pipeline, source, sink, dead_letter
         self.every_batches, self.every_seconds = every_batches, every_seconds
         self.identity = source.identity() if store is not None else None
+        spill.bind(pipeline.operators, store)   # per-key operators spill idle keys into the store's folder
         #: checkpoints taken by this run
         self.count = 0
         #: events processed by earlier runs (from the checkpoint resumed)

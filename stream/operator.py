@@ -45,8 +45,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from . import spill
 from .batch import Batch
 from .errors import BadEventError, SchemaError
+from .options import at_least
 
 if TYPE_CHECKING:
     from .testing import UnitTest
@@ -123,7 +125,13 @@ class Operator:
     #: parameters left out of ``repr`` (and so of the checkpoint fingerprint) because they
     #: change where or how fast an operator runs, not what it computes: a checkpoint moves
     #: between devices
-    runtime_params: tuple[str, ...] = ("device",)
+    runtime_params: tuple[str, ...] = ("device", "max_resident_keys")
+    #: per-key operators (those with the per-key hooks below): at most this many keys in
+    #: memory, the least recently used spilled to disk (:mod:`stream.spill`); ``None``: off.
+    #: Outputs do not depend on it, so it is a runtime parameter: a checkpoint resumes under any value.
+    max_resident_keys: int | None = None
+    #: checked when a pipeline file is loaded (see :mod:`stream.options`); subclasses add theirs
+    option_checks: dict[str, Any] = {"max_resident_keys": at_least(1)}
     #: True when outputs depend on how the stream is cut into batches (mini-batch learners):
     #: the contract checks then run at the operator's own batch size.
     batch_size_dependent: bool = False
@@ -166,6 +174,27 @@ class Operator:
     def required_columns(self) -> dict[str, str]:
         """Columns this operator reads (override when they depend on parameters)."""
         return dict(self.requires)
+
+    # -- per-key state: what spilling idle keys needs (see stream.spill) ------------------
+    # An operator that keeps independent state per key implements all four; the engine then
+    # honours ``max_resident_keys``. After ``process(batch)`` every key of the batch is resident.
+    def resident_keys(self) -> list[Any]:
+        """The keys whose state is in memory now."""
+        return []
+
+    def key_state(self, key: Any) -> dict[str, Any]:
+        """The state of resident ``key`` as a state dict (numbers, strings, lists, dicts, arrays)."""
+        raise NotImplementedError(f"{self.name} keeps no per-key state")
+
+    def evict_key(self, key: Any) -> None:
+        """Drop resident ``key``'s state from memory (its :meth:`key_state` was saved)."""
+        raise NotImplementedError(f"{self.name} keeps no per-key state")
+
+    def restore_key(self, key: Any, state: dict[str, Any]) -> None:
+        """Make ``key`` resident again with ``state`` from :meth:`key_state` (untrusted: check it)."""
+        raise NotImplementedError(f"{self.name} keeps no per-key state")
+
+    key_state.not_per_key = True  # type: ignore[attr-defined]  # how stream.spill tells an override
 
     # -- input validation ---------------------------------------------------------
     def validate_schema(self, schema: pa.Schema, source: str = "") -> None:
@@ -226,7 +255,13 @@ class Operator:
             batch = batch.filter(~bad)
             if batch.num_rows == 0:
                 return batch
-        return self.process(batch)
+        spiller = spill.spiller_of(self)
+        if spiller is None:
+            return self.process(batch)
+        spiller.before(batch)
+        out = self.process(batch)
+        spiller.after()
+        return out
 
     def __or__(self, other: Operator) -> Pipeline:
         return Pipeline([self, other])
@@ -278,14 +313,15 @@ class Pipeline(Operator):
         return self(batch)
 
     def state_dict(self) -> dict[str, Any]:
-        return {self._label(i, op): op.state_dict() for i, op in enumerate(self.operators)}
+        # spill.state_of: an operator's own state_dict, plus its spilled keys when it has some
+        return {self._label(i, op): spill.state_of(op) for i, op in enumerate(self.operators)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         expected = [self._label(i, op) for i, op in enumerate(self.operators)]
         if sorted(state) != sorted(expected):
             raise ValueError(f"state is for operators {sorted(state)}, pipeline has {expected}")
         for i, op in enumerate(self.operators):
-            op.load_state_dict(state[self._label(i, op)])
+            spill.load_into(op, state[self._label(i, op)], self._label(i, op))
 
     def to(self, device: Any) -> Pipeline:
         for op in self.operators:

@@ -188,9 +188,10 @@ class ARTDetector(KeyedDetector):
     def __init__(self, *, window: int = 16, levels: int = 3, alpha: float = 1e-3, beta: float = 0.1,
                  quantile: float = 0.05, low_quantile: float = 0.005, rate: float = 0.01, threshold: float = 0.5,
                  mask: int = 50, max_categories: int = 512, value_range: dict[str, list[float]] | None = None,
-                 warmup: int = 100, value_column: str = "value", score_column: str = "anomaly_score") -> None:
+                 warmup: int = 100, value_column: str = "value", score_column: str = "anomaly_score",
+                 max_resident_keys: int | None = None) -> None:
         super().__init__(value_range=value_range, warmup=warmup, value_column=value_column,
-                         score_column=score_column)
+                         score_column=score_column, max_resident_keys=max_resident_keys)
         window = int(window)
         if window < 4 or window & (window - 1):
             raise ConfigError(f"ARTDetector: window must be a power of two >= 4, got {window}")

@@ -213,9 +213,10 @@ class ContextualDetector(KeyedDetector):
 
     def __init__(self, *, bits: int = 3, max_left: int = 7, max_active: int = 15, threshold: float = 0.75,
                  rest: int = 30, value_range: dict[str, list[float]] | None = None, warmup: int = 100,
-                 value_column: str = "value", score_column: str = "anomaly_score") -> None:
+                 value_column: str = "value", score_column: str = "anomaly_score",
+                 max_resident_keys: int | None = None) -> None:
         super().__init__(value_range=value_range, warmup=warmup, value_column=value_column,
-                         score_column=score_column)
+                         score_column=score_column, max_resident_keys=max_resident_keys)
         if not 1 <= int(bits) <= 16 or int(max_left) < 1 or int(max_active) < 0 or int(rest) < 0:
             raise ConfigError("ContextualDetector: bits must be in [1, 16], max_left >= 1, "
                               f"max_active >= 0, rest >= 0 (got {bits}, {max_left}, {max_active}, {rest})")

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from stream import Batch, Operator, registry
+from stream import Batch, Operator, registry, spill
 from stream.errors import CheckpointError, ConfigError
 from stream.options import one_of
 from stream.testing import UnitTest
@@ -64,6 +64,8 @@ class ScoreEnsemble(Operator):
             every member that takes one.
         calibrate: ``"rank"`` or ``"raw"``; combine: ``"mean"`` or ``"max"``.
         value_range / value_column / score_column: as the members'.
+        max_resident_keys: at most this many keys in memory (every member's models and the
+            key's score history), the least recently used spilled to disk (:mod:`stream.spill`).
     """
 
     requires = {"value": "number"}
@@ -77,7 +79,9 @@ class ScoreEnsemble(Operator):
 
     def __init__(self, *, members: list[str] | None = None, member_options: dict[str, dict[str, Any]] | None = None,
                  calibrate: str = "rank", combine: str = "mean", value_range: dict[str, list[float]] | None = None,
-                 value_column: str = "value", score_column: str = "anomaly_score") -> None:
+                 value_column: str = "value", score_column: str = "anomaly_score",
+                 max_resident_keys: int | None = None) -> None:
+        self.max_resident_keys = spill.check_limit(max_resident_keys, "ScoreEnsemble")
         self.member_names = list(members if members is not None else ["cad", "art"])
         if not self.member_names:
             raise ConfigError("ScoreEnsemble: members must name at least one detector")
@@ -99,6 +103,11 @@ class ScoreEnsemble(Operator):
             kwargs.update(value_column=value_column, score_column=column)
             self.members.append(member_class(name)(**kwargs))
         self.history: dict[Any, list[list[float]]] = {}   # key → per member, sorted past scores
+        if self.max_resident_keys is not None:
+            others = [n for n, m in zip(self.member_names, self.members) if not spill.supports_spill(m)]
+            if others:
+                raise ConfigError(f"ScoreEnsemble: max_resident_keys needs members that keep per-key state "
+                                  f"hooks; {others} do not")
 
     @classmethod
     def for_nab(cls, streams: Mapping[str, Any], seed: int = 0, *, members: list[str] | None = None,
@@ -146,6 +155,28 @@ class ScoreEnsemble(Operator):
                     ranks[i, m] = bisect.bisect_left(seen, s) / len(seen) if seen else 0.0
                     bisect.insort(seen, s)
         return ranks
+
+    # -- per-key state: spilling idle keys (stream.spill); the members' keys and the history --
+    def resident_keys(self) -> list[Any]:
+        return list(dict.fromkeys(k for m in self.members for k in m.resident_keys()))
+
+    def key_state(self, key: Any) -> dict[str, Any]:
+        history = self.history.get(key)
+        return {"members": [m.key_state(key) for m in self.members],
+                "history": None if history is None else [np.asarray(h, dtype=np.float64) for h in history]}
+
+    def evict_key(self, key: Any) -> None:
+        for member in self.members:
+            member.evict_key(key)
+        self.history.pop(key, None)
+
+    def restore_key(self, key: Any, state: dict[str, Any]) -> None:
+        if len(state["members"]) != len(self.members):
+            raise ValueError(f"{len(state['members'])} members in the spilled state, {len(self.members)} here")
+        for member, st in zip(self.members, state["members"]):
+            member.restore_key(key, st)
+        if state["history"] is not None:
+            self.history[key] = [np.asarray(h, dtype=np.float64).tolist() for h in state["history"]]
 
     def state_dict(self) -> dict[str, Any]:
         keys = list(self.history)

@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from stream import Batch, Operator
+from stream import Batch, Operator, spill
 from stream.errors import CheckpointError, ConfigError
 from stream.options import at_least
 
@@ -83,7 +83,8 @@ class KeyedDetector(Operator):
     """Base operator: one :attr:`model` per key, prequential, over ``value_column``.
 
     Subclasses set :attr:`model` and list the constructor parameters that go to each
-    model in :attr:`model_params`.
+    model in :attr:`model_params`. ``max_resident_keys``: at most this many keys' models in
+    memory, the least recently used spilled to disk (:mod:`stream.spill`); ``None``: off.
     """
 
     requires = {"value": "number"}
@@ -92,7 +93,8 @@ class KeyedDetector(Operator):
     option_checks: ClassVar[dict[str, Any]] = {"warmup": at_least(2)}
 
     def __init__(self, *, value_range: dict[str, list[float]] | None = None, warmup: int = 100,
-                 value_column: str = "value", score_column: str = "anomaly_score") -> None:
+                 value_column: str = "value", score_column: str = "anomaly_score",
+                 max_resident_keys: int | None = None) -> None:
         if int(warmup) < 2:
             raise ConfigError(f"{type(self).__name__}: warmup must be >= 2, got {warmup}")
         self.value_range = {k: (float(v[0]), float(v[1])) for k, v in (value_range or {}).items()}
@@ -101,6 +103,7 @@ class KeyedDetector(Operator):
                 raise ConfigError(f"{type(self).__name__}: value_range of key {key!r} must be "
                                   f"[min, max] with min <= max, got {[lo, hi]}")
         self.warmup, self.value_column, self.score_column = int(warmup), value_column, score_column
+        self.max_resident_keys = spill.check_limit(max_resident_keys, type(self).__name__)
         self.models: dict[Any, KeyModel] = {}
         self.pending: dict[Any, list[float]] = {}   # warm-up values of keys without a range
 
@@ -149,6 +152,29 @@ class KeyedDetector(Operator):
                 model = self._model(key, value)
                 scores[i] = model.score_learn(value) if model is not None else 0.0
         return batch.with_columns({self.score_column: scores})
+
+    # -- per-key state: spilling idle keys (stream.spill) ------------------------------
+    def resident_keys(self) -> list[Any]:
+        return [*self.models, *self.pending]
+
+    def key_state(self, key: Any) -> dict[str, Any]:
+        if key in self.models:
+            model = self.models[key]
+            return {"range": list(model.range), "model": model.state()}
+        return {"pending": list(self.pending[key])}
+
+    def evict_key(self, key: Any) -> None:
+        if self.models.pop(key, None) is None:
+            del self.pending[key]
+
+    def restore_key(self, key: Any, state: dict[str, Any]) -> None:
+        if "model" in state:
+            lo, hi = state["range"]
+            model = self._build(float(lo), float(hi))
+            model.load(state["model"])
+            self.models[key] = model
+        else:
+            self.pending[key] = [float(v) for v in state["pending"]]
 
     # -- checkpoints: keys as a list (any key type), each model's plain state ----------
     def state_dict(self) -> dict[str, Any]:

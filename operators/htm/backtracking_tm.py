@@ -420,6 +420,19 @@ class BacktrackingTM:
         return np.array([self.models[s].score(c) for s, c in zip(slots.tolist(), cols)],
                         dtype=np.float64)
 
+    # -- one slot at a time (a key spilled to disk and restored, see stream.spill) ------
+    def slot_state(self, slot: int) -> dict[str, Any]:
+        return self.models[slot].state_dict()
+
+    def clear_slot(self, slot: int) -> None:
+        """A new key's model in slot ``slot`` (the old one's memory is freed)."""
+        self.models[slot] = _KeyModel(self.params)
+
+    def load_slot(self, slot: int, state: dict[str, Any]) -> None:
+        model = _KeyModel(self.params)
+        model.load_state_dict(state)
+        self.models[slot] = model
+
     def state_dict(self) -> dict[str, Any]:
         return {"params": asdict(self.params), "models": [m.state_dict() for m in self.models]}
 

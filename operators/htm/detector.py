@@ -58,6 +58,7 @@ from stream import Batch, Operator
 from stream.batch import event_time_ns
 from stream.errors import ConfigError
 from stream.options import at_least, between
+from stream.spill import check_limit, plain_key, spiller_of
 from stream.testing import UnitTest
 
 from .encoders import nab_resolution
@@ -85,6 +86,10 @@ class HTMDetector(Operator):
         value_column / time_column: input columns.
         raw_column / score_column: output names of the raw score and the reported score.
         device: ``"auto"``, ``"numpy"``, ``"torch"`` (CPU) or a torch device.
+        max_resident_keys: at most this many keys' models in memory; the least recently
+            used are spilled to disk and restored on their next record, with the same
+            outputs (:mod:`stream.spill`). A spilled key's slot is reused, so memory is
+            bounded by this many keys. ``None``: every key stays in memory.
     """
 
     #: checked when a pipeline file is loaded (see :mod:`stream.options`)
@@ -98,7 +103,7 @@ class HTMDetector(Operator):
                  alert_threshold: float | None = None, value_column: str = "value",
                  time_column: str | None = "timestamp", raw_column: str = "anomaly_score",
                  score_column: str = "anomaly_likelihood", device: Any = "auto",
-                 seed: int | None = None):
+                 seed: int | None = None, max_resident_keys: int | None = None):
         self.config = config or HTMConfig()
         if seed is not None:
             self.config = HTMConfig.from_dict({**self.config.to_dict(), "seed": seed})
@@ -114,15 +119,17 @@ class HTMDetector(Operator):
         self.value_column, self.time_column = value_column, time_column
         self.raw_column, self.score_column = raw_column, score_column
         self.device = device
+        self.max_resident_keys = check_limit(max_resident_keys, "HTMDetector")
         self.model = HTMModel(self.config, device)
         self._reset_keys()
 
     def _reset_keys(self) -> None:
         self.slot: dict[Any, int] = {}
-        self.keys: list[Any] = []
+        self.keys: list[Any] = []             # per slot; None on a free slot
         self.res: list[float] = []            # per slot; NaN while warming up
         self.pending: list[list[tuple[float, int]]] = []   # warm-up records per slot
-        self.scorers: list[NumentaScore] = []
+        self.scorers: list[NumentaScore | None] = []
+        self.free: list[int] = []             # slots of spilled keys, reused first
 
     # -- construction for NAB ----------------------------------------------------------
     @classmethod
@@ -151,14 +158,27 @@ class HTMDetector(Operator):
         slot = self.slot.get(key)
         if slot is not None:
             return slot
-        slot = len(self.keys)
+        slot = self.free.pop() if self.free else self._append_slot()
         self.slot[key] = slot
-        self.keys.append(key)
-        self.res.append(self._initial_resolution(key))
+        self.keys[slot] = key
+        self.res[slot] = self._initial_resolution(key)
+        self.pending[slot] = []
+        self.scorers[slot] = self._new_scorer(key)
+        return slot
+
+    def _append_slot(self) -> int:
+        """A new slot, free (a placeholder in every per-slot list)."""
+        slot = len(self.keys)
+        self.keys.append(None)
+        self.res.append(float("nan"))
         self.pending.append([])
-        self.scorers.append(self._new_scorer(key))
+        self.scorers.append(None)
         if self.model.slots <= slot:
-            self.model.add_slots(max(1, self.model.slots))   # double the capacity
+            grow = max(1, self.model.slots)   # double the capacity, but not far past max_resident_keys
+            if self.max_resident_keys is not None:
+                room = self.max_resident_keys - self.model.slots
+                grow = min(grow, room) if room > 0 else max(1, self.max_resident_keys // 8)
+            self.model.add_slots(grow)
         return slot
 
     def _initial_resolution(self, key: Any) -> float:
@@ -253,6 +273,9 @@ class HTMDetector(Operator):
         (River's ``score_one``). A key not seen yet, or still warming up, gets raw 1.0."""
         import copy
 
+        spiller = spiller_of(self)
+        if spiller is not None and plain_key(key) in spiller.spilled:
+            spiller.restore_keys([key])
         slot = self.slot.get(key)
         scorer = copy.deepcopy(self.scorers[slot]) if slot is not None else self._new_scorer(key)
         if slot is None or np.isnan(self.res[slot]):
@@ -262,17 +285,51 @@ class HTMDetector(Operator):
                                         np.array([self.res[slot]]), np.array([int(time_ns)]))[0])
         return raw, scorer.update(float(value), raw)[0]
 
+    # -- per-key state: spilling idle keys (stream.spill) --------------------------------------
+    def resident_keys(self) -> list[Any]:
+        return list(self.slot)
+
+    def key_state(self, key: Any) -> dict[str, Any]:
+        slot = self.slot[key]
+        return {"resolution": float(self.res[slot]),
+                "pending": np.array([v for v, _ in self.pending[slot]], dtype=np.float64),
+                "pending_t": np.array([t for _, t in self.pending[slot]], dtype=np.int64),
+                "scorer": self.scorers[slot].state_dict(), "model": self.model.slot_state(slot)}
+
+    def evict_key(self, key: Any) -> None:
+        slot = self.slot.pop(key)
+        self.model.clear_slot(slot)
+        self.keys[slot], self.res[slot], self.pending[slot], self.scorers[slot] = None, float("nan"), [], None
+        self.free.append(slot)
+
+    def restore_key(self, key: Any, state: dict[str, Any]) -> None:
+        if key in self.slot:
+            raise ValueError(f"key {key!r} is resident already")
+        slot = self._slot_of(key)
+        try:
+            pending = [(float(v), int(t)) for v, t in zip(np.asarray(state["pending"], dtype=np.float64),
+                                                         np.asarray(state["pending_t"], dtype=np.int64), strict=True)]
+            self.scorers[slot].load_state_dict(state["scorer"])
+            self.model.load_slot(slot, state["model"])
+        except BaseException:
+            self.evict_key(key)
+            raise
+        self.res[slot], self.pending[slot] = float(state["resolution"]), pending
+
     # -- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "config": self.config.to_dict(),
             "keys": list(self.keys),
             "resolution": np.array(self.res, dtype=np.float64),
             "pending": [np.array(p, dtype=np.float64).reshape(-1, 2)[:, 0] for p in self.pending],
             "pending_t": [np.array([t for _, t in p], dtype=np.int64) for p in self.pending],
-            "scorers": [s.state_dict() for s in self.scorers],
+            "scorers": [s.state_dict() if s is not None else None for s in self.scorers],
             "model": self.model.state_dict(),
         }
+        if self.free:   # slots of spilled keys (their entries above are placeholders)
+            state["free_slots"] = np.array(sorted(self.free), dtype=np.int64)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if HTMConfig.from_dict(state["config"]) != self.config:
@@ -280,13 +337,19 @@ class HTMDetector(Operator):
         self._reset_keys()
         self.model = HTMModel(self.config, self.device)
         keys = list(state["keys"])
-        for key in keys:
-            self._slot_of(key)
+        free = {int(i) for i in np.asarray(state.get("free_slots", []), dtype=np.int64)}
+        for i, key in enumerate(keys):   # slots in order
+            if i in free:
+                self._append_slot()
+            else:
+                self._slot_of(key)
+        self.free = sorted(free, reverse=True)
         self.res = [float(r) for r in np.asarray(state["resolution"])]
         self.pending = [[(float(v), int(t)) for v, t in zip(vs, ts)]
                         for vs, ts in zip(state["pending"], state["pending_t"])]
         for scorer, s in zip(self.scorers, state["scorers"]):
-            scorer.load_state_dict(s)
+            if scorer is not None:
+                scorer.load_state_dict(s)
         self.model.load_state_dict(state["model"])
 
     def to(self, device: Any) -> HTMDetector:
@@ -306,7 +369,9 @@ class HTMDetector(Operator):
 
     def summary(self) -> dict[str, Any]:
         """Run-summary metrics: keys, state size, segment capacity, backend."""
-        return {"keys": len(self.keys), "state_bytes": self.model.memory_bytes(),
+        spiller = spiller_of(self)
+        return {"keys": len(self.slot) + (len(spiller.spilled) if spiller is not None else 0),
+                "resident_keys": len(self.slot), "state_bytes": self.model.memory_bytes(),
                 "segments_per_column": self.model.tm.segments_per_column,
                 "backend": f"{self.model.be.kind}:{self.model.be.device}"}
 

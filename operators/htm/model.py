@@ -222,6 +222,25 @@ class HTMModel:
         cols = self.sp.compute(slots, bits, ok, learn=False)
         return self.tm.peek(slots, cols)
 
+    # -- one slot at a time (a key spilled to disk and restored, see stream.spill) ------
+    def slot_state(self, slot: int) -> dict[str, Any]:
+        """The state slot ``slot`` owns in the spatial pooler and the temporal memory."""
+        return {"sp": self.sp.slot_state(slot), "tm": self.tm.slot_state(slot)}
+
+    def clear_slot(self, slot: int) -> None:
+        """Give slot ``slot`` a new key's state (its memory is free for reuse)."""
+        self.sp.clear_slot(slot)
+        self.tm.clear_slot(slot)
+
+    def load_slot(self, slot: int, state: dict[str, Any]) -> None:
+        """Load :meth:`slot_state` into cleared slot ``slot``; ``ValueError`` when it does not fit."""
+        try:
+            self.sp.load_slot(slot, state["sp"])
+            self.tm.load_slot(slot, state["tm"])
+        except BaseException:
+            self.clear_slot(slot)
+            raise
+
     def state_dict(self) -> dict[str, Any]:
         return {"sp": self.sp.state_dict(), "tm": self.tm.state_dict()}
 

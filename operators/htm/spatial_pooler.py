@@ -83,6 +83,7 @@ class SpatialPooler:
         self.row = be.zeros((0, columns), be.i32)          # pool row of a learned column, else -1
         self.rows = be.zeros((0, input_size), be.i16)      # learned columns' permanences
         self.n_rows = 0
+        self.free_rows: list[int] = []   # pool rows of spilled keys, reused before the pool grows
         self.conn = self._initial_conn[:0]
 
     @property
@@ -232,18 +233,26 @@ class SpatialPooler:
         rows = be.astype(be.take(flat_row, key_col), be.i64)
         fresh = be.nonzero(rows < 0)[0]
         if fresh.shape[0]:
-            k = int(fresh.shape[0])
-            if self.n_rows + k > self.rows.shape[0]:
-                cap = self.rows.shape[0]
-                grown = be.zeros((max(self.n_rows + k, cap + cap // 4, 64), self.input_size), be.i16)
-                grown[:self.n_rows] = self.rows[:self.n_rows]
-                self.rows = grown
-            new = be.arange(k) + self.n_rows
+            new = self._new_rows(int(fresh.shape[0]))
             self.rows[new] = be.take_rows(self._initial_be, key_col[fresh] % self.columns)
             be.put(flat_row, key_col[fresh], be.astype(new, be.i32))
             rows[fresh] = new
-            self.n_rows += k
         return rows
+
+    def _new_rows(self, k: int) -> Any:
+        """``k`` pool rows to fill: freed ones first, then new ones (the pool grows by a quarter)."""
+        be = self.be
+        reused = self.free_rows[len(self.free_rows) - min(k, len(self.free_rows)):]
+        del self.free_rows[len(self.free_rows) - len(reused):]
+        more = k - len(reused)
+        if self.n_rows + more > self.rows.shape[0]:
+            cap = self.rows.shape[0]
+            grown = be.zeros((max(self.n_rows + more, cap + cap // 4, 64), self.input_size), be.i16)
+            grown[:self.n_rows] = self.rows[:self.n_rows]
+            self.rows = grown
+        new = np.concatenate([np.asarray(reused, np.int64), np.arange(self.n_rows, self.n_rows + more)])
+        self.n_rows += more
+        return be.asarray(new, be.i64)
 
     def _update(self, xp: Any, p: Any, delta: Any) -> Any:
         """Permanences ``p`` moved by ``delta``: clipped to [0, 1], small ones trimmed to
@@ -251,6 +260,44 @@ class SpatialPooler:
         q = (p + delta).clip(0, PERM_SCALE)
         q = xp.where((q < self.trim) & (p >= 0), 0, q)
         return xp.where(p >= 0, q, p)
+
+    # -- one slot at a time (a key spilled to disk and restored, see stream.spill) ------
+    def slot_state(self, slot: int) -> dict[str, Any]:
+        """Slot ``slot``'s learned ``columns`` and their permanence ``rows``."""
+        be = self.be
+        row = be.to_numpy(self.row[slot])
+        cols = np.flatnonzero(row >= 0)
+        rows = be.to_numpy(be.take_rows(self.rows, be.asarray(row[cols].astype(np.int64), be.i64)))
+        return {"columns": cols.astype(np.int32), "rows": np.array(rows, dtype=np.int16)}
+
+    def clear_slot(self, slot: int) -> None:
+        """Give slot ``slot`` its initial state back; its pool rows become free."""
+        be = self.be
+        row = be.to_numpy(self.row[slot])
+        self.free_rows.extend(row[row >= 0].tolist())
+        self.row[slot] = -1
+        self.conn[slot] = self._initial_conn[0]
+
+    def load_slot(self, slot: int, state: dict[str, Any]) -> None:
+        """Load :meth:`slot_state` into cleared slot ``slot``; ``ValueError`` on shapes or values out of range."""
+        cols = np.asarray(state["columns"])
+        rows = np.asarray(state["rows"])
+        if cols.ndim != 1 or rows.shape != (cols.shape[0], self.input_size) or not (
+                np.issubdtype(cols.dtype, np.integer) and np.issubdtype(rows.dtype, np.integer)):
+            raise ValueError(f"spatial pooler slot state has shapes {cols.shape} and {rows.shape}, expected (n,) "
+                             f"and (n, {self.input_size}) integers")
+        if cols.size and (cols.min() < 0 or cols.max() >= self.columns or np.unique(cols).size != cols.size):
+            raise ValueError(f"spatial pooler slot state: 'columns' must be distinct columns 0..{self.columns - 1}")
+        if rows.size and (rows.min() < -1 or rows.max() > PERM_SCALE):
+            raise ValueError(f"spatial pooler permanences must lie in -1..{PERM_SCALE}")
+        be = self.be
+        rows = rows.astype(np.int16)
+        new = self._new_rows(cols.shape[0])
+        self.rows[new] = be.asarray(rows)
+        self.row[slot, be.asarray(cols.astype(np.int64), be.i64)] = be.astype(new, be.i32)
+        perm = self._initial.copy()
+        perm[cols] = rows
+        self.conn[slot] = self._connected(be.asarray(perm[None]))[0]
 
     def state_dict(self) -> dict[str, Any]:
         """``row`` (slots, columns) and the pool ``rows`` in use (learned columns only)."""
@@ -290,6 +337,7 @@ class SpatialPooler:
         self.row = be.asarray(row.copy())
         self.rows = be.asarray(rows.copy())
         self.n_rows = rows.shape[0]
+        self.free_rows = np.setdiff1d(np.arange(self.n_rows), row[row >= 0]).tolist()
         self.conn = be.cat([self._initial_conn] * row.shape[0], 0) if row.shape[0] else self._initial_conn[:0]
         for k in np.flatnonzero((row >= 0).any(1)):     # keys that learned: their own bitmap
             perm = self._initial.copy()

@@ -195,6 +195,68 @@ class TemporalMemory:
         self.used = self.be.astype((self.seg_cell >= 0).sum(-1), self.be.i32)
         self._index_winners()
 
+    # -- one slot at a time (a key spilled to disk and restored, see stream.spill) ------
+    #: a fresh slot's value of each per-slot array
+    _FRESH = {"seg_cell": -1, "seg_last": 0, "pre": 0, "perm": 0, "active": False, "prev_cols": 0,
+              "winners": -1, "step": 0, "history": -1, "used": 0, "winpos": -1}
+
+    def slot_state(self, slot: int) -> dict[str, Any]:
+        """Slot ``slot``'s arrays (as :meth:`state_dict` has them for every slot)."""
+        be = self.be
+        out = {name: np.array(be.to_numpy(getattr(self, name)[slot])) for name in self._STATE}
+        out["active"] = out["active"][:self.dummy + 1].copy()
+        out["num_active"] = -1 if self.num_active is None else int(self.num_active)
+        return out
+
+    def clear_slot(self, slot: int) -> None:
+        """Give slot ``slot`` the state of a new key."""
+        for name, value in self._FRESH.items():
+            getattr(self, name)[slot] = value
+
+    def load_slot(self, slot: int, state: dict[str, Any]) -> None:
+        """Load :meth:`slot_state` into cleared slot ``slot``; ``ValueError`` on a shape that does not fit."""
+        a = int(state["num_active"])
+        if a < 0:
+            return   # the key never stepped: a cleared slot is its state
+        self._set_num_active(a)
+        s = np.asarray(state["seg_cell"]).shape[-1] if np.ndim(state["seg_cell"]) == 2 else -1
+        if not 0 < s <= self.max_seg:
+            raise ValueError(f"temporal memory slot state: 'seg_cell' must be (columns, 1..{self.max_seg})")
+        while self.segments_per_column < s:
+            self._grow_segments()
+        cap, be = self.segments_per_column, self.be
+        fill = {"seg_cell": -1, "seg_last": 0, "pre": 0, "perm": 0}
+        for name in self._STATE:
+            value = np.asarray(state[name])
+            if name in fill:
+                if value.ndim < 2 or value.shape[1] != s:
+                    raise ValueError(f"temporal memory slot state: {name!r} has shape {value.shape}")
+                pad = [(0, 0)] * value.ndim
+                pad[1] = (0, cap - s)
+                value = np.pad(value, pad, constant_values=fill[name])
+            if name == "active":
+                full = np.zeros(self.stride, dtype=bool)
+                if value.shape != (self.dummy + 1,):
+                    raise ValueError(f"temporal memory slot state: 'active' has shape {value.shape}")
+                full[:self.dummy + 1] = value
+                value = full
+            target = getattr(self, name)
+            if value.shape != tuple(target.shape[1:]):
+                raise ValueError(f"temporal memory slot state: {name!r} has shape {value.shape}, "
+                                 f"expected {tuple(target.shape[1:])}")
+            target[slot] = be.asarray(value.astype(be.to_numpy(target[:0]).dtype))
+        cells = be.to_numpy(self.seg_cell[slot])
+        pre = be.to_numpy(self.pre[slot])
+        if cells.min() < -1 or cells.max() >= self.cells or pre.min() < 0 or pre.max() > self.dummy:
+            self.clear_slot(slot)
+            raise ValueError("temporal memory slot state: cells out of range")
+        self.used[slot] = be.astype((self.seg_cell[slot] >= 0).sum(-1), be.i32)
+        winners = self.winners[slot]
+        self.winpos[slot] = -1
+        if winners.shape[0]:
+            self.winpos[slot, winners] = be.astype(be.arange(winners.shape[0]), be.i16)
+            self.winpos[slot, self.dummy] = -1
+
     def _index_winners(self) -> None:
         """Rebuild ``winpos`` from ``winners`` (-1 entries land on the dummy cell)."""
         be = self.be

@@ -61,6 +61,7 @@ import numpy as np
 import pyarrow as pa
 from river import base, compose
 
+from stream import spill
 from stream.batch import Batch
 from stream.errors import BadEventError, CheckpointError, ConfigError
 from stream.operator import Operator
@@ -262,12 +263,14 @@ class RiverOperator(Operator):
             a boolean or integer target, else the predicted label).
         prefix / outputs: transformer output columns are ``prefix + name`` for the
             ``outputs`` names (default: the keys of the first transformed event).
+        max_resident_keys: with ``per_key``, at most this many keys' models in memory, the
+            least recently used spilled to disk (:mod:`stream.spill`); ``None``: off.
     """
 
     def __init__(self, model: Any, *, features: list[str] | None = None, target: str | None = None,
                  per_key: bool = False, prediction: str = "prediction", proba: str | None = "proba",
                  score: str = "anomaly_score", positive: Any = None, prefix: str = "transformed_",
-                 outputs: list[str] | None = None):
+                 outputs: list[str] | None = None, max_resident_keys: int | None = None):
         self.model = build_model(model)
         self.kind = _kind(self.model)
         self.target = target
@@ -280,6 +283,9 @@ class RiverOperator(Operator):
         self.features = list(features) if features is not None else None
         self._explicit_features = features is not None
         self.per_key = per_key
+        self.max_resident_keys = spill.check_limit(max_resident_keys, "RiverOperator")
+        if self.max_resident_keys is not None and not per_key:
+            raise ConfigError("RiverOperator: max_resident_keys spills per-key models and needs per_key=true")
         self.prediction_col, self.proba_col, self.score_col = prediction, proba, score
         self.positive = positive
         self.prefix = prefix
@@ -469,6 +475,28 @@ class RiverOperator(Operator):
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise BadEventError(f"transformer outputs must be numbers: {exc}", source=batch.source,
                                 operator=self.name) from exc
+
+    # -- per-key state: spilling idle keys (stream.spill) -----------------------------------
+    def resident_keys(self) -> list[Any]:
+        return list(self.models) if self.per_key else []
+
+    def key_state(self, key: Any) -> dict[str, Any]:
+        try:
+            return {"model": river_state.encode(self.models[key])}
+        except CheckpointError as exc:
+            raise CheckpointError(f"{self.name}: {exc}") from exc
+
+    def evict_key(self, key: Any) -> None:
+        del self.models[key]
+        self._steps.pop(key, None)
+
+    def restore_key(self, key: Any, state: dict[str, Any]) -> None:
+        """Restore one key's model; like a checkpoint's, it must match the configured model."""
+        if not self.per_key:
+            raise CheckpointError(f"{self.name}: per-key state for a model that is not per key")
+        model = river_state.decode(state["model"])
+        self._check_shape(model, f"the model of key {key!r}")
+        self.models[key] = model
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
