@@ -65,9 +65,7 @@ def key_state_bytes(det, slot: int) -> dict[str, int]:
     out = {"sp": int(be.nbytes(sp.row[slot]) + learned * row_bytes + be.nbytes(sp.conn[slot]))}
     tm = model.tm
     if hasattr(tm, "models"):
-        m = tm.models[slot]
-        masks = sum(getattr(m, n).nbytes for n in m._ARRAYS) + m.lrn_cells.nbytes
-        out["tm"] = int(m.store.nbytes() + masks)
+        out["tm"] = int(tm.models[slot].nbytes())
     else:
         out["tm"] = int(sum(tm.be.nbytes(getattr(tm, n)) for n in (*tm._STATE, "used", "winpos")) // tm.slots)
     lik = det.scorers[slot].likelihood
