@@ -17,7 +17,7 @@ sequence-segment flag ``seq[s]`` and the iteration it was last active, ``last[s]
 one synapse from a cell, so an index entry is just a segment row (``uint16`` while the
 rows fit, int32 after). The index has two parts: a *base* laid out by presynaptic cell
 (``idx_off[c]:idx_off[c + 1]`` of ``idx_seg``, compressed-sparse-row) and a short *tail*
-of the synapses made since, sorted by cell. A look-up gathers the base runs of the
+of the synapses made since. A look-up gathers the base runs of the
 active cells and scans the tail. Removing a synapse turns its base entry into a dead one
 (the sentinel row, whose count is discarded) or drops it from the tail. When dead
 entries pass an eighth of the live synapses, or the tail a sixteenth, the base is laid
@@ -170,7 +170,7 @@ class SegmentStore:
                                                       "tail_pre", "tail_seg"))
 
     # -- the presynaptic index ---------------------------------------------------------------
-    _TAIL_MIN = 512     # tail entries allowed however few synapses there are
+    _TAIL_MIN = 8192    # a young key's index is laid out afresh every few thousand synapses
 
     def _seg_dtype(self) -> type:
         """Index entries are segment rows: ``uint16`` while the rows fit it."""
@@ -209,22 +209,13 @@ class SegmentStore:
         lo = self.idx_off.take(cells)
         return lo, self.idx_off.take(cells + 1) - lo
 
-    def _tail_runs(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        cells = cells.astype(self.pre_dtype)      # (the tail's type: no copy of the tail)
-        lo = self.tail_pre.searchsorted(cells, "left")
-        return lo, self.tail_pre.searchsorted(cells, "right") - lo
-
     def _append_index(self, pre: np.ndarray, seg: np.ndarray) -> None:
         """Index new synapses on segment rows ``seg`` from presynaptic cells ``pre``: they
-        join the tail, kept sorted by cell."""
+        join the tail."""
         if pre.shape[0] == 0:
             return
-        pre = pre.astype(self.pre_dtype)
-        order = pre.argsort(kind="stable")
-        pre = pre[order]
-        at = self.tail_pre.searchsorted(pre, "right")
-        self.tail_pre = np.insert(self.tail_pre, at, pre)
-        self.tail_seg = np.insert(self.tail_seg, at, seg[order].astype(self.tail_seg.dtype))
+        self.tail_pre = np.concatenate([self.tail_pre, pre.astype(self.pre_dtype)])
+        self.tail_seg = np.concatenate([self.tail_seg, seg.astype(self.tail_seg.dtype)])
         self.n_live += pre.shape[0]
 
     def _unindex(self, seg: np.ndarray, pre: np.ndarray) -> None:
@@ -241,11 +232,8 @@ class SegmentStore:
         hit = pos[np.isin((cells.repeat(n) << 32) | self.idx_seg.take(pos), want)]
         self.idx_seg[hit] = DEAD
         if hit.shape[0] < m:
-            lo, n = self._tail_runs(cells)
-            pos = self._runs(lo, n)
-            gone = pos[np.isin((cells.repeat(n) << 32) | self.tail_seg.take(pos), want)]
-            self.tail_pre = np.delete(self.tail_pre, gone)
-            self.tail_seg = np.delete(self.tail_seg, gone)
+            keep = ~np.isin((self.tail_pre.astype(np.int64) << 32) | self.tail_seg, want)
+            self.tail_pre, self.tail_seg = self.tail_pre[keep], self.tail_seg[keep]
         self.n_live -= m
         self.n_stale += hit.shape[0]
 
