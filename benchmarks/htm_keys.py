@@ -187,7 +187,9 @@ def main() -> None:
                             checkpoint=keys <= 1000, device=args.device)
             print(row, flush=True)
             rows.append(row)
-    finish("htm_keys", {"rows": rows}, quick=args.quick)
+    # one results file per configuration: htm_keys[-FLEET][-TM].json
+    name = "-".join(["htm_keys", *[v for v in (args.fleet, args.tm) if v != "both"]])
+    finish(name, {"rows": rows}, quick=args.quick)
 
 
 if __name__ == "__main__":
