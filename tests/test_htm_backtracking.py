@@ -157,9 +157,10 @@ def test_presynaptic_index_stays_exact_through_tail_merges_and_removals(monkeypa
     tm.add_slots(1)
     seq, noise = _patterns(5), _patterns(40, seed=7)
     st = tm.models[0].store
-    for p in (seq * 8 + noise) * 3:
+    for i, p in enumerate((seq * 8 + noise) * 3):
         _step(tm, p)
-        _check_index(st)
+        if i % 4 == 3:
+            _check_index(st)
     assert all(calls.values()), calls   # every index path ran: removals, new layouts
 
 
@@ -200,12 +201,21 @@ def test_index_entries_widen_when_segment_rows_outgrow_uint16():
     _check_index(st)
 
 
+def _first_row_repeats_a_cell(a):
+    a = a.copy()
+    a[1] = a[0]                          # the first segment's first two synapses
+    return a
+
+
 @pytest.mark.parametrize("name, corrupt, message", [
-    ("pre", lambda a: a[:, :-1], "'pre' has shape"),
+    ("syn_pre", lambda a: a[:-1], "'syn_pre' and 'syn_perm' have shapes"),
+    ("occupied", lambda a: a[:, :0], "'occupied' has shape"),
     ("cell", lambda a: a[:-1], "'cell' has shape"),
-    ("pre", lambda a: np.where(a >= 0, a + COLS * CELLS, a), "'pre' holds values outside"),
-    ("perm", lambda a: a * 0 - 5, "'perm' holds values outside"),
+    ("syn_pre", lambda a: a.astype(np.int64) + COLS * CELLS, "'syn_pre' holds values outside"),
+    ("syn_perm", lambda a: a * 0 - 5, "'syn_perm' holds values outside"),
     ("seq", None, "lacks \\['seq'\\]"),
+    ("cell", lambda a: np.where(np.arange(a.shape[0]) == 0, -1, a), "synapses on free segment rows"),
+    ("syn_pre", _first_row_repeats_a_cell, "repeats a presynaptic cell"),
 ])
 def test_a_corrupt_segment_checkpoint_names_the_array(name, corrupt, message):
     tm = _trained(_patterns(4), reps=5)
@@ -219,22 +229,48 @@ def test_a_corrupt_segment_checkpoint_names_the_array(name, corrupt, message):
         BacktrackingTM(**PARAMS).load_state_dict(state)
 
 
-def test_a_checkpoint_with_signed_cells_and_64_bit_bookkeeping_resumes_identically():
-    """Checkpoints written before segments used uint16 cells (pre = -1 on empty slots,
-    int32 cells, int64 iterations) load into the same model and continue identically."""
+def _dense_checkpoint(tm, signed):
+    """``tm``'s state as checkpoints before the sparse form wrote it: dense ``pre``/``perm``
+    rows and the cell sets as boolean masks over all cells; ``signed``: as written before
+    cells became uint16 (pre = -1 on empty slots, int32 cells, int64 iterations)."""
+    state = copy.deepcopy(tm.state_dict())
+    m, st = tm.models[0], tm.models[0].store
+    rows = slice(1, st.used)
+    pre, perm = st.pre[rows].copy(), st.perm[rows].copy()
+    seg = {"pre": pre, "perm": perm, "cell": st.cell[rows].copy(), "seq": st.seq[rows].copy(),
+           "last": st.last[rows].copy()}
+    if signed:
+        seg["pre"] = np.where(perm > 0, pre.astype(np.int32), -1)
+        seg["last"] = seg["last"].astype(np.int64)
+    state["models"][0]["segments"] = seg
+    for name in m._CELL_SETS:
+        mask = np.zeros(m.cells, bool)
+        mask[getattr(m, name)] = True
+        state["models"][0][name] = mask
+    return state
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_a_checkpoint_with_dense_segments_and_cell_masks_resumes_identically(signed):
+    """Checkpoints written before the sparse segment form (dense rows, cell masks; and,
+    older still, signed cells with 64-bit bookkeeping) load into the same model and
+    continue identically."""
     seq, noise = _patterns(6), _patterns(4, seed=3)
     stream = seq * 6 + noise + seq * 3
     tm = BacktrackingTM(**PARAMS)
     tm.add_slots(1)
     for p in stream[:40]:
         _step(tm, p)
-    state = copy.deepcopy(tm.state_dict())
-    seg = state["models"][0]["segments"]
-    assert seg["pre"].dtype == np.uint16 and seg["last"].dtype == np.uint32
-    seg["pre"] = np.where(seg["perm"] > 0, seg["pre"].astype(np.int32), -1)
-    seg["last"] = seg["last"].astype(np.int64)
     resumed = BacktrackingTM(**PARAMS)
-    resumed.load_state_dict(state)
+    resumed.load_state_dict(state_codec.loads(*state_codec.dumps(_dense_checkpoint(tm, signed))))
     for p in stream[40:]:
         assert _step(tm, p) == _step(resumed, p)
     _check_index(resumed.models[0].store)
+
+
+def test_the_checkpoint_keeps_only_the_synapses():
+    tm = _trained(_patterns(6), reps=10)
+    st = tm.models[0].store
+    seg = tm.state_dict()["models"][0]["segments"]
+    assert "pre" not in seg and seg["syn_pre"].shape == seg["syn_perm"].shape == ((st.perm > 0).sum(),)
+    assert seg["syn_pre"].dtype == np.uint16 and seg["occupied"].shape == (st.used - 1, st.max_syn // 8)

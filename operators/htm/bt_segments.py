@@ -95,6 +95,7 @@ class SegmentStore:
     """Segments, synapses and the presynaptic index of one key."""
 
     _STATE = ("pre", "perm", "cell", "seq", "last")
+    _SPARSE = ("occupied", "syn_pre", "syn_perm", "cell", "seq", "last")   # checkpoint arrays
 
     def __init__(self, cells: int, cells_per_column: int, max_synapses: int = 32,
                  seed: int = 0, capacity: int = 64, max_segments_per_cell: int = 128):
@@ -115,12 +116,47 @@ class SegmentStore:
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name)[1:self.used].copy() for name in self._STATE}
+        """The segments' rows without the empty slots: ``occupied`` (rows, bits of the
+        slots holding a synapse, packed eight to a byte), the synapses' ``syn_pre`` and
+        ``syn_perm`` in row-major slot order, and ``cell``, ``seq``, ``last`` per row."""
+        rows = slice(1, self.used)
+        on = self.perm[rows] > 0
+        return {"occupied": np.packbits(on, axis=1, bitorder="little"), "syn_pre": self.pre[rows][on],
+                "syn_perm": self.perm[rows][on], **{name: getattr(self, name)[rows].copy()
+                                                    for name in ("cell", "seq", "last")}}
+
+    def _dense(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Dense ``pre``/``perm`` rows of :meth:`state_dict`'s sparse arrays; a state with
+        ``pre`` (written before the sparse form) passes as it is."""
+        if "pre" in state or "occupied" not in state:
+            return state
+        missing = [name for name in self._SPARSE if name not in state]
+        if missing:
+            raise ValueError(f"backtracking TM segment state lacks {missing}")
+        occupied, pre, perm = (np.asarray(state[n]) for n in ("occupied", "syn_pre", "syn_perm"))
+        width = (self.max_syn + 7) // 8
+        if occupied.ndim != 2 or occupied.shape[1] != width or occupied.dtype != np.uint8:
+            raise ValueError(f"backtracking TM segment state 'occupied' has shape {occupied.shape} "
+                             f"({occupied.dtype}), expected (rows, {width}) uint8")
+        on = np.unpackbits(occupied, axis=1, count=self.max_syn, bitorder="little").astype(bool)
+        n = int(on.sum())
+        if pre.shape != (n,) or perm.shape != (n,):
+            raise ValueError(f"backtracking TM segment state 'syn_pre' and 'syn_perm' have shapes "
+                             f"{pre.shape} and {perm.shape}, expected ({n},) (the occupied slots)")
+        for name, a, lo, hi in (("syn_pre", pre, 0, self.cells - 1), ("syn_perm", perm, 1, PERM_SCALE)):
+            if a.dtype.kind not in "iu" or (n and (a.min() < lo or a.max() > hi)):
+                raise ValueError(f"backtracking TM segment state {name!r} holds values outside [{lo}, {hi}]")
+        dense_pre = np.zeros(on.shape, np.int64)
+        dense_perm = np.zeros(on.shape, np.int64)
+        dense_pre[on], dense_perm[on] = pre, perm
+        return {**state, "pre": dense_pre, "perm": dense_perm}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Load :meth:`state_dict`'s arrays; raises ``ValueError`` naming the array when
-        one is missing, has another shape, or holds cells or permanences out of range
-        (a corrupt or foreign checkpoint must not become a silently wrong index)."""
+        """Load :meth:`state_dict`'s arrays (or the dense ``pre``/``perm`` rows written
+        before); raises ``ValueError`` naming the array when one is missing, has another
+        shape, or holds cells or permanences out of range (a corrupt or foreign
+        checkpoint must not become a silently wrong index)."""
+        state = self._dense(state)
         arrays = {name: np.asarray(state[name]) if name in state else None for name in self._STATE}
         missing = [name for name, a in arrays.items() if a is None]
         if missing:
