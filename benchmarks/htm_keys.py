@@ -159,9 +159,12 @@ def measure_longest(tm: str, nab_dir: str, seed: int) -> dict:
         det(b)
     parts = key_state_bytes(det, 0)
     tree, npz = dumps(det.state_dict())
-    return {"measure": LONGEST, "tm": tm, "records": src.length(), "seconds": round(time.perf_counter() - t0, 1),
-            "state_bytes": sum(parts.values()), "state_bytes_by_part": parts,
-            "checkpoint_bytes": len(tree) + len(npz)}
+    out = {"measure": LONGEST, "tm": tm, "records": src.length(), "seconds": round(time.perf_counter() - t0, 1),
+           "state_bytes": sum(parts.values()), "state_bytes_by_part": parts,
+           "checkpoint_bytes": len(tree) + len(npz)}
+    if hasattr(det.model.tm, "models"):
+        out["tm_bytes_by_part"] = det.model.tm.models[0].nbytes_by_part()
+    return out
 
 
 def main() -> None:

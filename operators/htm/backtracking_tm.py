@@ -171,7 +171,12 @@ class _KeyModel:
 
     def nbytes(self) -> int:
         """Bytes held by this key's arrays: segments, index and step state."""
-        return self.store.nbytes() + sum(getattr(self, n).nbytes for n in (*self._ARRAYS, *self._CELL_SETS))
+        return sum(self.nbytes_by_part().values())
+
+    def nbytes_by_part(self) -> dict[str, int]:
+        """:meth:`nbytes` by part: the segment store's parts and ``step_state``."""
+        return {**self.store.nbytes_by_part(),
+                "step_state": sum(getattr(self, n).nbytes for n in (*self._ARRAYS, *self._CELL_SETS))}
 
     # -- helpers -----------------------------------------------------------------------------
     def _active(self, cells: np.ndarray) -> _Active:

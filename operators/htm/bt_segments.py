@@ -202,8 +202,15 @@ class SegmentStore:
 
     def nbytes(self) -> int:
         """Bytes held by this key's arrays (the state and the derived index)."""
-        return sum(getattr(self, n).nbytes for n in (*self._STATE, "cell_segments", "idx_seg", "idx_off",
-                                                      "tail_pre", "tail_seg"))
+        return sum(self.nbytes_by_part().values())
+
+    def nbytes_by_part(self) -> dict[str, int]:
+        """:meth:`nbytes` by part: ``segments`` (rows, capacity included), ``index``,
+        ``cell_segments``."""
+        def size(*names: str) -> int:
+            return sum(getattr(self, n).nbytes for n in names)
+        return {"segments": size(*self._STATE), "index": size("idx_seg", "idx_off", "tail_pre", "tail_seg"),
+                "cell_segments": size("cell_segments")}
 
     # -- the presynaptic index ---------------------------------------------------------------
     _TAIL_MIN = 8192    # a young key's index is laid out afresh every few thousand synapses
