@@ -24,8 +24,9 @@ entries pass an eighth of the live synapses, or the tail a sixteenth, the base i
 out afresh from ``pre`` (one pass; the index is derived state, rebuilt on load too).
 
 After NAB's longest stream (machine_temperature_system_failure) one key's temporal
-memory holds about 4 MB (the segments 2 MB, the index 1 MB; 15 MB with int32 cells,
-64-bit bookkeeping, doubling growth and per-cell index blocks with room to grow);
+memory holds 3.4 MB: the segments 2.3 MB, the index 1.0 MB (15 MB with int32 cells,
+64-bit bookkeeping and doubling growth; 6 MB with int32 synapse ids in per-cell index
+blocks with room to grow and 64 KB cell masks);
 ``benchmarks/htm_keys.py --measure`` reports it by part.
 
 Randomness is a counter-based hash of (seed, iteration, segment or column, cell), so
