@@ -72,9 +72,7 @@ def key_state_bytes(det, slot: int) -> dict[str, int]:
     out = {"sp": int(be.nbytes(sp.row[slot]) + learned * row_bytes + be.nbytes(sp.conn[slot]))}
     tm = model.tm
     if hasattr(tm, "models"):
-        m = tm.models[slot]
-        masks = sum(getattr(m, n).nbytes for n in m._ARRAYS) + m.lrn_cells.nbytes
-        out["tm"] = int(m.store.nbytes() + masks)
+        out["tm"] = int(tm.models[slot].nbytes())
     else:
         out["tm"] = int(sum(tm.be.nbytes(getattr(tm, n)) for n in (*tm._STATE, "used", "winpos")) // tm.slots)
     lik = det.scorers[slot].likelihood
@@ -180,9 +178,12 @@ def measure_longest(tm: str, nab_dir: str, seed: int) -> dict:
         det(b)
     parts = key_state_bytes(det, 0)
     tree, npz = dumps(det.state_dict())
-    return {"measure": LONGEST, "tm": tm, "records": src.length(), "seconds": round(time.perf_counter() - t0, 1),
-            "state_bytes": sum(parts.values()), "state_bytes_by_part": parts,
-            "checkpoint_bytes": len(tree) + len(npz)}
+    out = {"measure": LONGEST, "tm": tm, "records": src.length(), "seconds": round(time.perf_counter() - t0, 1),
+           "state_bytes": sum(parts.values()), "state_bytes_by_part": parts,
+           "checkpoint_bytes": len(tree) + len(npz)}
+    if hasattr(det.model.tm, "models"):
+        out["tm_bytes_by_part"] = det.model.tm.models[0].nbytes_by_part()
+    return out
 
 
 def main() -> None:
@@ -209,8 +210,8 @@ def main() -> None:
                             checkpoint=keys <= 1000, device=args.device, max_resident_keys=resident)
             print(row, flush=True)
             rows.append(row)
-    # one results file per configuration when one is chosen (htm_keys-rolling-backtracking.json)
-    name = "htm_keys" + "".join(f"-{c}" for c in (args.fleet, args.tm) if c != "both")
+    # one results file per configuration: htm_keys[-FLEET][-TM].json
+    name = "-".join(["htm_keys", *[v for v in (args.fleet, args.tm) if v != "both"]])
     finish(name, {"rows": rows}, quick=args.quick)
 
 

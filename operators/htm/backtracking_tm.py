@@ -105,11 +105,16 @@ class BacktrackingParams:
 
 
 class _KeyModel:
-    """The backtracking temporal memory of one key."""
+    """The backtracking temporal memory of one key.
+
+    The four cell states between steps (``inf_active``, ``inf_pred``, ``lrn_active``,
+    ``lrn_pred``) are kept as sorted cell numbers, not as masks over all cells: a step
+    makes the masks it reads (a few dozen to a few hundred cells of 65,536 on NAB).
+    """
 
     _SCALARS = ("avg_density", "pam", "seq_length", "lrn_iteration", "iteration")
-    _ARRAYS = ("inf_active", "inf_pred", "pred_cols", "lrn_active", "lrn_pred", "pending",
-               "inf_history", "lrn_history")
+    _CELL_SETS = ("inf_active", "inf_pred", "lrn_active", "lrn_pred")
+    _ARRAYS = ("pred_cols", "pending", "inf_history", "lrn_history")
 
     def __init__(self, p: BacktrackingParams):
         self.p = p
@@ -120,12 +125,9 @@ class _KeyModel:
         self.inc, self.dec = _units(p.permanence_increment), _units(p.permanence_decrement)
         self.store = SegmentStore(self.cells, self.n, p.max_synapses_per_segment, p.seed,
                                   max_segments_per_cell=p.max_segments_per_cell)
-        self.inf_active = np.zeros(self.cells, bool)
-        self.inf_pred = np.zeros(self.cells, bool)
+        none = np.zeros(0, np.int64)
+        self.inf_active = self.inf_pred = self.lrn_active = self.lrn_pred = none    # sorted cells
         self.pred_cols = np.zeros(p.columns, bool)      # column confidence > 0 at t
-        self.lrn_active = np.zeros(self.cells, bool)
-        self.lrn_cells = np.zeros(0, np.int64)           # lrn_active's cells (derived)
-        self.lrn_pred = np.zeros(self.cells, bool)
         self.pending = np.zeros(0, np.int64)             # segments queued by learnPhase2
         self.inf_history = np.zeros((0, 0), np.int64)    # recent inputs, oldest first
         self.lrn_history = np.zeros((0, 0), np.int64)
@@ -137,6 +139,8 @@ class _KeyModel:
     # -- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: getattr(self, name).copy() for name in self._ARRAYS}
+        # cell sets as cell numbers in the segments' cell type
+        out.update({name: getattr(self, name).astype(self.store.pre_dtype) for name in self._CELL_SETS})
         out.update({name: getattr(self, name) for name in self._SCALARS})
         out["segments"] = self.store.state_dict()
         return out
@@ -149,11 +153,30 @@ class _KeyModel:
                 raise ValueError(f"backtracking TM state {name!r} has shape {arr.shape}, "
                                  f"expected {ref.shape}")
             setattr(self, name, arr)
+        for name in self._CELL_SETS:
+            arr = np.asarray(state[name])
+            if arr.dtype == bool:          # written as a mask over all cells before
+                if arr.shape != (self.cells,):
+                    raise ValueError(f"backtracking TM state {name!r} has shape {arr.shape}, "
+                                     f"expected ({self.cells},)")
+                arr = arr.nonzero()[0]
+            elif arr.ndim != 1 or arr.dtype.kind not in "iu" or (arr.size and (
+                    arr.min() < 0 or arr.max() >= self.cells)):
+                raise ValueError(f"backtracking TM state {name!r} must list cells in [0, {self.cells})")
+            setattr(self, name, np.unique(arr).astype(np.int64))
         self.avg_density = float(state["avg_density"])
         for name in self._SCALARS[1:]:
             setattr(self, name, int(state[name]))
         self.store.load_state_dict(state["segments"])
-        self.lrn_cells = self.lrn_active.nonzero()[0]
+
+    def nbytes(self) -> int:
+        """Bytes held by this key's arrays: segments, index and step state."""
+        return sum(self.nbytes_by_part().values())
+
+    def nbytes_by_part(self) -> dict[str, int]:
+        """:meth:`nbytes` by part: the segment store's parts and ``step_state``."""
+        return {**self.store.nbytes_by_part(),
+                "step_state": sum(getattr(self, n).nbytes for n in (*self._ARRAYS, *self._CELL_SETS))}
 
     # -- helpers -----------------------------------------------------------------------------
     def _active(self, cells: np.ndarray) -> _Active:
@@ -199,10 +222,10 @@ class _KeyModel:
         col, cell = block.nonzero()
         return _Active(state, cols[col] * self.n + cell), int(hit.sum()) >= 0.5 * cols.shape[0]
 
-    def _infer_phase2(self, active: _Active) -> tuple[np.ndarray, np.ndarray, bool]:
+    def _infer_phase2(self, active: _Active) -> tuple[_Active, np.ndarray, bool]:
         """Predicted cells, columns with confidence, and whether enough columns are
         predicted to stay in sequence."""
-        hit = (self.store.activity(active.cells) >= self.thr).nonzero()[0]
+        hit = (self.store.activity(active.cells, active.mask) >= self.thr).nonzero()[0]
         cells = self.store.cell[hit]
         conf = np.zeros(self.p.columns, bool)
         conf[cells // self.n] = True
@@ -211,16 +234,16 @@ class _KeyModel:
         pred[on] = True
         cols = np.zeros(self.p.columns, bool)
         cols[on // self.n] = True
-        return pred, conf, int(cols.sum()) >= 0.5 * self.avg_density
+        return _Active(pred, np.unique(on)), conf, int(cols.sum()) >= 0.5 * self.avg_density
 
-    def _infer_backtrack(self, active: _Active) -> tuple[_Active, np.ndarray, np.ndarray]:
+    def _infer_backtrack(self, active: _Active) -> tuple[_Active, _Active, np.ndarray]:
         hist = self.inf_history
         n = hist.shape[0]
         for start in range(n):
             pred = None
             ok = False
             for off in range(start, n):
-                state, ok = self._infer_phase1(hist[off], None if off == start else pred)
+                state, ok = self._infer_phase1(hist[off], None if off == start else pred.mask)
                 if not ok:
                     break
                 pred, conf, ok = self._infer_phase2(state)
@@ -237,12 +260,12 @@ class _KeyModel:
     def _infer(self, cols: np.ndarray) -> None:
         if self.p.max_inf_backtrack > 0:
             self.inf_history = self._push(self.inf_history, cols, self.p.max_inf_backtrack)
-        active, ok = self._infer_phase1(cols, self.inf_pred)
+        active, ok = self._infer_phase1(cols, self._active(self.inf_pred).mask)
         if ok:
             pred, conf, ok = self._infer_phase2(active)
         if not ok:
             active, pred, conf = self._infer_backtrack(active)
-        self.inf_active, self.inf_pred, self.pred_cols = active.mask, pred, conf
+        self.inf_active, self.inf_pred, self.pred_cols = active.cells, pred.cells, conf
 
     # -- learning ----------------------------------------------------------------------------
     def _apply_pending(self, cols: np.ndarray, prev: _Active, pending: np.ndarray) -> None:
@@ -270,7 +293,7 @@ class _KeyModel:
         st = self.store
         best = np.zeros(0, np.int64)
         if prev.cells.shape[0]:
-            pot = st.activity(prev.cells)
+            pot = st.activity(prev.cells, prev.mask)
             cand = (pot >= self.min_thr).nonzero()[0]
             wanted = np.zeros(self.p.columns, bool)
             wanted[miss] = True
@@ -288,15 +311,13 @@ class _KeyModel:
         st.create(new_cells, prev.cells, self.p.new_synapse_count, self.initial, self.lrn_iteration)
         return state, in_seq
 
-    def _learn_phase2(self, active: _Active) -> tuple[np.ndarray, np.ndarray]:
+    def _learn_phase2(self, active: _Active) -> tuple[_Active, np.ndarray]:
         """Learn-predicted cells (one per column at most) and the segments to queue."""
-        pred = np.zeros(self.cells, bool)
         if active.cells.shape[0] == 0:
-            return pred, np.zeros(0, np.int64)
-        pot = self.store.activity(active.cells)
+            return self._active(active.cells), np.zeros(0, np.int64)
+        pot = self.store.activity(active.cells, active.mask)
         best = self._best_per_column((pot >= self.thr).nonzero()[0], pot)
-        pred[self.store.cell[best]] = True
-        return pred, best
+        return self._active(np.sort(self.store.cell[best])), best
 
     def _learn_backtrack_from(self, start: int, read_only: bool) -> tuple[bool, _Active | None]:
         hist = self.lrn_history
@@ -310,7 +331,7 @@ class _KeyModel:
             if off == start:
                 active, ok = self._start_cells(hist[off]), True
             else:
-                active, ok = self._learn_phase1(hist[off], prev_active, prev_pred, read_only)
+                active, ok = self._learn_phase1(hist[off], prev_active, prev_pred.mask, read_only)
             if not ok or off == n - 1:
                 break
             pred, pending = self._learn_phase2(active)
@@ -329,8 +350,8 @@ class _KeyModel:
 
     def _learn(self, cols: np.ndarray) -> None:
         p = self.p
-        prev_pred = self.lrn_pred
-        prev_active = _Active(self.lrn_active, self.lrn_cells)
+        prev_pred = self._active(self.lrn_pred).mask
+        prev_active = self._active(self.lrn_active)
         if p.max_lrn_backtrack > 0:
             self.lrn_history = self._push(self.lrn_history, cols, p.max_lrn_backtrack)
         self._apply_pending(cols, prev_active, self.pending)
@@ -348,8 +369,8 @@ class _KeyModel:
             else:
                 active = replayed
             self.pam, self.seq_length = p.pam_length, back
-        self.lrn_active, self.lrn_cells = active
-        self.lrn_pred, self.pending = self._learn_phase2(active)
+        pred, self.pending = self._learn_phase2(active)
+        self.lrn_active, self.lrn_pred = active.cells, pred.cells
 
     # -- one step ----------------------------------------------------------------------------
     def score(self, cols: np.ndarray) -> float:
@@ -445,4 +466,4 @@ class BacktrackingTM:
             m.load_state_dict(s)
 
     def memory_bytes(self) -> int:
-        return sum(m.store.nbytes() + 4 * m.cells for m in self.models)
+        return sum(m.nbytes() for m in self.models)

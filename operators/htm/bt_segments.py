@@ -12,19 +12,22 @@ Layout: segment ``s`` owns row ``s`` of ``pre`` (presynaptic cell, ``uint16`` fo
 to 65,536 cells) and ``perm`` (permanence in 1/10000, int16; 0 = empty slot, whose
 ``pre`` is 0), belongs to cell ``cell[s]`` (-1 = free row), carries NuPIC's
 sequence-segment flag ``seq[s]`` and the iteration it was last active, ``last[s]``
-(32 bits). Row 0 is a sentinel that no segment uses. Rows grow by a quarter when full
-(capacity in proportion to the segments in use, not reserved). The index gives each
-presynaptic cell a block of entries (flat synapse ids, int32) in one array: a look-up
-gathers the blocks of the active cells, with no search and no merging. A full block
-moves behind the others with room to grow; when the array has no space left, or dead
-entries pile up, every block is laid out afresh. Removing a synapse finds its entry in
-its presynaptic cell's block (a few entries) and turns it into a dead one (pointing at
-the sentinel row, whose count is discarded); moves and re-layouts drop the dead
-entries. The index is derived state: it is rebuilt from ``pre`` on load.
+(32 bits). Row 0 is a sentinel that no segment uses. Rows grow by an eighth when full
+(capacity in proportion to the segments in use, not reserved). A segment has at most
+one synapse from a cell, so an index entry is just a segment row (``uint16`` while the
+rows fit, int32 after). The index has two parts: a *base* laid out by presynaptic cell
+(``idx_off[c]:idx_off[c + 1]`` of ``idx_seg``, compressed-sparse-row) and a short *tail*
+of the synapses made since. A look-up gathers the base runs of the
+active cells and scans the tail. Removing a synapse turns its base entry into a dead one
+(the sentinel row, whose count is discarded) or drops it from the tail. When dead
+entries pass an eighth of the live synapses, or the tail a sixteenth, the base is laid
+out afresh from ``pre`` (one pass; the index is derived state, rebuilt on load too).
 
 After NAB's longest stream (machine_temperature_system_failure) one key's temporal
-memory holds about 6 MB (15 MB with int32 cells, 64-bit bookkeeping, doubling growth and
-a synapse-to-entry map); ``benchmarks/htm_keys.py --measure`` reports it by part.
+memory holds 3.4 MB: the segments 2.3 MB, the index 1.0 MB (15 MB with int32 cells,
+64-bit bookkeeping and doubling growth; 6 MB with int32 synapse ids in per-cell index
+blocks with room to grow and 64 KB cell masks);
+``benchmarks/htm_keys.py --measure`` reports it by part.
 
 Randomness is a counter-based hash of (seed, iteration, segment or column, cell), so
 the draws are the same whether a key runs alone or batched with others and need no
@@ -47,7 +50,7 @@ import numpy as np
 from stream.splitmix import hash64
 
 PERM_SCALE = 10000
-#: Flat synapse id of dead index entries: slot 0 of the sentinel row 0.
+#: Segment row of dead index entries: the sentinel row 0.
 DEAD = 0
 
 
@@ -55,13 +58,13 @@ class SegmentStore:
     """Segments, synapses and the presynaptic index of one key."""
 
     _STATE = ("pre", "perm", "cell", "seq", "last")
+    _SPARSE = ("occupied", "syn_pre", "syn_perm", "cell", "seq", "last")   # checkpoint arrays
 
     def __init__(self, cells: int, cells_per_column: int, max_synapses: int = 32,
                  seed: int = 0, capacity: int = 64, max_segments_per_cell: int = 128):
         self.cells, self.n = cells, cells_per_column
         self.max_syn, self.seed = max_synapses, seed
-        pow2 = max_synapses & (max_synapses - 1) == 0
-        self._shift = max_synapses.bit_length() - 1 if pow2 else None
+        self.max_segments_per_cell = max_segments_per_cell
         # the smallest exact types: 65,536 cells (NAB's 2048 x 32) fit uint16
         self.pre_dtype = np.uint16 if cells <= 1 << 16 else np.uint32
         self.pre = np.zeros((capacity, max_synapses), self.pre_dtype)
@@ -70,17 +73,53 @@ class SegmentStore:
         self.seq = np.zeros(capacity, bool)
         self.last = np.zeros(capacity, np.uint32)
         self.used = 1                          # rows 1..used-1 have been handed out
-        self.cell_segments = np.zeros(cells, np.uint16 if max_segments_per_cell < 1 << 16 else np.int64)
-        self._reset_index()
+        # segments per cell never pass max_segments_per_cell (128 for NAB: uint8)
+        self.cell_segments = np.zeros(cells, np.min_scalar_type(max_segments_per_cell))
+        self._reindex()
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name)[1:self.used].copy() for name in self._STATE}
+        """The segments' rows without the empty slots: ``occupied`` (rows, bits of the
+        slots holding a synapse, packed eight to a byte), the synapses' ``syn_pre`` and
+        ``syn_perm`` in row-major slot order, and ``cell``, ``seq``, ``last`` per row."""
+        rows = slice(1, self.used)
+        on = self.perm[rows] > 0
+        return {"occupied": np.packbits(on, axis=1, bitorder="little"), "syn_pre": self.pre[rows][on],
+                "syn_perm": self.perm[rows][on], **{name: getattr(self, name)[rows].copy()
+                                                    for name in ("cell", "seq", "last")}}
+
+    def _dense(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Dense ``pre``/``perm`` rows of :meth:`state_dict`'s sparse arrays; a state with
+        ``pre`` (written before the sparse form) passes as it is."""
+        if "pre" in state or "occupied" not in state:
+            return state
+        missing = [name for name in self._SPARSE if name not in state]
+        if missing:
+            raise ValueError(f"backtracking TM segment state lacks {missing}")
+        occupied, pre, perm = (np.asarray(state[n]) for n in ("occupied", "syn_pre", "syn_perm"))
+        width = (self.max_syn + 7) // 8
+        if occupied.ndim != 2 or occupied.shape[1] != width or occupied.dtype != np.uint8:
+            raise ValueError(f"backtracking TM segment state 'occupied' has shape {occupied.shape} "
+                             f"({occupied.dtype}), expected (rows, {width}) uint8")
+        on = np.unpackbits(occupied, axis=1, count=self.max_syn, bitorder="little").astype(bool)
+        n = int(on.sum())
+        if pre.shape != (n,) or perm.shape != (n,):
+            raise ValueError(f"backtracking TM segment state 'syn_pre' and 'syn_perm' have shapes "
+                             f"{pre.shape} and {perm.shape}, expected ({n},) (the occupied slots)")
+        for name, a, lo, hi in (("syn_pre", pre, 0, self.cells - 1), ("syn_perm", perm, 1, PERM_SCALE)):
+            if a.dtype.kind not in "iu" or (n and (a.min() < lo or a.max() > hi)):
+                raise ValueError(f"backtracking TM segment state {name!r} holds values outside [{lo}, {hi}]")
+        dense_pre = np.zeros(on.shape, np.int64)
+        dense_perm = np.zeros(on.shape, np.int64)
+        dense_pre[on], dense_perm[on] = pre, perm
+        return {**state, "pre": dense_pre, "perm": dense_perm}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Load :meth:`state_dict`'s arrays; raises ``ValueError`` naming the array when
-        one is missing, has another shape, or holds cells or permanences out of range
-        (a corrupt or foreign checkpoint must not become a silently wrong index)."""
+        """Load :meth:`state_dict`'s arrays (or the dense ``pre``/``perm`` rows written
+        before); raises ``ValueError`` naming the array when one is missing, has another
+        shape, or holds cells or permanences out of range (a corrupt or foreign
+        checkpoint must not become a silently wrong index)."""
+        state = self._dense(state)
         arrays = {name: np.asarray(state[name]) if name in state else None for name in self._STATE}
         missing = [name for name, a in arrays.items() if a is None]
         if missing:
@@ -102,41 +141,67 @@ class SegmentStore:
         empty = (arrays["perm"] <= 0) | (arrays["pre"] < 0)
         arrays["pre"] = np.where(empty, 0, arrays["pre"])
         arrays["perm"] = np.where(empty, 0, arrays["perm"])
+        pre, perm, cell = arrays["pre"], arrays["perm"], arrays["cell"]
+        live = cell >= 0
+        if (perm[~live] > 0).any():
+            raise ValueError("backtracking TM segment state 'perm' holds synapses on free segment rows")
+        counts = np.bincount(cell[live], minlength=self.cells)
+        if counts.max(initial=0) > self.max_segments_per_cell:
+            raise ValueError(f"backtracking TM segment state 'cell' gives a cell more than "
+                             f"{self.max_segments_per_cell} segments")
+        # the index finds a synapse by (segment, presynaptic cell): one synapse per pair
+        cells = np.where(perm > 0, pre.astype(np.int64), -1 - np.arange(self.max_syn))
+        cells.sort(1)
+        if (cells[:, 1:] == cells[:, :-1]).any():
+            raise ValueError("backtracking TM segment state 'pre' repeats a presynaptic cell on a segment")
         self._grow(used)
         for name in self._STATE:
             arr = getattr(self, name)
             arr[:] = -1 if name == "cell" else 0
             arr[1:used] = arrays[name]
         self.used = used
-        live = self.cell[:used] >= 0
-        self.cell_segments = np.bincount(self.cell[:used][live], minlength=self.cells).astype(
-            self.cell_segments.dtype)
-        self._reset_index()
-        s, k = np.nonzero(self.perm[:used] > 0)
-        self._append_index(self.pre[s, k].astype(np.int64), s * self.max_syn + k)
+        self.cell_segments = counts.astype(self.cell_segments.dtype)
+        self._reindex()
 
     def nbytes(self) -> int:
         """Bytes held by this key's arrays (the state and the derived index)."""
-        return sum(getattr(self, n).nbytes for n in (*self._STATE, "cell_segments", "idx_syn", "blk_start",
-                                                      "blk_len", "blk_cap"))
+        return sum(self.nbytes_by_part().values())
+
+    def nbytes_by_part(self) -> dict[str, int]:
+        """:meth:`nbytes` by part: ``segments`` (rows, capacity included), ``index``,
+        ``cell_segments``."""
+        def size(*names: str) -> int:
+            return sum(getattr(self, n).nbytes for n in names)
+        return {"segments": size(*self._STATE), "index": size("idx_seg", "idx_off", "tail_pre", "tail_seg"),
+                "cell_segments": size("cell_segments")}
 
     # -- the presynaptic index ---------------------------------------------------------------
-    _INDEX_MIN = 1024   # spare entries of a fresh entry array
+    _TAIL_MIN = 8192    # a young key's index is laid out afresh every few thousand synapses
 
-    def _reset_index(self) -> None:
-        self.idx_syn = np.zeros(self._INDEX_MIN, np.int32)   # flat synapse id (DEAD: removed)
-        # cell c's block: entries idx_syn[blk_start[c]:][:blk_len[c]], room for blk_cap[c]
-        self.blk_start = np.zeros(self.cells, np.int32)
-        self.blk_len = np.zeros(self.cells, np.int32)
-        self.blk_cap = np.zeros(self.cells, np.int32)
-        self.n_idx = 0          # idx_syn[:n_idx] is handed out (blocks, abandoned blocks)
-        self.n_live = self.n_stale = 0     # live and dead entries in the blocks
+    def _seg_dtype(self) -> type:
+        """Index entries are segment rows: ``uint16`` while the rows fit it."""
+        return np.uint16 if self.cell.shape[0] <= 1 << 16 else np.int32
 
-    @staticmethod
-    def _room(n: np.ndarray) -> np.ndarray:
-        """Block size for ``n`` entries: half as many again, so that a growing cell's
-        entries move a bounded number of times on average (none for no entries)."""
-        return n + (n + 1) // 2
+    def _reindex(self) -> None:
+        """Lay the index out afresh from ``pre`` and ``perm``: every live synapse in the
+        base, grouped by presynaptic cell; an empty tail, no dead entries."""
+        s, k = np.nonzero(self.perm[:self.used] > 0)
+        pre = self.pre[s, k]
+        self.idx_seg = s[pre.argsort(kind="stable")].astype(self._seg_dtype())
+        self.idx_off = np.zeros(self.cells + 1, np.int32)
+        np.cumsum(np.bincount(pre, minlength=self.cells), out=self.idx_off[1:])
+        self.tail_pre = np.zeros(0, self.pre_dtype)
+        self.tail_seg = np.zeros(0, self.idx_seg.dtype)
+        self.n_live, self.n_stale = int(s.shape[0]), 0
+
+    def _reindex_if_due(self) -> None:
+        """A new layout once dead entries pass an eighth of the live synapses (look-ups
+        read them) or the tail a sixteenth (look-ups scan it whole); a new layout costs one
+        pass over the synapses. Called at the end of an update, when ``pre`` and ``perm``
+        agree with the index again."""
+        limit = max(self.n_live // 8, self._TAIL_MIN)
+        if self.n_stale > limit or 2 * self.tail_pre.shape[0] > limit:
+            self._reindex()
 
     @staticmethod
     def _runs(lo: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -146,98 +211,55 @@ class SegmentStore:
         pos += np.repeat(lo - (ends - n), n)
         return pos
 
-    def _append_index(self, pre: np.ndarray, syn: np.ndarray) -> None:
-        """Index new synapses ``syn`` (flat ids) from presynaptic cells ``pre``."""
-        m = pre.shape[0]
+    def _base_runs(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lo = self.idx_off.take(cells)
+        return lo, self.idx_off.take(cells + 1) - lo
+
+    def _append_index(self, pre: np.ndarray, seg: np.ndarray) -> None:
+        """Index new synapses on segment rows ``seg`` from presynaptic cells ``pre``: they
+        join the tail."""
+        if pre.shape[0] == 0:
+            return
+        self.tail_pre = np.concatenate([self.tail_pre, pre.astype(self.pre_dtype)])
+        self.tail_seg = np.concatenate([self.tail_seg, seg.astype(self.tail_seg.dtype)])
+        self.n_live += pre.shape[0]
+
+    def _unindex(self, seg: np.ndarray, pre: np.ndarray) -> None:
+        """Remove the index entries of live synapses on segment rows ``seg`` from cells
+        ``pre`` (a segment has one synapse from a cell at most): base entries die, tail
+        entries go."""
+        m = seg.shape[0]
         if m == 0:
             return
-        order = pre.argsort(kind="stable")
-        pre, syn = pre[order], syn[order]
-        # runs of equal cells (np.diff's Python overhead is most of a small append)
-        head = np.empty(m, bool)
-        head[0] = True
-        np.not_equal(pre[1:], pre[:-1], out=head[1:])
-        first = head.nonzero()[0]
-        k = np.empty_like(first)
-        np.subtract(first[1:], first[:-1], out=k[:-1])
-        k[-1] = m - first[-1]
-        cells = pre[first]
-        self._make_room(cells, k)
-        at = np.arange(m, dtype=np.int64)
-        at += (self.blk_start[cells] + self.blk_len[cells] - first).repeat(k)
-        self.idx_syn[at] = syn
-        self.blk_len[cells] += k
-        self.n_live += m
-        if 4 * self.n_stale > self.n_live:       # look-ups would read too many dead entries
-            self._repack()
+        want = (pre.astype(np.int64) << 32) | seg.astype(np.int64)
+        cells = np.unique(pre).astype(np.int64)
+        lo, n = self._base_runs(cells)
+        pos = self._runs(lo, n)
+        hit = pos[np.isin((cells.repeat(n) << 32) | self.idx_seg.take(pos), want)]
+        self.idx_seg[hit] = DEAD
+        if hit.shape[0] < m:
+            keep = ~np.isin((self.tail_pre.astype(np.int64) << 32) | self.tail_seg, want)
+            self.tail_pre, self.tail_seg = self.tail_pre[keep], self.tail_seg[keep]
+        self.n_live -= m
+        self.n_stale += hit.shape[0]
 
-    def _unindex(self, syn: np.ndarray, pre: np.ndarray) -> None:
-        """Turn the index entries of live synapses ``syn`` (flat ids) from cells ``pre``
-        into dead ones: each is in its cell's block, which holds a synapse id once."""
-        if syn.shape[0] == 0:
-            return
-        cells = np.unique(pre)
-        pos = self._runs(self.blk_start[cells], self.blk_len[cells])
-        self.idx_syn[pos[np.isin(self.idx_syn[pos], syn)]] = DEAD
-        self.n_live -= syn.shape[0]
-        self.n_stale += syn.shape[0]
+    def _indexed_segments(self, cells: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Segment rows of the synapses from ``cells`` (``mask``: the same cells as a
+        mask, when the caller has it), one per synapse; dead entries come back as the
+        sentinel row ``DEAD``."""
+        base = self.idx_seg.take(self._runs(*self._base_runs(cells)))
+        if self.tail_pre.shape[0] == 0:
+            return base
+        if mask is None:
+            mask = np.zeros(self.cells, bool)
+            mask[cells] = True
+        # the tail is short: one pass over it costs less than finding each cell's run
+        return np.concatenate([base, self.tail_seg[mask.take(self.tail_pre)]])
 
-    def _move(self, cells: np.ndarray, start: np.ndarray, cap: np.ndarray, dst: np.ndarray) -> None:
-        """Give ``cells`` new blocks (``start``, ``cap``, in ``dst``) holding their live
-        entries; the dead ones are dropped."""
-        n = self.blk_len[cells]
-        syn = self.idx_syn[self._runs(self.blk_start[cells], n)]
-        ok = syn != DEAD
-        done = np.zeros(ok.shape[0] + 1, np.int64)       # live entries before each entry
-        np.cumsum(ok, out=done[1:])
-        ends = n.cumsum()
-        live = done[ends] - done[ends - n]
-        syn = syn[ok]
-        at = self._runs(start, live)
-        dst[at] = syn
-        self.n_stale -= ok.shape[0] - syn.shape[0]
-        self.blk_start[cells], self.blk_len[cells], self.blk_cap[cells] = start, live, cap
-
-    def _make_room(self, cells: np.ndarray, k: np.ndarray) -> None:
-        """Room for ``k`` more entries in the blocks of ``cells``: full blocks move behind
-        all others; when the entry array has no space for them, everything is repacked."""
-        full = self.blk_len[cells] + k > self.blk_cap[cells]
-        if not full.any():
-            return
-        cap = self._room(self.blk_len[cells[full]] + k[full])
-        need = int(cap.sum())
-        if self.n_idx + need > self.idx_syn.shape[0]:
-            self._repack(cells, k)
-        else:
-            self._move(cells[full], self.n_idx + cap.cumsum() - cap, cap, self.idx_syn)
-            self.n_idx += need
-
-    def _repack(self, cells: np.ndarray | None = None, k: np.ndarray | None = None) -> None:
-        """Lay all blocks out afresh in a new entry array, without dead entries or
-        abandoned blocks, with room for ``k`` more entries on ``cells``."""
-        everyone = np.arange(self.cells)
-        dead = self.idx_syn[self._runs(self.blk_start, self.blk_len)] == DEAD
-        want = self.blk_len - np.bincount(np.repeat(everyone, self.blk_len)[dead], minlength=self.cells)
-        if cells is not None:
-            want[cells] += k
-        cap = self._room(want)
-        self.n_idx = int(cap.sum())
-        total = int(cap.sum())
-        dst = np.zeros(total + total // 4 + self._INDEX_MIN, np.int32)    # a quarter to grow into
-        self._move(everyone, cap.cumsum() - cap, cap, dst)
-        self.idx_syn = dst
-
-    def _indexed_synapses(self, cells: np.ndarray) -> np.ndarray:
-        """Flat ids (``segment * max_synapses + slot``) of the synapses from ``cells``;
-        dead entries come back as ``DEAD``."""
-        return self.idx_syn.take(self._runs(self.blk_start.take(cells), self.blk_len.take(cells)))
-
-    def activity(self, cells: np.ndarray) -> np.ndarray:
+    def activity(self, cells: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """Active synapses per segment, as an array over segment rows ``0..used-1``, for
-        active cells ``cells``."""
-        syn = self._indexed_synapses(cells)
-        seg = syn >> self._shift if self._shift is not None else syn // self.max_syn
-        pot = np.bincount(seg, minlength=self.used)
+        active cells ``cells`` (``mask``: the same cells as a mask, optional)."""
+        pot = np.bincount(self._indexed_segments(cells, mask), minlength=self.used)
         pot[0] = 0                            # the dead entries' sentinel row
         return pot
 
@@ -256,7 +278,7 @@ class SegmentStore:
         cap = self.cell.shape[0]
         if need <= cap:
             return
-        new = max(need, cap + cap // 4)        # geometric: a quarter more
+        new = max(need, cap + cap // 8)        # geometric: an eighth more
 
         def pad(a: np.ndarray, fill: int) -> np.ndarray:
             out = np.full((new, *a.shape[1:]), fill, a.dtype)
@@ -265,6 +287,8 @@ class SegmentStore:
 
         self.pre, self.perm = pad(self.pre, 0), pad(self.perm, 0)
         self.cell, self.seq, self.last = pad(self.cell, -1), pad(self.seq, 0), pad(self.last, 0)
+        if self.idx_seg.dtype != self._seg_dtype():     # the rows outgrew uint16
+            self.idx_seg, self.tail_seg = self.idx_seg.astype(np.int32), self.tail_seg.astype(np.int32)
 
     def _allocate(self, m: int) -> np.ndarray:
         """``m`` free segment rows: released rows first (lowest first), then new ones."""
@@ -281,10 +305,11 @@ class SegmentStore:
             return
         np.subtract.at(self.cell_segments, self.cell[segs], 1)
         r, k = np.nonzero(self.perm[segs] > 0)
-        self._unindex(segs[r] * self.max_syn + k, self.pre[segs[r], k])
+        self._unindex(segs[r], self.pre[segs[r], k])
         self.pre[segs] = 0
         self.perm[segs] = 0
         self.cell[segs] = -1
+        self._reindex_if_due()
 
     # -- learning ---------------------------------------------------------------------------
     def _choose(self, tag: int, rows: np.ndarray, candidates: np.ndarray, ok: np.ndarray,
@@ -312,7 +337,8 @@ class SegmentStore:
         self.perm[segs, :k] = max(initial, 1)     # a synapse has a positive permanence
         self.cell[segs], self.seq[segs], self.last[segs] = cells, True, iteration
         np.add.at(self.cell_segments, cells, 1)
-        self._append_index(chosen.reshape(-1), (segs[:, None] * self.max_syn + np.arange(k)).reshape(-1))
+        self._append_index(chosen.reshape(-1), segs.repeat(k))
+        self._reindex_if_due()
 
     def adapt(self, segs: np.ndarray, prev: np.ndarray, sources: np.ndarray, n_new: int,
               inc: int, dec: int, initial: int, iteration: int) -> None:
@@ -360,14 +386,15 @@ class SegmentStore:
         if not changed.any():
             return
         cr, cs = np.nonzero(changed)
-        syn = segs[cr] * self.max_syn + cs
+        seg = segs[cr]
         was = exist[cr, cs]
-        self._unindex(syn[was], old_pre[cr, cs][was])
+        self._unindex(seg[was], old_pre[cr, cs][was])
         new = perm[cr, cs] > 0
-        self._append_index(pre[cr, cs][new].astype(np.int64), syn[new])
+        self._append_index(pre[cr, cs][new], seg[new])
         empty = ~(perm > 0).any(1)
         if empty.any():
             self.release(segs[empty])
+        self._reindex_if_due()
 
     def cell_for_new_segment(self, cols: np.ndarray, max_per_cell: int, iteration: int) -> np.ndarray:
         """NuPIC's ``getCellForNewSegment``: a random non-start cell of each column with
