@@ -36,7 +36,10 @@ and SAR's learning rates with that window, then NHL's Hebbian rule and step on t
 Tent's choice (``modulator="all_norm"``: NHL is Tent plus the Hebbian first layer).
 EATA gets 256 clean training renders for its Fisher information.
 
-Usage: ``python benchmarks/tta_wild.py [--quick] [--seeds 3] [--settings ...] [--device auto]``
+``--defaults`` runs every method with its own defaults instead (the collapse check of
+the defaults; results/tta_wild_defaults.json).
+
+Usage: ``python benchmarks/tta_wild.py [--quick] [--defaults] [--seeds 3] [--settings ...] [--device auto]``
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ SETTINGS = {"continual": (64, "continual"), "batch1": (1, "continual"), "label_s
 CHOICE_FROM = {"batch1": "continual", "label_shift": "continual", "mixed": "continual"}
 ARCHS = {"bn": "batch", "gn": "group"}
 SIZES = {  # train: clean renders; val / test: images per held-out / reported corruption
-    False: dict(train=20000, val=96, test=96, test_b1=24, width=8, stem_stride=2,
+    False: dict(train=20000, val=96, test=256, test_b1=24, width=8, stem_stride=2,
                  steps={"bn": 2000, "gn": 2000}, fisher=256),
     True: dict(train=2048, val=16, test=8, test_b1=4, width=8, stem_stride=2,
                  steps={"bn": 150, "gn": 150}, fisher=64),
@@ -179,6 +182,9 @@ def main() -> None:
         p.add_argument("--seeds", type=int, default=None)
         p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:0 ...")
         p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of the settings")
+        p.add_argument("--defaults", action="store_true",
+                       help="every method with its own defaults (no choice; EATA still gets its clean renders); "
+                            "writes results/tta_wild_defaults.json")
 
     args = parse_args("tta_wild", __doc__.splitlines()[0], extra=extra)
     quick = args.quick
@@ -223,6 +229,9 @@ def main() -> None:
         for setting in settings:
             bs, order = SETTINGS[setting]
             key = CHOICE_FROM.get(setting, setting)
+            if key not in chosen and args.defaults:
+                chosen[key] = {arch: {m: ({"fisher_data": fisher} if m == "EATA" else {}) for m in METHODS
+                                      if arch == "bn" or m != "NormAdapt"} for arch in models}
             if key not in chosen:
                 t = time.perf_counter()
                 val = build_stream(xv, yv, val_names, SETTINGS[key][1], seed)
@@ -263,11 +272,12 @@ def main() -> None:
         "summary": summary, "results": results,
         "hyperparameters": {st: {a: {m: printable(hp) for m, hp in per_a.items()} for a, per_a in per_st.items()}
                             for st, per_st in chosen.items()},
-        "hyperparameter_grids": {m: [printable(c) for c in cands] for m, cands in grids(quick).items()},
+        "hyperparameter_grids": None if args.defaults else {m: [printable(c) for c in cands]
+                                                            for m, cands in grids(quick).items()},
         "device": str(device), "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "timing_s": timing, "wall_s": time.perf_counter() - t_start,
     }
-    finish("tta_wild", figures, quick=quick)
+    finish("tta_wild_defaults" if args.defaults else "tta_wild", figures, quick=quick)
 
 
 if __name__ == "__main__":
