@@ -126,6 +126,18 @@ def test_eata_fisher_keeps_weights_near_the_source(tmp_path):
         EATA(tiny_model(), fisher_data=np.full((4, 8, 8), np.nan, dtype=np.float32))
 
 
+@pytest.mark.parametrize("loss_stats", ["batch", "running"])
+def test_eata_fisher_from_more_clean_samples_than_one_mini_batch(loss_stats):
+    """Clean samples beyond one mini-batch of 64 all count (the Fisher is the mean over
+    mini-batches), whichever normalisation the loss uses."""
+    model = tiny_model()
+    clean = images(130, seed=3)
+    one = EATA(model, device="cpu", fisher_data=clean[:64], loss_stats=loss_stats)
+    three = EATA(model, device="cpu", fisher_data=clean, loss_stats=loss_stats)
+    assert three.fisher_samples == 130
+    assert any(not torch.allclose(a, b) for a, b in zip(one._fisher, three._fisher))
+
+
 def test_sar_sharpness_aware_step_and_recovery():
     """ρ changes the step (the gradient is taken at the perturbed weights), and the
     weights are back at θ plus one SGD step afterwards (finite, no leftover

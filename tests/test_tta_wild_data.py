@@ -1,7 +1,7 @@
 """The wild TTA benchmark's data: rendered characters are deterministic, cached outside
 the repository and labelled in balance; colour corruptions keep the three channels'
 geometry aligned and draw pixel noise per channel; the ResNet-style model builds with
-either normalisation and adapts."""
+either normalisation and adapts; trained source models are cached outside the repository."""
 
 from __future__ import annotations
 
@@ -25,14 +25,27 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 BENCH = Path(__file__).parents[1] / "benchmarks"
 
 
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def data_module():
     sys.path.insert(0, str(BENCH))
     try:
-        spec = importlib.util.spec_from_file_location("tta_wild_data", BENCH / "tta_wild_data.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
+        yield _load("tta_wild_data")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def models_module(data_module):
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield _load("tta_wild_models")
     finally:
         sys.path.remove(str(BENCH))
 
@@ -75,3 +88,18 @@ def test_small_resnet_builds_and_adapts(norm):
             NormAdapt(net)
     with pytest.raises(ConfigError, match="norm must be"):
         build_model("small_resnet", norm="layer")
+
+
+def test_source_model_is_trained_once_then_read_from_the_cache(models_module, tmp_path, monkeypatch):
+    monkeypatch.setenv("HEBBSTREAM_CACHE", str(tmp_path))
+    rng = np.random.default_rng(0)
+    data = {"images": rng.random((32, 3, 16, 16), dtype=np.float32), "labels": np.arange(32) % 32,
+            "cache": str(tmp_path / "chars-32-0-x.npz")}
+    first, info = models_module.source_model(data, "group", width=4, stem_stride=2, steps=2, seed=0)
+    again, info2 = models_module.source_model(data, "group", width=4, stem_stride=2, steps=2, seed=0)
+    assert not info["cached"] and info2["cached"] and Path(info2["file"]).is_relative_to(tmp_path)
+    for (k, a), (_, b) in zip(first.state_dict().items(), again.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=k)
+    assert not again.training
+    other, info3 = models_module.source_model(data, "group", width=4, stem_stride=2, steps=3, seed=0)
+    assert not info3["cached"]       # another recipe is another file

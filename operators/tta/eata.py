@@ -134,8 +134,9 @@ class EATA(TTAOperator):
         params = self.trainable()
         fisher = [torch.zeros_like(p) for p in params]
         chunks = x.split(self.reference_batch_size)
-        stats = batch_statistics(self.norms) if self.loss_stats == "batch" else contextlib.nullcontext()
         for chunk in chunks:
+            # a fresh context per chunk: a generator-based context manager enters only once
+            stats = batch_statistics(self.norms) if self.loss_stats == "batch" else contextlib.nullcontext()
             with stats, torch.enable_grad():
                 try:
                     logits = self.net(chunk)

@@ -102,16 +102,15 @@ class StreamingNorm(nn.Module):
             return nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
         if self.collect and self.momentum > 0:
             with torch.no_grad():
-                dims = [0, *range(2, x.dim())]
-                xd = x.detach().double()
-                self.acc[0] += x.numel() / x.shape[1]
-                self.acc[1] += xd.sum(dim=dims)
-                self.acc[2] += (xd * xd).sum(dim=dims)
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        out = (x - self.mean.view(shape)) * torch.rsqrt(self.var.view(shape) + self.eps)
-        if self.weight is not None:
-            out = out * self.weight.view(shape) + self.bias.view(shape)
-        return out
+                # one fused two-pass kernel per layer, accumulated in float64 across calls
+                n = x.numel() / x.shape[1]
+                var, mean = torch.var_mean(x.detach(), dim=[0, *range(2, x.dim())], correction=0)
+                mean = mean.double()
+                self.acc[0] += n
+                self.acc[1] += mean * n
+                self.acc[2] += (var.double() + mean * mean) * n
+        # the fused inference kernel; gradients reach the input and the affine parameters
+        return nn.functional.batch_norm(x, self.mean, self.var, self.weight, self.bias, False, 0.0, self.eps)
 
     @torch.no_grad()
     def commit(self) -> None:
