@@ -3,7 +3,7 @@
 Operators are found the way a pipeline file finds them (the ``hebbstream.operators``
 entry points), plus the engine's own operators that run without being named in a
 pipeline file (:class:`~stream.checks.EventTimeOrder`, and
-:class:`~connectors.kafka.tasks.PartitionedPipeline`, one pipeline copy per Kafka
+:class:`~stream.tasks.PartitionedPipeline`, one pipeline copy per Kafka
 partition). Each operator declares small configurations in ``_unit_test_params()``; each
 (operator, configuration, check) is a test of its own, as River's ``check_estimator``
 yields its checks.
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.kafka.tasks import PartitionedPipeline
 from stream.checks import EventTimeOrder
 from stream.registry import lookup, names
+from stream.tasks import PartitionedPipeline
 from stream.testing import CHECKS
 
 OPERATORS = {**{name: lookup("operators", name) for name in names("operators")},

@@ -29,9 +29,10 @@ Example:
 
 from __future__ import annotations
 
+from stream.tasks import PartitionedPipeline, PartitionStore
+
 from .codec import Codec
 from .sink import KafkaSink
 from .source import KafkaSource
-from .tasks import PartitionedPipeline, PartitionStore
 
 __all__ = ["KafkaSource", "KafkaSink", "Codec", "PartitionedPipeline", "PartitionStore"]

@@ -2,7 +2,7 @@
 
 Start the same pipeline N times with one ``group_id``: Kafka splits the partitions
 between the workers, and each worker keeps the state of its partitions (one pipeline copy
-per partition, see :mod:`connectors.kafka.tasks`) in the shared checkpoint store.
+per partition, see :mod:`stream.tasks`) in the shared checkpoint store.
 
 - **Assignment**: for each new partition the worker reads the committed offset, whose
   commit metadata names the partition's checkpoint; it loads that state (at-least-once:
@@ -65,6 +65,7 @@ from stream.batch import DEFAULT_KEY, DEFAULT_TIME, Batch
 from stream.connector import RunContext, Source
 from stream.errors import BadEventError, CheckpointError, ConfigError, SourceError
 from stream.outputs import members
+from stream.tasks import TASK_COLUMN, PartitionedPipeline, PartitionStore, _groups
 
 from .codec import Codec, parse_schema
 from .commit import commit_offsets
@@ -72,7 +73,6 @@ from .dead_letter import DeadLetters
 from .fencing import claim, owner, release
 from .health import BrokerWatch, client_logger, probe
 from .sink import KafkaSink, client_config
-from .tasks import TASK_COLUMN, PartitionedPipeline, PartitionStore, _groups
 
 log = logging.getLogger("hebbstream.kafka")
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.kafka import KafkaSource
-from connectors.kafka.tasks import TASK_COLUMN
+from stream.tasks import TASK_COLUMN
 
 TOPICS = ["in-a", "in-b"]
 

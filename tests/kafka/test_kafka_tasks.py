@@ -6,9 +6,9 @@ import pyarrow as pa
 from kafka.detector import ZScore
 from streams import ListSink
 
-from connectors.kafka.tasks import TASK_COLUMN, PartitionedPipeline, PartitionStore
 from stream import Batch, CheckpointStore, Pipeline, Source, run
 from stream.connector import RunContext
+from stream.tasks import TASK_COLUMN, PartitionedPipeline, PartitionStore
 
 
 class TwoPartitions(Source):

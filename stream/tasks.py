@@ -1,22 +1,23 @@
-"""State per Kafka partition: one pipeline copy per partition, checkpointed per partition.
+"""State per partition: one pipeline copy per partition, checkpointed per partition.
 
-Scale-out moves partitions between workers, so operator state has to move with them.
-Rather than asking every operator to split its state by key, a worker runs one copy of
-the pipeline per assigned partition (a *task*, as in Kafka Streams): the state of a
-partition is exactly the ``state_dict()`` of its copy, whatever the operators are.
-Kafka's partitioner keeps every key in one partition, so per-key operators give the same
-outputs as one pipeline over the whole stream.
+A source whose partitions move between workers (the Kafka source: the partitions of a
+consumer group) has to move operator state with them. Rather than asking every operator
+to split its state by key, a worker runs one copy of the pipeline per assigned partition
+(a *task*, as in Kafka Streams): the state of a partition is exactly the ``state_dict()``
+of its copy, whatever the operators are. A partitioner that keeps every key in one
+partition (Kafka's does) makes per-key operators give the same outputs as one pipeline
+over the whole stream.
 
 :class:`PartitionedPipeline` routes the rows of a micro-batch to the copies by the
-hidden partition column the source adds (and removes it from the output).
+hidden task column the source adds (and removes it from the output).
 :class:`PartitionStore` writes each task's state to its own checkpoint folder
-``<store>/<topic>-<partition>/ckpt-N`` on the shared ``pyarrow.fs`` store, so a new owner
-loads just the partitions it was given.
+``<store>/<task name>/ckpt-N`` (``<topic>-<partition>`` for Kafka) on the shared
+``pyarrow.fs`` store, so a new owner loads just the partitions it was given.
 
 Example:
     >>> import pyarrow as pa
     >>> from stream import Batch, Operator, Pipeline
-    >>> from connectors.kafka.tasks import PartitionedPipeline, TASK_COLUMN
+    >>> from stream.tasks import PartitionedPipeline, TASK_COLUMN
     >>> class Count(Operator):
     ...     def __init__(self):
     ...         self.n = 0
@@ -49,14 +50,14 @@ from typing import Any
 
 import numpy as np
 
-from stream.batch import Batch
-from stream.checkpoint import CheckpointStore
-from stream.operator import Operator, Pipeline, RejectHandler
-from stream.testing import UnitTest
+from .batch import Batch
+from .checkpoint import CheckpointStore
+from .operator import Operator, Pipeline, RejectHandler
+from .testing import UnitTest
 
-log = logging.getLogger("hebbstream.kafka")
+log = logging.getLogger("hebbstream")
 
-#: Hidden int64 column the Kafka source adds: the task (topic, partition) of each row.
+#: Hidden int64 column a partitioned source adds: the task (for Kafka: topic, partition) of each row.
 TASK_COLUMN = "__hs_task"
 
 
@@ -204,7 +205,7 @@ class PartitionStore(CheckpointStore):
     whose position moved since its last checkpoint gets a new checkpoint of its own.
     :meth:`save` returns the sequence number written for each task (for the offset
     commit's metadata); a whole-run resume does not exist (``load_latest`` is ``None``):
-    partitions are restored one by one when Kafka assigns them (:meth:`restore`).
+    partitions are restored one by one as the source is assigned them (:meth:`restore`).
     """
 
     def __init__(self, parent: CheckpointStore, names: dict[int, str]):
@@ -266,8 +267,8 @@ class PartitionStore(CheckpointStore):
     def mark_committed(self, name: str, seq: int) -> None:
         """Record that checkpoint ``seq`` of ``name`` is covered by a committed transaction.
 
-        Kafka's committed offsets are the record of that; this copy is the fallback for
-        brokers that do not keep transactional offset commits (the librdkafka mock).
+        The source's own commits (Kafka's committed offsets) are the record of that; this
+        copy is the fallback for brokers that do not keep them (the librdkafka mock).
         """
         store = self.child(name)
         path = f"{store.root}/COMMITTED"
