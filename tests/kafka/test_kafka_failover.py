@@ -28,6 +28,7 @@ import pytest
 from kafka.detector import ZScore
 from kafka.topics import Message, end_offsets, produce_json, read_topic
 from streams import ListSink
+from waiting import wait_until
 
 from connectors.memory import MemorySource
 from stream import run
@@ -76,7 +77,8 @@ def committed_only(messages: list[Message], ends: dict[int, int]) -> list[Messag
 def start_worker(kafka, tmp_path, name, topic_in, topic_out, group, exactly_once):
     args = [sys.executable, os.path.join(HERE, "worker.py"), kafka.servers, topic_in, topic_out, group,
             str(tmp_path / "store"), "--delay", "0.03", "--batch-size", "50", "--idle", "9",
-            "--progress", str(tmp_path / f"{name}.progress"), "--summary", str(tmp_path / f"{name}.json")]
+            "--progress", str(tmp_path / f"{name}.progress"), "--summary", str(tmp_path / f"{name}.json"),
+            "--ready", str(tmp_path / f"{name}.ready"), "--go", str(tmp_path / "go")]
     if exactly_once:
         args.append("--exactly-once")
     return subprocess.Popen(args, stderr=open(tmp_path / f"{name}.log", "w"))
@@ -102,6 +104,11 @@ def test_sigkill_one_worker_survivor_restores_and_finishes(kafka, tmp_path, exac
 
     victim = start_worker(kafka, tmp_path, "victim", topic_in, topic_out, group, exactly_once)
     survivor = start_worker(kafka, tmp_path, "survivor", topic_in, topic_out, group, exactly_once)
+    # both join the group together: on a loaded machine one worker's start-up (imports) can
+    # otherwise take long enough for the other to consume the whole topic alone
+    wait_until(lambda: all((tmp_path / f"{w}.ready").exists() for w in ("victim", "survivor")),
+               "both workers are set up", timeout=120)
+    (tmp_path / "go").touch()
     deadline = time.monotonic() + 60
     # kill the victim part-way: after it processed some rows, long before the end
     while processed(tmp_path / "victim.progress") < 600 and time.monotonic() < deadline:

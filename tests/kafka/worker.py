@@ -1,7 +1,7 @@
 """One scale-out worker for the failover tests and the benchmark.
 
     python tests/kafka/worker.py SERVERS IN OUT GROUP STORE [--exactly-once] [--delay S]
-        [--progress FILE] [--summary FILE] [--idle S] [--batch-size N] [--trivial]
+        [--progress FILE] [--summary FILE] [--idle S] [--batch-size N] [--trivial] [--ready FILE --go FILE]
 
 Runs ``KafkaSource(IN) | ZScore | KafkaSink(OUT)`` (``--trivial``: an identity operator)
 with checkpoints in STORE, until no message came for ``--idle`` seconds.
@@ -56,6 +56,8 @@ def main() -> None:
     p.add_argument("--every", type=float, default=0.5, help="checkpoint every S seconds")
     p.add_argument("--no-ts", action="store_true", help="output message time = produce time")
     p.add_argument("--assignment", help="keep the current assignment (JSON list) in this file")
+    p.add_argument("--ready", help="create this file once imported and set up, then wait for --go")
+    p.add_argument("--go", help="start consuming once this file exists (workers that start together)")
     a = p.parse_args()
     fast = {"session.timeout.ms": 4000, "heartbeat.interval.ms": 300, "linger.ms": 2}
     consumer_conf = {k: v for k, v in fast.items() if k != "linger.ms"}
@@ -66,6 +68,10 @@ def main() -> None:
     if a.assignment:
         threading.Thread(target=keep_assignment, args=(source, a.assignment), daemon=True).start()
     op = Identity() if a.trivial else ZScore(delay=a.delay, progress=a.progress)
+    if a.ready:
+        open(a.ready, "w").close()
+    while a.go and not os.path.exists(a.go):
+        time.sleep(0.02)
     summary = run(source, op, sink, checkpoint=a.store, checkpoint_every_seconds=a.every,
                   batch_size=a.batch_size, check_order=not a.trivial)
     summary["restored"] = source.restored
