@@ -24,6 +24,18 @@ seeds), ``held_out`` and ``tuning`` (the same on each half), ``per_seed``, ``sec
     python benchmarks/nab.py --detector cad              # results/nab-cad.json
     python benchmarks/nab.py --detector art --options '{"quantile": 0.02}' --tag q02
     python benchmarks/nab.py --detector cad --half tuning    # the tuning half only (tuning runs)
+    python benchmarks/nab.py --detector htm --seeds 3 --workers 2   # one seed: results/nab-htm-seed3.json
+
+``--seeds 0,1,2`` runs each seed and reports the mean (each seed's figures under
+``per_seed``); a detector whose second seed writes the same files as its first is
+deterministic and stops there. ``--stored DIR`` (``{seed}`` in the path) uses the result
+folders of earlier runs instead: a pipeline detector (``htm-rest``: the HTM detector, then
+a rest period) runs only its later stages over its first stage's stored results
+(:mod:`operators.nab.stored`: the files of a full run); any other detector's folders are
+scored as they are, e.g. to average seeds run one at a time:
+
+    python benchmarks/nab.py --detector htm --seeds 0,1,2,3,4 --stored 'OUT/seed{seed}/htm' --out OUT
+    python benchmarks/nab.py --detector htm-rest --seeds 0,1,2,3,4 --stored 'OUT/seed{seed}/htm' --out OUT
 """
 
 from __future__ import annotations
@@ -64,6 +76,10 @@ def _extra(p):
     p.add_argument("--half", choices=("all", "tuning"), default="all",
                    help="--detector runs: every file, or only the tuning half")
     p.add_argument("--tag", default="", help="suffix of a --detector run's results file")
+    p.add_argument("--stored", default=None, metavar="DIR",
+                   help="--detector runs: result folders of earlier runs, one per seed ({seed} in the "
+                        "path): a pipeline detector (htm-rest) runs its later stages over its first "
+                        "stage's stored results; any other detector's folder is scored as it is")
 
 
 def run_protocol(args) -> None:
@@ -89,8 +105,11 @@ def run_protocol(args) -> None:
     for seed in seeds:
         out = os.path.join(args.out or tempfile.mkdtemp(prefix="hebbstream-nab-"), f"seed{seed}")
         t0 = time.perf_counter()
-        report = run_corpus(factory, args.nab_dir, out, args.detector, files=files, seed=seed,
-                            workers=args.workers)
+        if args.stored is None:
+            report = run_corpus(factory, args.nab_dir, out, args.detector, files=files, seed=seed,
+                                workers=args.workers)
+        else:
+            report = stored_run(factory, args, out, files, seed)
         seconds.append(time.perf_counter() - t0)
         dirs.append(report["detector_dir"])
         if args.half == "tuning":
@@ -109,7 +128,12 @@ def run_protocol(args) -> None:
     def mean(part):
         return {p: round(float(np.mean([r[part][p] for r in runs])), 2) for p in runs[0][part]}
 
-    figures = {"detector": args.detector, "options": options, "half": args.half,
+    if args.stored is not None:   # the stored runs' own time is not known here
+        figures_stored = {"stored": _placeholder(args.stored, args.out),
+                          "seconds_note": "later stages (or scoring) only; add the stored runs' seconds"}
+    else:
+        figures_stored = {}
+    figures = {"detector": args.detector, "options": options, "half": args.half, **figures_stored,
                "seeds": list(per_seed),
                # proven by a second seed's identical files; None: one seed run, not checked
                "deterministic": (len(runs) < len(seeds)) if len(seeds) > 1 else None}
@@ -120,8 +144,30 @@ def run_protocol(args) -> None:
     figures.update(seconds=round(float(np.mean(seconds)), 1), records=report["events"], files=len(files),
                    workers=args.workers, per_seed=per_seed)
     name = f"nab-{args.detector}" + (f"-{args.tag}" if args.tag else "") + (
-        "-tuning" if args.half == "tuning" else "")
+        f"-seed{seeds[0]}" if len(seeds) == 1 else "") + ("-tuning" if args.half == "tuning" else "")
     finish(name, figures, quick=args.quick)
+
+
+def stored_run(factory, args, out: str, files, seed: int) -> dict:
+    """One seed of a ``--stored`` run: the later stages of a pipeline detector over the
+    stored folder of its first stage, or the stored folder of the detector itself."""
+    from operators.nab.corpus import corpus_files, result_path
+    from operators.nab.stored import run_after_stored
+    from stream import Pipeline
+
+    folder = args.stored.format(seed=seed)
+    if isinstance(factory({}, seed=seed), Pipeline):
+        return run_after_stored(factory, args.nab_dir, folder, out, args.detector, files=files, seed=seed)
+    names = list(files) if files is not None else corpus_files(args.nab_dir)
+    detector = os.path.basename(os.path.normpath(folder))
+    return {"detector_dir": folder, "files": [result_path(folder, detector, n) for n in names], "events": None}
+
+
+def _placeholder(path: str, out: str | None) -> str:
+    """A stored folder as the results file shows it: under ``--out``, as ``OUT/...``."""
+    if out and os.path.abspath(path).startswith(os.path.abspath(out) + os.sep):
+        return "OUT/" + os.path.relpath(os.path.abspath(path), os.path.abspath(out))
+    return path
 
 
 def main() -> None:

@@ -121,12 +121,13 @@ def test_bad_constructor_values_are_config_errors():
         ContextualDetector(value_range={"a": [2.0, 1.0]})
 
 
-def test_nab_runs_a_detector_by_name(tmp_path, capsys):
+@pytest.mark.parametrize("name", ["cad", "art", "ensemble"])
+def test_nab_runs_a_detector_by_name(tmp_path, capsys, name):
     from stream.cli import main
 
-    assert main(["nab", "--nab-dir", EXCERPT, "--out", str(tmp_path), "--detector", "cad"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].startswith("cad: ")
-    assert sorted(os.listdir(tmp_path / "cad")) == ["realAdExchange", "realKnownCause"]
+    assert main(["nab", "--nab-dir", EXCERPT, "--out", str(tmp_path), "--detector", name]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"{name}: ")
+    assert sorted(os.listdir(tmp_path / name)) == ["realAdExchange", "realKnownCause"]
 
 
 @pytest.mark.parametrize("model", ["cad", "art"])
