@@ -111,6 +111,8 @@ def run_protocol(args) -> None:
         else:
             report = stored_run(factory, args, out, files, seed)
         seconds.append(time.perf_counter() - t0)
+        if args.stored is not None:   # add the stored run's own time, when its results file says
+            seconds[-1] += stored_seconds(args.stored.format(seed=seed), seed, report)
         dirs.append(report["detector_dir"])
         if args.half == "tuning":
             scored = {"tuning": {p: r.normalised for p, r in score_results(
@@ -118,6 +120,8 @@ def run_protocol(args) -> None:
         else:
             scored = protocol_scores(report["detector_dir"], args.nab_dir, files)
         per_seed[seed] = {**scored, "seconds": round(seconds[-1], 1), "results_dir": report["detector_dir"]}
+        if "stored_seconds" in report:
+            per_seed[seed]["stored_seconds"] = report["stored_seconds"]
         if len(dirs) == 2:
             names = [os.path.relpath(f, dirs[1]) for f in report["files"]]
             _, differ, errors = filecmp.cmpfiles(dirs[0], dirs[1], names, shallow=False)
@@ -128,9 +132,11 @@ def run_protocol(args) -> None:
     def mean(part):
         return {p: round(float(np.mean([r[part][p] for r in runs])), 2) for p in runs[0][part]}
 
-    if args.stored is not None:   # the stored runs' own time is not known here
+    if args.stored is not None:
         figures_stored = {"stored": _placeholder(args.stored, args.out),
-                          "seconds_note": "later stages (or scoring) only; add the stored runs' seconds"}
+                          "seconds_note": "each seed: the stored run's seconds (from its results file "
+                                          "nab-NAME-seedN.json; 0 when there is none) plus the later "
+                                          "stages' (or the scoring's)"}
     else:
         figures_stored = {}
     figures = {"detector": args.detector, "options": options, "half": args.half, **figures_stored,
@@ -161,6 +167,22 @@ def stored_run(factory, args, out: str, files, seed: int) -> dict:
     names = list(files) if files is not None else corpus_files(args.nab_dir)
     detector = os.path.basename(os.path.normpath(folder))
     return {"detector_dir": folder, "files": [result_path(folder, detector, n) for n in names], "events": None}
+
+
+def stored_seconds(folder: str, seed: int, report: dict) -> float:
+    """Seconds of the run that wrote ``folder`` (``.../htm``): ``results/nab-htm-seed<seed>.json``'s,
+    0.0 when there is no such file. Noted in ``report["stored_seconds"]``."""
+    import json
+
+    from common import RESULTS
+
+    path = os.path.join(RESULTS, f"nab-{os.path.basename(os.path.normpath(folder))}-seed{seed}.json")
+    found = 0.0
+    if os.path.exists(path):
+        with open(path) as f:
+            found = json.load(f)["seconds"]
+    report["stored_seconds"] = found
+    return float(found)
 
 
 def _placeholder(path: str, out: str | None) -> str:
