@@ -102,6 +102,7 @@ def run_protocol(args) -> None:
         files = tuning_half(files)
     seeds = [int(x) for x in args.seeds.split(",")]
     per_seed, dirs, seconds = {}, [], []
+    identical = None   # whether the second seed wrote the first seed's files (None: not compared)
     for seed in seeds:
         out = os.path.join(args.out or tempfile.mkdtemp(prefix="hebbstream-nab-"), f"seed{seed}")
         t0 = time.perf_counter()
@@ -125,7 +126,8 @@ def run_protocol(args) -> None:
         if len(dirs) == 2:
             names = [os.path.relpath(f, dirs[1]) for f in report["files"]]
             _, differ, errors = filecmp.cmpfiles(dirs[0], dirs[1], names, shallow=False)
-            if not differ and not errors:   # deterministic: every seed gives the same files
+            identical = not differ and not errors
+            if identical:   # deterministic: every seed gives the same files
                 break
     runs = list(per_seed.values())
 
@@ -142,7 +144,7 @@ def run_protocol(args) -> None:
     figures = {"detector": args.detector, "options": options, "half": args.half, **figures_stored,
                "seeds": list(per_seed),
                # proven by a second seed's identical files; None: one seed run, not checked
-               "deterministic": (len(runs) < len(seeds)) if len(seeds) > 1 else None}
+               "deterministic": identical}
     if args.half == "all":
         figures.update(mean("full"), held_out=mean("held_out"), tuning=mean("tuning"))
     else:
