@@ -144,3 +144,15 @@ def test_river_wrapper_scores_without_learning_and_learns_like_the_operator(mode
         det.learn_one({"x": v})
         assert first == direct.score_learn(v)               # prequential, as the operator
     assert det.score_one({}) == 0.0 and det.score_one({"x": float("nan")}) == 0.0
+
+
+@pytest.mark.parametrize("cls", [ContextualDetector, ARTDetector, ScoreEnsemble])
+def test_nab_seed_changes_nothing(cls):
+    # why one NAB run stands for every seed: these detectors draw no random numbers
+    from operators.nab.replay import NABStream
+
+    batch = _stream()
+    streams = {k: NABStream(k, 100, *RANGE[k]) for k in RANGE}
+    outs = [cls.for_nab(streams, seed=seed)(batch).numpy("anomaly_score") for seed in (0, 1)]
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert outs[0].any()
