@@ -24,6 +24,18 @@ seeds), ``held_out`` and ``tuning`` (the same on each half), ``per_seed``, ``sec
     python benchmarks/nab.py --detector cad              # results/nab-cad.json
     python benchmarks/nab.py --detector art --options '{"quantile": 0.02}' --tag q02
     python benchmarks/nab.py --detector cad --half tuning    # the tuning half only (tuning runs)
+    python benchmarks/nab.py --detector htm --seeds 3 --workers 2   # one seed: results/nab-htm-seed3.json
+
+``--seeds 0,1,2`` runs each seed and reports the mean (each seed's figures under
+``per_seed``); a detector whose second seed writes the same files as its first is
+deterministic and stops there. ``--stored DIR`` (``{seed}`` in the path) uses the result
+folders of earlier runs instead: a pipeline detector (``htm-rest``: the HTM detector, then
+a rest period) runs only its later stages over its first stage's stored results
+(:mod:`operators.nab.stored`: the files of a full run); any other detector's folders are
+scored as they are, e.g. to average seeds run one at a time:
+
+    python benchmarks/nab.py --detector htm --seeds 0,1,2,3,4 --stored 'OUT/seed{seed}/htm' --out OUT
+    python benchmarks/nab.py --detector htm-rest --seeds 0,1,2,3,4 --stored 'OUT/seed{seed}/htm' --out OUT
 """
 
 from __future__ import annotations
@@ -64,6 +76,10 @@ def _extra(p):
     p.add_argument("--half", choices=("all", "tuning"), default="all",
                    help="--detector runs: every file, or only the tuning half")
     p.add_argument("--tag", default="", help="suffix of a --detector run's results file")
+    p.add_argument("--stored", default=None, metavar="DIR",
+                   help="--detector runs: result folders of earlier runs, one per seed ({seed} in the "
+                        "path): a pipeline detector (htm-rest) runs its later stages over its first "
+                        "stage's stored results; any other detector's folder is scored as it is")
 
 
 def run_protocol(args) -> None:
@@ -86,12 +102,18 @@ def run_protocol(args) -> None:
         files = tuning_half(files)
     seeds = [int(x) for x in args.seeds.split(",")]
     per_seed, dirs, seconds = {}, [], []
+    identical = None   # whether the second seed wrote the first seed's files (None: not compared)
     for seed in seeds:
         out = os.path.join(args.out or tempfile.mkdtemp(prefix="hebbstream-nab-"), f"seed{seed}")
         t0 = time.perf_counter()
-        report = run_corpus(factory, args.nab_dir, out, args.detector, files=files, seed=seed,
-                            workers=args.workers)
+        if args.stored is None:
+            report = run_corpus(factory, args.nab_dir, out, args.detector, files=files, seed=seed,
+                                workers=args.workers)
+        else:
+            report = stored_run(factory, args, out, files, seed)
         seconds.append(time.perf_counter() - t0)
+        if args.stored is not None:   # add the stored run's own time, when its results file says
+            seconds[-1] += stored_seconds(args.stored.format(seed=seed), seed, report)
         dirs.append(report["detector_dir"])
         if args.half == "tuning":
             scored = {"tuning": {p: r.normalised for p, r in score_results(
@@ -99,20 +121,30 @@ def run_protocol(args) -> None:
         else:
             scored = protocol_scores(report["detector_dir"], args.nab_dir, files)
         per_seed[seed] = {**scored, "seconds": round(seconds[-1], 1), "results_dir": report["detector_dir"]}
+        if "stored_seconds" in report:
+            per_seed[seed]["stored_seconds"] = report["stored_seconds"]
         if len(dirs) == 2:
             names = [os.path.relpath(f, dirs[1]) for f in report["files"]]
             _, differ, errors = filecmp.cmpfiles(dirs[0], dirs[1], names, shallow=False)
-            if not differ and not errors:   # deterministic: every seed gives the same files
+            identical = not differ and not errors
+            if identical:   # deterministic: every seed gives the same files
                 break
     runs = list(per_seed.values())
 
     def mean(part):
         return {p: round(float(np.mean([r[part][p] for r in runs])), 2) for p in runs[0][part]}
 
-    figures = {"detector": args.detector, "options": options, "half": args.half,
+    if args.stored is not None:
+        figures_stored = {"stored": _placeholder(args.stored, args.out),
+                          "seconds_note": "each seed: the stored run's seconds (from its results file "
+                                          "nab-NAME-seedN.json; 0 when there is none) plus the later "
+                                          "stages' (or the scoring's)"}
+    else:
+        figures_stored = {}
+    figures = {"detector": args.detector, "options": options, "half": args.half, **figures_stored,
                "seeds": list(per_seed),
                # proven by a second seed's identical files; None: one seed run, not checked
-               "deterministic": (len(runs) < len(seeds)) if len(seeds) > 1 else None}
+               "deterministic": identical}
     if args.half == "all":
         figures.update(mean("full"), held_out=mean("held_out"), tuning=mean("tuning"))
     else:
@@ -120,8 +152,46 @@ def run_protocol(args) -> None:
     figures.update(seconds=round(float(np.mean(seconds)), 1), records=report["events"], files=len(files),
                    workers=args.workers, per_seed=per_seed)
     name = f"nab-{args.detector}" + (f"-{args.tag}" if args.tag else "") + (
-        "-tuning" if args.half == "tuning" else "")
+        f"-seed{seeds[0]}" if len(seeds) == 1 else "") + ("-tuning" if args.half == "tuning" else "")
     finish(name, figures, quick=args.quick)
+
+
+def stored_run(factory, args, out: str, files, seed: int) -> dict:
+    """One seed of a ``--stored`` run: the later stages of a pipeline detector over the
+    stored folder of its first stage, or the stored folder of the detector itself."""
+    from operators.nab.corpus import corpus_files, result_path
+    from operators.nab.stored import run_after_stored
+    from stream import Pipeline
+
+    folder = args.stored.format(seed=seed)
+    if isinstance(factory({}, seed=seed), Pipeline):
+        return run_after_stored(factory, args.nab_dir, folder, out, args.detector, files=files, seed=seed)
+    names = list(files) if files is not None else corpus_files(args.nab_dir)
+    detector = os.path.basename(os.path.normpath(folder))
+    return {"detector_dir": folder, "files": [result_path(folder, detector, n) for n in names], "events": None}
+
+
+def stored_seconds(folder: str, seed: int, report: dict) -> float:
+    """Seconds of the run that wrote ``folder`` (``.../htm``): ``results/nab-htm-seed<seed>.json``'s,
+    0.0 when there is no such file. Noted in ``report["stored_seconds"]``."""
+    import json
+
+    from common import RESULTS
+
+    path = os.path.join(RESULTS, f"nab-{os.path.basename(os.path.normpath(folder))}-seed{seed}.json")
+    found = 0.0
+    if os.path.exists(path):
+        with open(path) as f:
+            found = json.load(f)["seconds"]
+    report["stored_seconds"] = found
+    return float(found)
+
+
+def _placeholder(path: str, out: str | None) -> str:
+    """A stored folder as the results file shows it: under ``--out``, as ``OUT/...``."""
+    if out and os.path.abspath(path).startswith(os.path.abspath(out) + os.sep):
+        return "OUT/" + os.path.relpath(os.path.abspath(path), os.path.abspath(out))
+    return path
 
 
 def main() -> None:

@@ -112,13 +112,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+#: Named NAB detectors built on the HTM detector (they take ``--tm`` and ``--device``).
+HTM_DETECTORS = ("htm", "htm-rest")
+
+
 def _named_factory(detector: str, args: argparse.Namespace) -> Any:
-    if detector != "htm":
+    if detector not in HTM_DETECTORS:
         return nab_factory(detector)
     from operators.htm.backend import resolve_device
 
     # the device made concrete here, once, not in every worker process
-    return nab_factory("htm", tm=args.tm or "backtracking", device=resolve_device(args.device))
+    return nab_factory(detector, tm=args.tm or "backtracking", device=resolve_device(args.device))
 
 
 def _profiles(nab_dir: str, names: list[str] | None) -> dict[str, Profile]:
@@ -204,9 +208,9 @@ def _main(args: argparse.Namespace) -> int:
             dirs = {args.detector: dirs[args.detector]}
     else:
         detector = args.detector or "htm"
-        if args.tm and (args.factory or detector != "htm"):
+        if args.tm and (args.factory or detector not in HTM_DETECTORS):
             raise HebbstreamError("--tm chooses the HTM detector's temporal memory; it applies "
-                                  "to --detector htm only")
+                                  f"to --detector {' or '.join(HTM_DETECTORS)} only")
         factory = load_object(args.factory) if args.factory else _named_factory(detector, args)
         names = _select(corpus_files(nab_dir), args.files)
         t0 = time.perf_counter()

@@ -4,7 +4,8 @@ A NAB factory is called as ``factory(streams, seed=seed)`` with ``{file: NABStre
 (what NAB lets a detector know up front: each file's length, min and max) and returns
 an operator that adds an ``anomaly_score`` column. :func:`nab_factory` finds one by name:
 
-- the names in :data:`NAB_DETECTORS` (the HTM detector, and the streaming detectors of
+- the names in :data:`NAB_DETECTORS` (the HTM detector; ``htm-rest``, the HTM detector
+  with a rest period after each detection; the streaming detectors of
   :mod:`operators.anomaly` with their NAB settings);
 - any other operator registered under the ``hebbstream.operators`` entry points: built
   with its ``for_nab(streams, seed=...)`` constructor when it has one, else with its
@@ -38,6 +39,7 @@ from stream.errors import ConfigError
 #: NAB factory (a function of ``streams`` and ``seed``) or of an operator class.
 NAB_DETECTORS = {
     "htm": "operators.nab.detectors:htm_factory",
+    "htm-rest": "operators.nab.detectors:htm_rest_factory",
     "cad": "operators.anomaly:ContextualDetector",
     "art": "operators.anomaly:ARTDetector",
     "ensemble": "operators.anomaly:ScoreEnsemble",
@@ -55,6 +57,20 @@ def htm_factory(streams: Mapping[str, Any], seed: int = 0, tm: str = "backtracki
 
     return HTMDetector.for_nab(streams, seed=seed, minmax=minmax, device=device,
                                config=HTMConfig(tm=tm, max_backtrack=max_backtrack))
+
+
+def htm_rest_factory(streams: Mapping[str, Any], seed: int = 0, *, rest_fraction: float | None = None,
+                     **htm_options: Any) -> Any:
+    """The HTM detector of :func:`htm_factory` followed by a rest period
+    (:class:`operators.anomaly.rest.RestPeriod`): after a detection, a file's next
+    ``rest_fraction`` of its rows (default ``NAB_REST_FRACTION``, 1 %) report at most
+    NuPIC's yellow level. The HTM stage is unchanged: its raw scores and likelihoods are
+    the default detector's."""
+    from operators.anomaly.rest import NAB_REST_FRACTION, RestPeriod
+    from stream import Pipeline
+
+    fraction = NAB_REST_FRACTION if rest_fraction is None else float(rest_fraction)
+    return Pipeline([htm_factory(streams, seed, **htm_options), RestPeriod.for_nab(streams, fraction=fraction)])
 
 
 def load_object(spec: str, what: str = "--factory") -> Any:
