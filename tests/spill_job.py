@@ -10,39 +10,22 @@ the run part-way. Prints the run summary as JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from crash_job import Pause, job_parser  # noqa: E402
 
 from connectors.csv import CSVSink, CSVSource  # noqa: E402
 from operators.anomaly.cad import ContextualDetector  # noqa: E402
-from stream import Operator, run  # noqa: E402
-
-
-class Pause(Operator):
-    """Sleeps per batch: stands in for a slow model."""
-
-    runtime_params = ("seconds",)  # a resumed run need not be slow
-
-    def __init__(self, seconds: float = 0.0):
-        self.seconds = seconds
-
-    def process(self, batch):
-        time.sleep(self.seconds)
-        return batch
+from stream import run  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("input")
-    p.add_argument("output")
-    p.add_argument("checkpoints")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--pause", type=float, default=0.0)
+    p = job_parser()
     p.add_argument("--max-resident-keys", type=int, default=None)
     args = p.parse_args()
     detector = ContextualDetector(warmup=20, rest=5, max_resident_keys=args.max_resident_keys)
